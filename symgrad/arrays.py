@@ -1,0 +1,118 @@
+"""Reading and writing the .npz files of ``symgrad grads``, checking every array it needs.
+
+IN.npz: x (T, B, M) input spikes, labels (B,), W_in (N, M), optional W_rec (N, N), W_out (K, N),
+b_out (K,), kappa (scalar), optional param_<name> overriding a model parameter.
+OUT.npz: loss and one gradient per weight given, same names and shapes.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .model import NeuronModel
+
+
+@dataclass
+class GradInputs:
+    x: np.ndarray
+    labels: np.ndarray
+    weights: dict
+    kappa: float
+    neuron_params: dict
+    n_in: int
+    n: int
+    n_out: int
+
+
+def read_inputs(path, model: NeuronModel) -> GradInputs:
+    path = Path(path)
+    data = _load_npz(path)
+    where = str(path)
+
+    def need(key, ndim):
+        if key not in data:
+            raise UserError(f"{where}: missing array {key!r}")
+        value = np.asarray(data[key])
+        if value.ndim != ndim:
+            raise UserError(f"{where}: {key} must have {ndim} dimensions, has shape {value.shape}")
+        if not np.issubdtype(value.dtype, np.number) or not np.all(np.isfinite(value)):
+            raise UserError(f"{where}: {key} must hold finite numbers")
+        return value
+
+    x = need("x", 3)
+    steps, batch, n_in = x.shape
+    labels = need("labels", 1)
+    W_in, W_out, b_out = need("W_in", 2), need("W_out", 2), need("b_out", 1)
+    kappa = float(need("kappa", 0))
+    n, n_out = W_in.shape[0], W_out.shape[0]
+    expected = {"labels": (batch,), "W_in": (n, n_in), "W_out": (n_out, n), "b_out": (n_out,)}
+    weights = {"W_in": W_in, "W_out": W_out, "b_out": b_out}
+    if "W_rec" in data:
+        weights["W_rec"] = need("W_rec", 2)
+        expected["W_rec"] = (n, n)
+    arrays = {"labels": labels, **weights}
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            raise UserError(f"{where}: {key} has shape {arrays[key].shape}, expected {shape} "
+                            f"(from x {x.shape} and W_in {W_in.shape})")
+    if steps == 0 or batch == 0:
+        raise UserError(f"{where}: x has no steps or no samples (shape {x.shape})")
+    if not np.all(labels == np.round(labels)) or labels.min() < 0 or labels.max() >= n_out:
+        raise UserError(f"{where}: labels must be integers in [0, {n_out})")
+    neuron_params = _param_overrides(data, model, n, where)
+    unknown = set(data) - set(expected) - {"x", "kappa"} - {f"param_{k}" for k in neuron_params}
+    if unknown:
+        raise UserError(f"{where}: unexpected array {sorted(unknown)[0]!r}")
+    return GradInputs(x, labels.astype(np.int64), weights, kappa, neuron_params, n_in, n, n_out)
+
+
+def _param_overrides(data, model: NeuronModel, n: int, where: str) -> dict:
+    values = {}
+    names = {p.name: p for p in model.params}
+    for key in data:
+        if not key.startswith("param_"):
+            continue
+        name = key[len("param_"):]
+        if name not in names:
+            raise UserError(f"{where}: {key} names no parameter of model {model.name} "
+                            f"(it has {', '.join(names)})")
+        value = np.asarray(data[key], dtype=float)
+        if value.ndim == 0:
+            values[name] = float(value)
+        elif value.shape == (n,) and names[name] in model.neuron_params:
+            values[name] = value
+        else:
+            raise UserError(f"{where}: {key} has shape {value.shape}; {name} is "
+                            + ("per-neuron: give a scalar or ({n},)".format(n=n)
+                               if names[name] in model.neuron_params else "shared: give a scalar"))
+    return values
+
+
+def _load_npz(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path}: not a readable .npz file ({err})") from None
+
+
+def write_npz(path, arrays: dict) -> None:
+    """Write arrays to ``path`` atomically: a reader sees the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

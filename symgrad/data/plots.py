@@ -1,0 +1,58 @@
+"""Figures for looking at inputs: spike rasters and the FSDD audio-to-spikes pipeline.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they work under
+any backend (Agg included), do not pile up in pyplot's registry, and still display in
+notebooks. Every function returns the Figure.
+"""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from . import fsdd
+
+
+def raster(spikes, ax=None, title: str | None = None, dt: float | None = None) -> Figure:
+    """Spike raster of a ``(T, n)`` array (nonzero = spike); time in s if ``dt`` is given."""
+    spikes = np.asarray(spikes)
+    if spikes.ndim != 2:
+        raise ValueError(f"raster: spikes must be (T, n), got shape {spikes.shape}")
+    if ax is None:
+        ax = Figure(figsize=(6, 3), layout="constrained").add_subplot()
+    t, n = np.nonzero(spikes)
+    scale = dt if dt else 1.0
+    ax.scatter(t * scale, n, s=4, marker="|", color="k", linewidths=0.8)
+    ax.set_xlim(0, spikes.shape[0] * scale)
+    ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
+    ax.set_xlabel("time (s)" if dt else "time step")
+    ax.set_ylabel("channel")
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def audio_to_spikes(source, spikes, dt: float = 0.01, title: str | None = None) -> Figure:
+    """Waveform, filterbank levels and spike raster of one recording, on one time axis.
+
+    ``source`` is a WAV path or ``(audio, rate)``; ``spikes`` is its ``(T, channels)``
+    encoding by :mod:`symgrad.data.fsdd` with time step ``dt``. The levels are recomputed
+    with the same front end, so the panels show exactly what the encoder saw.
+    """
+    audio, rate = fsdd.read_wav(source) if not isinstance(source, tuple) else source
+    audio = np.asarray(audio, np.float64)
+    spikes = np.asarray(spikes)
+    steps, channels = spikes.shape
+    levels = fsdd.band_levels(audio, rate, channels, dt, steps)
+
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    wave_ax, level_ax, spike_ax = fig.subplots(3, 1, sharex=True, height_ratios=(1, 2, 2))
+    wave_ax.plot(np.arange(len(audio)) / rate, audio, lw=0.5, color="k")
+    wave_ax.set_ylabel("amplitude")
+    image = level_ax.imshow(levels.T, origin="lower", aspect="auto", cmap="magma",
+                            extent=(0, steps * dt, -0.5, channels - 0.5), vmin=0, vmax=1)
+    fig.colorbar(image, ax=level_ax, label="level")
+    level_ax.set_ylabel("mel channel")
+    raster(spikes, ax=spike_ax, dt=dt)
+    if title:
+        wave_ax.set_title(title)
+    return fig

@@ -1,0 +1,198 @@
+"""Declaring a neuron model: states, parameters, a discrete-time update map and an output.
+
+Inside ``update`` every state symbol, and every expression built from states, stands for
+the previous step's value; ``output`` is evaluated on the new state. So in
+
+    update = {v: alpha * v + I - v_th * stop_gradient(z)}
+
+``z`` is z_{t-1} while ``output=z`` gives z_t.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from . import surrogates
+from .surrogates import Pseudo, Spike
+
+
+class ModelError(ValueError):
+    """A malformed model. The message names the offending symbol or expression."""
+
+
+class stop_gradient(sp.Function):
+    """Counts in the forward pass; contributes nothing to any derivative."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+
+def spike(x, surrogate: surrogates.Surrogate | None = None) -> sp.Expr:
+    """Heaviside step of ``x`` whose derivative is ``surrogate`` (default: triangle(0.3, 1))."""
+    surrogate = surrogate or surrogates.triangle()
+    if not isinstance(surrogate, surrogates.Surrogate):
+        raise ModelError(f"spike({x}): surrogate must come from symgrad.surrogates, got {surrogate!r}")
+    return surrogate(x)
+
+
+# Functions whose derivative is undefined or useless for learning. Inside spike() or
+# stop_gradient() they are fine; anywhere else they are rejected.
+NON_DIFFERENTIABLE = (
+    sp.Heaviside, sp.sign, sp.floor, sp.ceiling, sp.frac, sp.Mod, sp.DiracDelta,
+    sp.Piecewise, sp.Max, sp.Min, sp.Abs,
+)
+
+
+@dataclass
+class NeuronModel:
+    """A neuron model in discrete time.
+
+    name:       identifier, used for generated file names.
+    states:     {state symbol: initial value}, in declaration order.
+    params:     {parameter symbol: default value}.
+    update:     {state symbol: new value as an expression of the previous state, the input
+                and the parameters}.
+    output:     expression of the new state, usually a ``spike``.
+    input:      the synaptic input symbol; by default the free symbol named ``I``.
+    learnable:  parameters trained per neuron (each gets a per-neuron eligibility trace).
+    per_neuron: parameters that hold one value per neuron but are not trained.
+    """
+
+    name: str
+    states: dict
+    params: dict
+    update: dict
+    output: sp.Expr
+    input: sp.Symbol | None = None
+    learnable: tuple = ()
+    per_neuron: tuple = ()
+    doc: str = field(default="", repr=False)
+
+    def __post_init__(self):
+        self.states = dict(self.states)
+        self.params = dict(self.params)
+        self.update = {k: sp.sympify(e) for k, e in dict(self.update).items()}
+        self.output = sp.sympify(self.output)
+        self.learnable = tuple(self.learnable)
+        self.per_neuron = tuple(self.per_neuron)
+        _validate(self)
+        self.states = {s: float(v) for s, v in self.states.items()}
+        self.params = {p: float(v) for p, v in self.params.items()}
+
+    # -- convenient views ----------------------------------------------------------------
+    @property
+    def state_symbols(self) -> list[sp.Symbol]:
+        return list(self.states)
+
+    @property
+    def param_symbols(self) -> list[sp.Symbol]:
+        return list(self.params)
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.states]
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    @property
+    def neuron_params(self) -> tuple:
+        """Parameters with one value per neuron: the learnable ones and ``per_neuron``."""
+        return tuple(dict.fromkeys(self.learnable + self.per_neuron))
+
+    def with_params(self, **values) -> "NeuronModel":
+        """A copy with some parameter defaults replaced, by name."""
+        unknown = set(values) - set(self.param_names)
+        if unknown:
+            raise ModelError(f"model {self.name!r} has no parameter {sorted(unknown)[0]!r}")
+        params = {p: values.get(p.name, v) for p, v in self.params.items()}
+        return NeuronModel(self.name, self.states, params, self.update, self.output,
+                           self.input, self.learnable, self.per_neuron, self.doc)
+
+
+def _validate(model: NeuronModel) -> None:
+    if not isinstance(model.name, str) or not model.name.isidentifier():
+        raise ModelError(f"model name {model.name!r} must be a Python identifier")
+    for kind, table in (("state", model.states), ("parameter", model.params)):
+        for sym, value in table.items():
+            if not isinstance(sym, sp.Symbol):
+                raise ModelError(f"{kind} {sym!r} of model {model.name!r} is not a SymPy symbol")
+            if isinstance(value, bool) or not _is_number(value):
+                raise ModelError(f"{kind} {sym.name} has non-numeric value {value!r}")
+    if not model.states:
+        raise ModelError(f"model {model.name!r} declares no states")
+
+    declared = list(model.states) + list(model.params)
+    names = [s.name for s in declared]
+    for name in names:
+        if names.count(name) > 1:
+            raise ModelError(f"duplicate name {name!r}: used by more than one state or parameter")
+
+    for target in model.update:
+        if target not in model.states:
+            raise ModelError(f"update for {target}, which is not a declared state")
+    for state in model.states:
+        if state not in model.update:
+            raise ModelError(f"state {state.name} has no update")
+
+    model.input = _input_symbol(model, set(declared))
+    if model.input.name in names:
+        raise ModelError(f"duplicate name {model.input.name!r}: the input symbol is also a state or parameter")
+
+    known = set(declared) | {model.input}
+    known_names = {s.name: s for s in known}
+    where = [(f"update of {s.name}", e) for s, e in model.update.items()] + [("output", model.output)]
+    for place, expr in where:
+        for sym in sorted(expr.free_symbols, key=str):
+            if sym not in known:
+                if sym.name in known_names:
+                    raise ModelError(f"duplicate name {sym.name!r} in {place}: a different symbol "
+                                     f"with the same name as a declared one (check its assumptions)")
+                raise ModelError(f"undeclared symbol {sym.name!r} in {place}: {expr}")
+        _reject_non_differentiable(expr, place)
+    if model.input in model.output.free_symbols:
+        raise ModelError(f"output depends on the input {model.input}: it must be a function of the state")
+
+    for group, syms in (("learnable", model.learnable), ("per_neuron", model.per_neuron)):
+        for p in syms:
+            if p not in model.params:
+                raise ModelError(f"{group} entry {p} is not a declared parameter")
+
+
+def _input_symbol(model: NeuronModel, declared: set) -> sp.Symbol:
+    if model.input is not None:
+        if not isinstance(model.input, sp.Symbol):
+            raise ModelError(f"input {model.input!r} is not a SymPy symbol")
+        return model.input
+    free = set().union(*(e.free_symbols for e in model.update.values()))
+    named = [s for s in free - declared if s.name == "I"]
+    if named:
+        return named[0]
+    return sp.Symbol("I")
+
+
+_LOGICAL = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
+            sp.logic.boolalg.BooleanAtom)
+
+
+def _reject_non_differentiable(expr: sp.Expr, place: str) -> None:
+    if isinstance(expr, (Spike, stop_gradient)):
+        return
+    if isinstance(expr, NON_DIFFERENTIABLE) or isinstance(expr, _LOGICAL):
+        raise ModelError(f"non-differentiable {expr} in {place}: wrap it in spike() or stop_gradient()")
+    if isinstance(expr, Pseudo):
+        raise ModelError(f"surrogate derivative {expr} in {place}: use spike() instead")
+    for arg in expr.args:
+        _reject_non_differentiable(arg, place)
+
+
+def _is_number(value) -> bool:
+    try:
+        number = sp.sympify(value)
+    except (sp.SympifyError, TypeError):
+        return False
+    return bool(number.is_number and number.is_real)

@@ -1,0 +1,63 @@
+"""What ``symgrad inspect`` shows: a model's equations, Jacobians, classes, plan and memory."""
+from __future__ import annotations
+
+import sympy as sp
+
+from .analysis import Analysis
+from .plan import TracePlan
+
+
+def as_json(analysis: Analysis, plan: TracePlan) -> dict:
+    model = analysis.model
+    classes = analysis.classes()
+    return {
+        "model": model.name,
+        "states": model.state_names,
+        "params": {p.name: v for p, v in model.params.items()},
+        "update": {s.name: str(model.update[s]) for s in model.state_symbols},
+        "output": str(model.output),
+        "jacobian": {"D": classes["D"], "c": classes["c"], "h": classes["h"]},
+        "plan": plan.by_name(),
+    }
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+
+
+def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int, itemsize: int) -> str:
+    model, names = analysis.model, analysis.names
+    out = [f"model {model.name}", ""]
+    if model.doc:
+        out += ["  " + line.strip() for line in model.doc.strip().splitlines()[:1]] + [""]
+    out.append("equations (update reads the previous step, output the new state):")
+    out += [f"  {s.name}_t = {model.update[s]}" for s in model.state_symbols]
+    out += [f"  z_t = {model.output}", "", "parameters:"]
+    out += [f"  {p.name} = {v:g}" + (" (learnable)" if p in model.learnable else "")
+            for p, v in model.params.items()]
+    out += ["", "Jacobians (class: expression):"]
+    for k, row in enumerate(analysis.D):
+        for j, e in enumerate(row):
+            out.append(f"  D[{names[k]},{names[j]}]  {e.kind:<10}  {sp.sstr(e.expr)}")
+    for label, row in (("c", analysis.c), ("h", analysis.h)):
+        out += [f"  {label}[{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
+    for p, row in analysis.q.items():
+        out += [f"  q[{p.name},{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
+    out += ["", "trace plan:"]
+    out += [f"  eps_{name}: {kind}" for name, kind in plan.by_name().items()]
+    for name, coefs in plan.filter_coefficients().items():
+        terms = [f"{sp.sstr(c)} * eps_{j}" for j, c in coefs["D"].items()]
+        if coefs["c"] != 0:
+            terms.append(f"{sp.sstr(coefs['c'])} * u")
+        out.append(f"  filter of eps_{name}: eps_{name},t = " + " + ".join(terms))
+    out += ["", f"trace memory per layer (batch {batch}, {n} neurons, {n_pre} presynaptic, "
+                f"{itemsize}-byte floats):"]
+    for label, filtered in (("instantaneous readout (kappa = 0)", False), ("leaky readout", True)):
+        figures = plan.memory(batch, n, n_pre, itemsize, filtered=filtered)
+        parts = ", ".join(f"{k} {_size(v)}" for k, v in figures.items()
+                          if v and k != "total")
+        out.append(f"  {label}: {_size(figures['total'])}" + (f" ({parts})" if parts else ""))
+    return "\n".join(out)

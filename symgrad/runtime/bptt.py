@@ -1,0 +1,106 @@
+"""Backpropagation through time: the reference gradient, and the baseline e-prop is measured against.
+
+The forward pass stores, per step and layer, the presynaptic input u_t, the Jacobian entries
+that change per step, and the top layer's output; the reverse pass applies the generated
+``backward_step`` (transposed per-neuron Jacobians, same surrogate and stop_gradient
+conventions as e-prop). Memory grows linearly with the sequence length.
+"""
+from __future__ import annotations
+
+from .eprop import Result
+from .losses import SEQUENCE, cross_entropy, step_loss
+from .network import Network
+
+
+def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01) -> Result:
+    """Exact gradients (given the surrogate) of ``loss``; same arguments as ``eprop``."""
+    xp = net.xp
+    x = xp.asarray(x, dtype=net.dtype)
+    steps, batch = x.shape[:2]
+    layers = net.layers
+    p = [net.neuron_params(layer) for layer in layers]
+    K = [layer.code.fixed_entries(p[l]) for l, layer in enumerate(layers)]
+    s = [net.initial_state(layer, batch) for layer in layers]
+    z = [xp.zeros((batch, layer.n), net.dtype) for layer in layers]
+    u = [xp.zeros((steps, batch, layer.n_pre), net.dtype) for layer in layers]
+    J = [[None] * steps for _ in layers]
+    top_z = xp.zeros((steps, batch, layers[-1].n), net.dtype)
+    ys = xp.zeros((steps, batch, net.n_out), net.dtype)
+    y = xp.zeros((batch, net.n_out), net.dtype)
+    rate_sum = [xp.zeros(layer.n, net.dtype) for layer in layers]
+
+    for t in range(steps):  # forward, storing what the reverse pass needs
+        inp = x[t]
+        for l, layer in enumerate(layers):
+            u[l][t, :, :layer.n_in] = inp
+            if layer.recurrent:
+                u[l][t, :, layer.n_in:] = z[l]
+            I = net.synaptic_input(layer, inp, z[l])
+            s[l], z[l], J[l][t] = layer.code.neuron_step(s[l], I, p[l])
+            rate_sum[l] += z[l].sum(axis=0)
+            inp = z[l]
+        top_z[t] = inp
+        y = net.kappa * y + inp @ net.params["W_out"].T + net.params["b_out"]
+        ys[t] = y
+
+    # dL/dy_t from the loss alone (before the readout's leak carries it back in time)
+    dy = xp.zeros_like(ys)
+    if loss in SEQUENCE:
+        final = ys.mean(axis=0) if loss == "ce_mean" else ys[-1]
+        total, err = cross_entropy(final, target, xp)
+        if loss == "ce_mean":
+            dy[...] = err / steps
+        else:
+            dy[-1] = err
+        readout = final
+    else:
+        total = 0.0
+        for t in range(steps):
+            value, dy[t] = step_loss(loss, ys[t], target[t] if loss == "mse" else target, xp)
+            total += value
+        readout = ys.mean(axis=0)
+
+    # firing-rate regulariser: reg/2 sum_i (rate_i - target)^2 adds a constant dL/dz per neuron
+    rate_grad = []
+    for l, layer in enumerate(layers):
+        excess = rate_sum[l] / (steps * batch) - rate_target
+        total += 0.5 * reg * float((excess * excess).sum())
+        rate_grad.append(reg * excess / (steps * batch))
+
+    g_out = xp.zeros_like(net.params["W_out"])
+    g_b = xp.zeros_like(net.params["b_out"])
+    g_I = [xp.zeros((steps, batch, layer.n), net.dtype) for layer in layers]
+    g_params = [{q.name: xp.zeros(layer.n, net.dtype) for q in layer.model.learnable} for layer in layers]
+    g_s = [{name: xp.zeros((batch, layer.n), net.dtype) for name in layer.code.STATES} for layer in layers]
+    g_rec = [xp.zeros((batch, layer.n), net.dtype) for layer in layers]  # dL/dz_t via W_rec at t+1
+    gy = xp.zeros((batch, net.n_out), net.dtype)
+    for t in reversed(range(steps)):
+        gy = dy[t] + net.kappa * gy
+        g_out += gy.T @ top_z[t]
+        g_b += gy.sum(axis=0)
+        gz = gy @ net.params["W_out"]
+        for l in reversed(range(len(layers))):
+            layer = layers[l]
+            gz = gz + g_rec[l] + rate_grad[l]
+            J_next = J[l][t + 1] if t + 1 < steps else J[l][t]  # g_s is zero at the last step
+            g_s[l], g_I[l][t] = layer.code.backward_step(g_s[l], gz, J[l][t], J_next, K[l])
+            if layer.model.learnable:
+                for name, value in layer.code.param_gradients(g_s[l], J[l][t], K[l]).items():
+                    g_params[l][name] += value.sum(axis=0)
+            if layer.recurrent:
+                g_rec[l] = g_I[l][t] @ net.params[layer.key("W_rec")]
+            if l > 0:
+                gz = g_I[l][t] @ net.params[layer.key("W_in")]
+
+    grads = {}
+    for l, layer in enumerate(layers):
+        flat = g_I[l].reshape(steps * batch, layer.n).T @ u[l].reshape(steps * batch, layer.n_pre)
+        grads[layer.key("W_in")] = flat[:, :layer.n_in]
+        if layer.recurrent:
+            grads[layer.key("W_rec")] = flat[:, layer.n_in:]
+        for name, value in g_params[l].items():
+            grads[layer.key(name)] = value
+    grads["W_out"] = g_out
+    grads["b_out"] = g_b
+    spikes = [float(r.sum()) for r in rate_sum]
+    return Result(float(total), grads, spikes, readout)

@@ -1,0 +1,230 @@
+"""e-prop: gradients forward in time, with memory independent of the sequence length.
+
+    dL/dW_ij ~= sum_t L_t,i ebar_t,ij,   ebar_t = kappa ebar_{t-1} + h_t . eps_t
+
+The learning signal L_t is the readout error sent back through W_out (symmetric) or a fixed
+random matrix; for several layers it is passed down through each layer's instantaneous
+Jacobian dz_t/dI_t. With kappa = 0 and a per-step loss, ebar is never formed: each trace
+term is contracted with L_t directly (a matrix product for presynaptic traces). With a loss
+on the whole sequence the per-sample sum (mean) or last value of ebar is kept and
+contracted once the loss is known.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .losses import PER_STEP, SEQUENCE, cross_entropy, step_loss
+from .network import Layer, Network
+
+
+@dataclass
+class Result:
+    """What a gradient pass returns: loss, gradients by parameter name, and activity."""
+
+    loss: float
+    grads: dict
+    spikes: list  # total output count per layer, for checking the network is active
+    readout: object  # (B, K): the mean readout over time, or the last one for ce_last
+
+
+class _LayerState:
+    """The buffers of one layer for one batch: allocated once, reused every step."""
+
+    def __init__(self, net: Network, layer: Layer, batch: int, ebar: bool, seq_sum: bool, reg: bool):
+        xp, dtype, code = net.xp, net.dtype, layer.code
+        synapses = (batch, layer.n, layer.n_pre)
+        self.layer = layer
+        self.p = net.neuron_params(layer)
+        self.K = code.fixed_entries(self.p)
+        self.s = net.initial_state(layer, batch)
+        self.z = xp.zeros((batch, layer.n), dtype)
+        self.u = xp.zeros((batch, layer.n_pre), dtype)
+        self.traces = code.Traces(batch, layer.n, layer.n_pre, dtype)
+        needs_scratch = bool(code.PER_SYNAPSE) or ebar or seq_sum
+        self.scratch = xp.empty(synapses, dtype) if needs_scratch else None
+        self.product = xp.empty((layer.n, layer.n_pre), dtype)
+        self.grad = xp.zeros((layer.n, layer.n_pre), dtype)
+        self.ebar = xp.zeros(synapses, dtype) if ebar else None
+        self.seq_sum = xp.zeros(synapses, dtype) if seq_sum else None
+        self.reg_sum = xp.zeros((layer.n, layer.n_pre), dtype) if reg else None
+        self.rate_sum = xp.zeros(layer.n, dtype)
+        self.learnable = [p.name for p in layer.model.learnable]
+        if self.learnable:
+            self.ptraces = code.ParamTraces(batch, layer.n, dtype)
+            self.pbar = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
+            self.pgrad = {p: xp.zeros(layer.n, dtype) for p in self.learnable}
+            self.psum = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
+            self.preg = {p: xp.zeros(layer.n, dtype) for p in self.learnable}
+        self.J = None
+
+    def step(self, net: Network, inp):
+        layer = self.layer
+        self.u[:, :layer.n_in] = inp
+        if layer.recurrent:
+            self.u[:, layer.n_in:] = self.z
+        I = net.synaptic_input(layer, inp, self.z)
+        self.s, self.z, self.J = layer.code.neuron_step(self.s, I, self.p)
+        if layer.code.PER_SYNAPSE:
+            self.traces.update(self.J, self.K, self.u, self.scratch)
+        else:
+            self.traces.update(self.J, self.K, self.u)
+        self.rate_sum += self.z.sum(axis=0)
+        if self.learnable:
+            self.ptraces.update(self.J, self.K)
+            self.e_params = self.ptraces.eligibility(self.J, self.K)
+        return self.z
+
+    def filter(self, kappa, ones):
+        """ebar_t = kappa ebar_{t-1} + e_t (and the parameters' ebar)."""
+        if self.ebar is not None:
+            self.ebar *= kappa
+            self.traces.add_eligibility(self.J, self.K, self.ebar, self.scratch)
+        for name in self.learnable:
+            self.pbar[name] *= kappa
+            self.pbar[name] += self.e_params[name]
+        if self.reg_sum is not None:
+            self.traces.accumulate(ones, self.J, self.K, self.reg_sum, self.product)
+            for name in self.learnable:
+                self.preg[name] += self.e_params[name].sum(axis=0)
+
+    def learn(self, xp, L):
+        """grad += sum_b L_bi ebar_bij at this step (per-step losses)."""
+        if self.ebar is None:
+            self.traces.accumulate(L, self.J, self.K, self.grad, self.product)
+        else:
+            xp.einsum("bi,bij->ij", L, self.ebar, out=self.product)
+            self.grad += self.product
+        for name in self.learnable:
+            self.pgrad[name] += (L * self.pbar[name]).sum(axis=0)
+
+    def remember(self):
+        """Add this step's ebar to the per-sample sum (sequence loss on the mean readout)."""
+        if self.ebar is not None:
+            self.seq_sum += self.ebar
+        else:
+            self.traces.add_eligibility(self.J, self.K, self.seq_sum, self.scratch)
+        for name in self.learnable:
+            self.psum[name] += self.pbar[name]
+
+    def gradients(self, net: Network) -> dict:
+        layer = self.layer
+        grads = {layer.key("W_in"): self.grad[:, :layer.n_in]}
+        if layer.recurrent:
+            grads[layer.key("W_rec")] = self.grad[:, layer.n_in:]
+        for name in self.learnable:
+            grads[layer.key(name)] = self.pgrad[name]
+        return grads
+
+    def zero(self):
+        self.grad[...] = 0
+        for name in self.learnable:
+            self.pgrad[name][...] = 0
+
+
+def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
+          update_every: int | None = None, apply=None) -> Result:
+    """e-prop gradients of ``loss`` for the batch x (T, B, M) and its target.
+
+    target: labels (B,) for the cross-entropies, values (T, B, K) for "mse".
+    reg: weight of the firing-rate regulariser reg/2 * sum_i (rate_i - rate_target)^2.
+    update_every, apply: truly online learning; every ``update_every`` steps the gradients
+    so far are passed to ``apply(grads)`` (which changes the weights) and reset.
+    """
+    xp = net.xp
+    x = xp.asarray(x, dtype=net.dtype)
+    steps, batch = x.shape[:2]
+    sequence = loss in SEQUENCE
+    if sequence and len(net.layers) > 1:
+        raise ValueError("e-prop with several layers needs a per-step loss (ce or mse)")
+    if sequence and update_every:
+        raise ValueError("online updates (update_every) need a per-step loss (ce or mse)")
+    ebar = net.kappa != 0 or loss == "ce_last"
+    layers = [_LayerState(net, layer, batch, ebar, loss == "ce_mean", reg > 0) for layer in net.layers]
+    top = layers[-1]
+    ones = xp.ones((batch, top.layer.n), net.dtype)
+    y = xp.zeros((batch, net.n_out), net.dtype)
+    y_sum = xp.zeros_like(y)
+    zbar = xp.zeros((batch, top.layer.n), net.dtype)
+    zbar_sum = xp.zeros_like(zbar)
+    bbar = bbar_sum = 0.0
+    g_out = xp.zeros_like(net.params["W_out"])
+    g_b = xp.zeros_like(net.params["b_out"])
+    total = 0.0
+    for t in range(steps):
+        inp = x[t]
+        for state in layers:
+            inp = state.step(net, inp)
+            state.filter(net.kappa, ones)
+        y = net.kappa * y + inp @ net.params["W_out"].T + net.params["b_out"]
+        zbar = net.kappa * zbar + inp
+        bbar = net.kappa * bbar + 1.0
+        y_sum += y
+        if sequence:
+            zbar_sum += zbar
+            bbar_sum += bbar
+            if loss == "ce_mean":
+                for state in layers:
+                    state.remember()
+            continue
+        value, err = step_loss(loss, y, target[t] if loss == "mse" else target, xp)
+        total += value
+        g_out += err.T @ zbar
+        g_b += err.sum(axis=0) * bbar
+        L = err @ net.feedback_matrix()
+        for state in reversed(layers):
+            state.learn(xp, L)
+            if state.layer.index > 0:  # pass the signal down through dz/dI and W_in
+                gain = state.layer.code.input_gain(state.J, state.K)
+                L = (L * gain) @ net.params[state.layer.key("W_in")]
+        if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
+            apply(_collect(net, layers, g_out, g_b))
+            for state in layers:
+                state.zero()
+            g_out[...] = 0
+            g_b[...] = 0
+    readout = y_sum / steps
+    if sequence:
+        final = y_sum / steps if loss == "ce_mean" else y
+        total, err = cross_entropy(final, target, xp)
+        zfinal = zbar_sum / steps if loss == "ce_mean" else zbar
+        g_out += err.T @ zfinal
+        g_b += err.sum(axis=0) * (bbar_sum / steps if loss == "ce_mean" else bbar)
+        L = err @ net.feedback_matrix()
+        held = top.seq_sum if loss == "ce_mean" else top.ebar
+        scale = 1.0 / steps if loss == "ce_mean" else 1.0
+        xp.einsum("bi,bij->ij", L, held, out=top.product)
+        top.grad += scale * top.product
+        for name in top.learnable:
+            source = top.psum[name] if loss == "ce_mean" else top.pbar[name]
+            top.pgrad[name] += scale * (L * source).sum(axis=0)
+        readout = final
+    if reg > 0:
+        total += _rate_regulariser(layers, reg, rate_target, steps * batch)
+    grads = _collect(net, layers, g_out, g_b)
+    spikes = [float(state.rate_sum.sum()) for state in layers]
+    return Result(float(total), grads, spikes, readout)
+
+
+def _rate_regulariser(layers, reg, rate_target, samples) -> float:
+    """Add reg (rate - target) d rate/dW to each layer's gradient; return the regulariser's value."""
+    value = 0.0
+    for state in layers:
+        excess = state.rate_sum / samples - rate_target
+        value += 0.5 * reg * float((excess * excess).sum())
+        coef = reg * excess / samples
+        state.grad += coef[:, None] * state.reg_sum
+        for name in state.learnable:
+            state.pgrad[name] += coef * state.preg[name]
+    return value
+
+
+def _collect(net: Network, layers, g_out, g_b) -> dict:
+    grads = {}
+    for state in layers:
+        grads.update(state.gradients(net))
+    grads["W_out"] = g_out
+    grads["b_out"] = g_b
+    return grads
+
+
+__all__ = ["eprop", "Result", "PER_STEP", "SEQUENCE"]
