@@ -73,6 +73,108 @@ def cmd_grads(args) -> int:
     return 0
 
 
+# -- train / evaluate ------------------------------------------------------------------------
+# Settings per task that differ from Config's defaults; the command line overrides them.
+TASK_DEFAULTS = {
+    "randman": dict(epochs=10, hidden=64),
+    "evidence": dict(epochs=20, hidden=64, loss="ce_last"),
+    "pattern": dict(epochs=40, hidden=64, kappa=0.0, recurrent=True, lr=0.003),
+    "fsdd": dict(epochs=12, hidden=128),
+    "shd": dict(epochs=30, hidden=256, task_settings={"pool": 5}),
+    "ssc": dict(epochs=20, hidden=256, task_settings={"pool": 5}),
+}
+TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "seed", "lr", "kappa",
+                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer")
+
+
+def _load_task(config, data_dir, progress=True):
+    from .data import TASKS, DataError, load_task
+
+    settings = dict(config.task_settings)
+    if TASKS.get(config.task) and TASKS[config.task].loader.__name__ in ("load_fsdd",):
+        settings.setdefault("progress", progress)
+    try:
+        return load_task(config.task, data_dir, **settings)
+    except DataError as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_train(args) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Diverged, Trainer, write_json
+
+    run_dir = Path(args.out or f"runs/{args.model}-{args.task}-seed{args.seed if args.seed is not None else 0}")
+    if args.resume:
+        config = Config.load(run_dir / CONFIG)
+        if args.epochs:
+            config.epochs = args.epochs
+    else:
+        if (run_dir / CHECKPOINT).exists():
+            raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, "
+                            f"or choose another --out")
+        values = dict(model=args.model, task=args.task, data=args.data)
+        values.update(TASK_DEFAULTS.get(args.task, {}))
+        values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
+        config = Config(**values)
+    model = _model(config.model)
+    split = _load_task(config, args.data or config.data, progress=not args.quiet)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, model, split, run_dir, progress=not args.quiet)
+    if args.resume:
+        trainer.restore()
+        print(f"resuming {run_dir} at epoch {trainer.epoch}/{config.epochs}")
+    else:
+        write_json(run_dir / CONFIG, asdict(config))
+    print(f"training {config.model} on {config.task}: {len(split.train)} train, {len(split.test)} test "
+          f"samples, {split.train.steps} steps, {split.train.channels} channels; rule {config.rule}; "
+          f"run folder {run_dir}")
+    try:
+        metrics = trainer.fit()
+    except Diverged as err:
+        print(f"symgrad: training stopped: {err}; the last good checkpoint "
+              f"(epoch {trainer.epoch}) is kept in {run_dir / CHECKPOINT}", file=sys.stderr)
+        return 3
+    if metrics["test_acc"]:
+        print(f"final test {'accuracy' if split.train.kind == 'classification' else 'score'}: "
+              + _format_score(metrics["test_acc"][-1], split.train.kind))
+    return 0
+
+
+def _format_score(value, kind):
+    return f"{100 * value:.2f}%" if kind == "classification" else f"MSE {-value:.5f}"
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .data import DataError, load_fsdd_all
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer, score
+
+    run_dir = Path(args.run)
+    config = Config.load(run_dir / CONFIG)
+    if args.task:
+        config.task = args.task
+    data_dir = args.data or config.data
+    if config.task == "fsdd":  # every recording in the folder, whatever its index or speaker
+        from .data import Split
+
+        try:
+            everything = load_fsdd_all(data_dir, **config.task_settings)
+        except DataError as err:
+            raise UserError(str(err)) from None
+        split = Split(everything, everything)
+    else:
+        split = _load_task(config, data_dir)
+    trainer = Trainer(config, _model(config.model), split, run_dir, progress=False)
+    trainer.restore()
+    value = score(trainer.net, split.test)
+    print(f"{config.task}: {_format_score(value, split.test.kind)} on {len(split.test)} examples "
+          f"(run {run_dir}, epoch {trainer.epoch}, checkpoint {run_dir / CHECKPOINT})")
+    return 0
+
+
 def _host(array):
     return array.get() if hasattr(array, "get") else array
 
@@ -103,6 +205,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", nargs="+", default=["numpy"], choices=["numpy"],
                    help="backends to generate for")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train a network on a task, writing a run folder")
+    p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")
+    p.add_argument("--task", default="randman", help="fsdd, shd, ssc, randman, evidence or pattern "
+                   "(default: randman, generated, needs no download)")
+    p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")
+    p.add_argument("--hidden", type=int, help="neurons per layer")
+    p.add_argument("--layers", type=int, help="number of hidden layers")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--rule", choices=["eprop", "bptt"])
+    p.add_argument("--backend", choices=["numpy", "cupy", "cuda-host"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--kappa", type=float, help="readout leak (0: instantaneous readout)")
+    p.add_argument("--loss", choices=["ce", "ce_mean", "ce_last", "mse"])
+    p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None)
+    p.add_argument("--update-every", type=int, metavar="K", help="update the weights every K steps")
+    p.add_argument("--feedback", choices=["symmetric", "random"])
+    p.add_argument("--reg", type=float, help="firing-rate regularisation strength")
+    p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument("--out", metavar="RUNDIR", help="run folder (default: runs/MODEL-TASK-seedS)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy of a trained run on a data set")
+    p.add_argument("run", metavar="RUNDIR")
+    p.add_argument("--task", help="task to evaluate on (default: the run's)")
+    p.add_argument("--data", metavar="DIR", help="data folder (default: the run's)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("grads", help="loss and gradients of one batch, from and to .npz files")
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")

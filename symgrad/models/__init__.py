@@ -53,7 +53,7 @@ def _import_file(file: Path):
     try:
         spec.loader.exec_module(module)
     except ModelError as err:
-        raise ModelError(f"{file}: {err}") from None
+        raise ModelError(f"{file}{_user_line(err, file)}: {err}") from None
     except SyntaxError as err:
         raise ModelError(f"{file}:{err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # a user's file: report where, not a traceback

@@ -33,7 +33,7 @@ class _LayerState:
     def __init__(self, net: Network, layer: Layer, batch: int, ebar: bool, seq_sum: bool, reg: bool):
         xp, dtype, code = net.xp, net.dtype, layer.code
         synapses = (batch, layer.n, layer.n_pre)
-        self.layer = layer
+        self.layer, self.xp = layer, xp
         self.p = net.neuron_params(layer)
         self.K = code.fixed_entries(self.p)
         self.s = net.initial_state(layer, batch)
@@ -47,6 +47,7 @@ class _LayerState:
         self.ebar = xp.zeros(synapses, dtype) if ebar else None
         self.seq_sum = xp.zeros(synapses, dtype) if seq_sum else None
         self.reg_sum = xp.zeros((layer.n, layer.n_pre), dtype) if reg else None
+        self.ones = xp.ones((batch, layer.n), dtype) if reg else None
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
         if self.learnable:
@@ -56,6 +57,7 @@ class _LayerState:
             self.psum = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
             self.preg = {p: xp.zeros(layer.n, dtype) for p in self.learnable}
         self.J = None
+        self.synapse_step = getattr(code, "synapse_step", synapse_step)
 
     def step(self, net: Network, inp):
         layer = self.layer
@@ -64,47 +66,26 @@ class _LayerState:
             self.u[:, layer.n_in:] = self.z
         I = net.synaptic_input(layer, inp, self.z)
         self.s, self.z, self.J = layer.code.neuron_step(self.s, I, self.p)
-        if layer.code.PER_SYNAPSE:
-            self.traces.update(self.J, self.K, self.u, self.scratch)
-        else:
-            self.traces.update(self.J, self.K, self.u)
         self.rate_sum += self.z.sum(axis=0)
         if self.learnable:
             self.ptraces.update(self.J, self.K)
-            self.e_params = self.ptraces.eligibility(self.J, self.K)
         return self.z
 
-    def filter(self, kappa, ones):
-        """ebar_t = kappa ebar_{t-1} + e_t (and the parameters' ebar)."""
-        if self.ebar is not None:
-            self.ebar *= kappa
-            self.traces.add_eligibility(self.J, self.K, self.ebar, self.scratch)
+    def synapses(self, kappa, L):
+        """This step's per-synapse work, once the learning signal L (or None) is known."""
+        self.synapse_step(self, L, kappa)
+        if not self.learnable:
+            return
+        e = self.ptraces.eligibility(self.J, self.K)
         for name in self.learnable:
             self.pbar[name] *= kappa
-            self.pbar[name] += self.e_params[name]
-        if self.reg_sum is not None:
-            self.traces.accumulate(ones, self.J, self.K, self.reg_sum, self.product)
-            for name in self.learnable:
-                self.preg[name] += self.e_params[name].sum(axis=0)
-
-    def learn(self, xp, L):
-        """grad += sum_b L_bi ebar_bij at this step (per-step losses)."""
-        if self.ebar is None:
-            self.traces.accumulate(L, self.J, self.K, self.grad, self.product)
-        else:
-            xp.einsum("bi,bij->ij", L, self.ebar, out=self.product)
-            self.grad += self.product
-        for name in self.learnable:
-            self.pgrad[name] += (L * self.pbar[name]).sum(axis=0)
-
-    def remember(self):
-        """Add this step's ebar to the per-sample sum (sequence loss on the mean readout)."""
-        if self.ebar is not None:
-            self.seq_sum += self.ebar
-        else:
-            self.traces.add_eligibility(self.J, self.K, self.seq_sum, self.scratch)
-        for name in self.learnable:
-            self.psum[name] += self.pbar[name]
+            self.pbar[name] += e[name]
+            if L is not None:
+                self.pgrad[name] += (L * self.pbar[name]).sum(axis=0)
+            if self.seq_sum is not None:
+                self.psum[name] += self.pbar[name]
+            if self.reg_sum is not None:
+                self.preg[name] += e[name].sum(axis=0)
 
     def gradients(self, net: Network) -> dict:
         layer = self.layer
@@ -119,6 +100,35 @@ class _LayerState:
         self.grad[...] = 0
         for name in self.learnable:
             self.pgrad[name][...] = 0
+
+
+def synapse_step(layer: "_LayerState", L, kappa):
+    """One step of a layer's per-synapse work; a backend may provide a fused version.
+
+    eps_t = D_t eps_{t-1} + c_t u_t;  e_t = h_t . eps_t;  ebar = kappa ebar + e_t (if kept);
+    grad += sum_b L e (or L ebar) when L is given; seq_sum += ebar (or e) when kept;
+    reg_sum += sum_b e_t for the firing-rate regulariser when kept.
+    """
+    traces, J, K = layer.traces, layer.J, layer.K
+    if layer.layer.code.PER_SYNAPSE:
+        traces.update(J, K, layer.u, layer.scratch)
+    else:
+        traces.update(J, K, layer.u)
+    if layer.reg_sum is not None:
+        traces.accumulate(layer.ones, J, K, layer.reg_sum, layer.product)
+    if layer.ebar is None:
+        if L is not None:
+            traces.accumulate(L, J, K, layer.grad, layer.product)
+        if layer.seq_sum is not None:
+            traces.add_eligibility(J, K, layer.seq_sum, layer.scratch)
+        return
+    layer.ebar *= kappa
+    traces.add_eligibility(J, K, layer.ebar, layer.scratch)
+    if L is not None:
+        layer.xp.einsum("bi,bij->ij", L, layer.ebar, out=layer.product)
+        layer.grad += layer.product
+    if layer.seq_sum is not None:
+        layer.seq_sum += layer.ebar
 
 
 def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
@@ -141,7 +151,6 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     ebar = net.kappa != 0 or loss == "ce_last"
     layers = [_LayerState(net, layer, batch, ebar, loss == "ce_mean", reg > 0) for layer in net.layers]
     top = layers[-1]
-    ones = xp.ones((batch, top.layer.n), net.dtype)
     y = xp.zeros((batch, net.n_out), net.dtype)
     y_sum = xp.zeros_like(y)
     zbar = xp.zeros((batch, top.layer.n), net.dtype)
@@ -154,7 +163,6 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         inp = x[t]
         for state in layers:
             inp = state.step(net, inp)
-            state.filter(net.kappa, ones)
         y = net.kappa * y + inp @ net.params["W_out"].T + net.params["b_out"]
         zbar = net.kappa * zbar + inp
         bbar = net.kappa * bbar + 1.0
@@ -162,9 +170,8 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         if sequence:
             zbar_sum += zbar
             bbar_sum += bbar
-            if loss == "ce_mean":
-                for state in layers:
-                    state.remember()
+            for state in layers:
+                state.synapses(net.kappa, None)
             continue
         value, err = step_loss(loss, y, target[t] if loss == "mse" else target, xp)
         total += value
@@ -172,7 +179,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         g_b += err.sum(axis=0) * bbar
         L = err @ net.feedback_matrix()
         for state in reversed(layers):
-            state.learn(xp, L)
+            state.synapses(net.kappa, L)
             if state.layer.index > 0:  # pass the signal down through dz/dI and W_in
                 gain = state.layer.code.input_gain(state.J, state.K)
                 L = (L * gain) @ net.params[state.layer.key("W_in")]
