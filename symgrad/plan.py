@@ -37,12 +37,15 @@ class Step:
 class TracePlan:
     """Storage and update order of the eligibility traces of ``analysis``'s model."""
 
-    def __init__(self, analysis: Analysis):
+    def __init__(self, analysis: Analysis, dense: bool = False):
+        """dense: keep every reachable component per synapse, as if no entry were constant
+        (the seed paper's formulation; for measuring what the plan saves)."""
         self.analysis = analysis
+        self.dense = dense
         D, c = analysis.D, analysis.c
         size = len(c)
         reachable = _reachable(D, c)
-        presynaptic = set(reachable)
+        presynaptic = set() if dense else set(reachable)
         changed = True
         while changed:  # demote until every presynaptic component only hears constant ones
             changed = False

@@ -101,9 +101,10 @@ def header(analysis: Analysis, plan: TracePlan) -> list[str]:
     return lines
 
 
-def context(model: NeuronModel, printer=printing.numpy_code, helper=printing.numpy_helper) -> dict:
+def context(model: NeuronModel, printer=printing.numpy_code, helper=printing.numpy_helper,
+            dense: bool = False) -> dict:
     analysis = Analysis(model)
-    plan = TracePlan(analysis)
+    plan = TracePlan(analysis, dense=dense)
     step = statements.neuron_step(analysis)
     fixed = statements.fixed_entries(analysis)
     entries = statements.entry_names(analysis)
@@ -171,9 +172,10 @@ def param_traces(analysis: Analysis, plan: TracePlan) -> list[dict]:
     return traces
 
 
-def render(model: NeuronModel, backend: str = "numpy") -> str:
+def render(model: NeuronModel, backend: str = "numpy", dense: bool = False) -> str:
+    """The generated file of ``model`` for ``backend``; ``dense`` forces every trace per synapse."""
     template, _ = BACKENDS[backend]
-    return environment().get_template(f"{backend}/{template}{TEMPLATE_SUFFIX}").render(context(model))
+    return environment().get_template(f"{backend}/{template}{TEMPLATE_SUFFIX}").render(context(model, dense=dense))
 
 
 def generate(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> list[Path]:

@@ -193,6 +193,7 @@ def test_fsdd_other_formats(tmp_path):
     low = fsdd.band_levels(tone(700.0, rate=8000), 8000, 40, 0.01, 100)
     high = fsdd.band_levels(tone(700.0, rate=16000), 16000, 40, 0.01, 100)
     assert low.sum(0).argmax() == high.sum(0).argmax()
+    assert not fsdd.band_levels(np.zeros(2000), RATE, 40, 0.01, 100).any()  # silence is silent
 
 
 @pytest.mark.parametrize("width", [1, 3, 4])

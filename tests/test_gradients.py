@@ -133,3 +133,12 @@ def test_bptt_matches_finite_differences_on_smooth_models(name):
             value[index] = original
             numeric = (up - down) / (2 * h)
             assert analytic[index] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (key, index)
+
+
+@pytest.mark.parametrize("name", ["lif", "alif", "cuba_lif", "sigma_delta"])
+def test_planned_traces_equal_dense_per_synapse_traces(name):
+    x, labels = batch()
+    planned = eprop(network(name, kappa=0.8, recurrent=True), x, labels)
+    dense = eprop(network(name, kappa=0.8, recurrent=True, dense=True), x, labels)
+    for key in planned.grads:
+        assert relative_error(planned.grads[key], dense.grads[key]) <= 1e-10, key

@@ -40,9 +40,12 @@ def array_module(backend: str):
     raise ValueError(f"unknown backend {backend!r}; choose numpy, cuda-host or cupy")
 
 
-def load(model: NeuronModel, backend: str = "numpy"):
-    """The generated module of ``model`` for ``backend``, imported (once per text)."""
-    text = render.render(model, "numpy")
+def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
+    """The generated module of ``model`` for ``backend``, imported (once per text).
+
+    dense: every trace per synapse, ignoring the plan (to measure what the plan saves).
+    """
+    text = render.render(model, "numpy", dense=dense)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     key = f"{model.name}-{digest}"
     if key not in _LOADED:

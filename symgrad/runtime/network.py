@@ -41,17 +41,20 @@ class Layer:
 
 
 class Network:
-    """Layers of generated neurons and a leaky readout y_t = kappa y_{t-1} + W_out z_t + b_out."""
+    """Layers of generated neurons and a leaky readout y_t = kappa y_{t-1} + W_out z_t + b_out.
+
+    dense=True ignores the trace plan and keeps every trace per synapse (for benchmarks).
+    """
 
     def __init__(self, model: NeuronModel, n_in: int, hidden, n_out: int, *, recurrent=True,
                  kappa=0.0, feedback="symmetric", seed=0, dtype="float64", backend="numpy",
-                 params: dict | None = None, neuron_params: dict | None = None):
+                 params: dict | None = None, neuron_params: dict | None = None, dense: bool = False):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.dtype = np.dtype(dtype)
         self.kappa = float(kappa)
         self.backend = backend
         self.xp = compiled.array_module(backend)
-        code = compiled.load(model, backend)
+        code = compiled.load(model, backend, dense=dense)
         self.layers = []
         sizes = [n_in] + hidden
         for index, n in enumerate(hidden):

@@ -1,0 +1,105 @@
+"""Training runs: metrics, checkpoints, resume equivalence, the NaN stop, evaluate, errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from symgrad import models
+from symgrad.data import load_task
+from symgrad.runtime.trainer import CHECKPOINT, Config, Diverged, Trainer, load_checkpoint
+
+SMALL = {"samples": 64, "test_samples": 32, "channels": 12, "steps": 20, "n_classes": 3}
+
+
+def small_run(tmp_path, name="run", **changes):
+    settings = dict(model="alif", task="randman", hidden=16, epochs=2, batch=16, lr=0.01,
+                    task_settings=SMALL)
+    config = Config(**{**settings, **changes})
+    split = load_task("randman", **SMALL)
+    return Trainer(config, models.builtin("alif"), split, tmp_path / name, progress=False)
+
+
+def mkdir(trainer):
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    return trainer
+
+
+def test_training_writes_metrics_checkpoint_and_curves(tmp_path):
+    trainer = mkdir(small_run(tmp_path))
+    metrics = trainer.fit(log=lambda line: None)
+    assert set(metrics) == {"train_loss", "train_acc", "test_acc"}
+    assert all(len(v) == 2 for v in metrics.values())
+    assert json.loads((trainer.run_dir / "metrics.json").read_text()) == metrics
+    assert (trainer.run_dir / "curves.png").stat().st_size > 1000
+    state = load_checkpoint(trainer.run_dir / CHECKPOINT)
+    assert int(state["epoch"]) == 2
+    assert not list(trainer.run_dir.glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+@pytest.mark.parametrize("rule", ["eprop", "bptt"])
+def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, rule):
+    whole = mkdir(small_run(tmp_path, "whole", rule=rule, epochs=3))
+    whole.fit(log=lambda line: None)
+    first = mkdir(small_run(tmp_path, "split", rule=rule, epochs=1))
+    first.fit(log=lambda line: None)
+    resumed = small_run(tmp_path, "split", rule=rule, epochs=3)
+    resumed.restore()
+    assert resumed.epoch == 1
+    resumed.fit(log=lambda line: None)
+    for key, value in whole.net.params.items():
+        np.testing.assert_array_equal(resumed.net.params[key], value, err_msg=key)
+    assert resumed.metrics == whole.metrics
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = mkdir(small_run(tmp_path, epochs=1))
+    trainer.fit(log=lambda line: None)
+    good = load_checkpoint(trainer.run_dir / CHECKPOINT)
+    trainer.config.epochs = 3
+    trainer.net.params["W_out"][0, 0] = np.nan  # as if an update had blown up
+    with pytest.raises(Diverged, match="loss nan at epoch 2, batch 1"):
+        trainer.fit(log=lambda line: None)
+    kept = load_checkpoint(trainer.run_dir / CHECKPOINT)
+    assert int(kept["epoch"]) == 1
+    for key in good:
+        np.testing.assert_array_equal(kept[key], good[key])
+
+
+def test_online_updates_train(tmp_path):
+    trainer = mkdir(small_run(tmp_path, loss="ce", update_every=5, epochs=1))
+    metrics = trainer.fit(log=lambda line: None)
+    assert np.isfinite(metrics["train_loss"][0])
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "symgrad.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_train_and_evaluate_commands(tmp_path):
+    out = cli("train", "lif", "--epochs", "1", "--hidden", "16", "--out", "run", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "epoch 1/1" in out.stdout and "final test accuracy" in out.stdout
+    for name in ("config.json", "metrics.json", "checkpoint.npz", "curves.png"):
+        assert (tmp_path / "run" / name).is_file()
+    again = cli("train", "lif", "--epochs", "1", "--out", "run", cwd=tmp_path)
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+    evaluated = cli("evaluate", "run", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "%" in evaluated.stdout
+    (tmp_path / "run" / "checkpoint.npz").write_bytes(b"garbage")
+    broken = cli("evaluate", "run", cwd=tmp_path)
+    assert broken.returncode == 1 and "corrupt checkpoint" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    missing = cli("evaluate", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 1 and "config.json: no such file" in missing.stderr
+
+
+def test_train_data_errors_name_the_problem(tmp_path):
+    out = cli("train", "alif", "--task", "fsdd", "--data", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert out.returncode == 1 and "nothing" in out.stderr and "Traceback" not in out.stderr
+    out = cli("train", "alif", "--task", "fsdd", cwd=tmp_path)
+    assert out.returncode == 1 and "fsdd" in out.stderr
+    out = cli("train", "alif", "--task", "mnist", cwd=tmp_path)
+    assert out.returncode == 1 and "unknown task 'mnist'" in out.stderr
