@@ -84,7 +84,7 @@ TASK_DEFAULTS = {
     "ssc": dict(epochs=20, hidden=256, task_settings={"pool": 5}),
 }
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "seed", "lr", "kappa",
-                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer")
+                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule")
 
 
 def _load_task(config, data_dir, progress=True):
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--schedule", choices=["cosine", "constant"], help="learning rate over epochs")
     p.add_argument("--kappa", type=float, help="readout leak (0: instantaneous readout)")
     p.add_argument("--loss", choices=["ce", "ce_mean", "ce_last", "mse"])
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None)

@@ -75,3 +75,135 @@ def numpy_helper(cls: type) -> tuple[str, str, str]:
         return "spike", "x", "(x > 0).astype(x.dtype)"
     names = list(inspect.signature(cls.formula).parameters)
     return cls.__name__, ", ".join(names), numpy_code(cls.formula(*sp.symbols(names)))
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+# The kernels are templates on ``real`` (float or double), so every number is printed as a
+# ``real(...)`` literal or left an integer that C++ promotes to real next to a real operand;
+# function arguments are always real, so that the float and double overloads of the CUDA math
+# functions (and of the host shim's <cmath>) are the ones chosen, never a promotion to double.
+
+from sympy.printing.c import C99CodePrinter as _C99CodePrinter  # noqa: E402
+from sympy.printing.c import known_functions_C99 as _C99_FUNCTIONS  # noqa: E402
+
+
+class CUDAPrinter(_C99CodePrinter):
+    """Element-wise CUDA C++ for kernels templated on ``real``."""
+
+    def __init__(self):
+        super().__init__({"math_macros": {}})
+
+    def _number(self, value) -> str:
+        value = float(value)
+        return f"real({int(value)})" if value.is_integer() and abs(value) < 2**53 else f"real({value!r})"
+
+    def parenthesize(self, item, level, strict=False):
+        if isinstance(item, sp.Basic) and item.is_Number and not item.is_negative:
+            return self._print(item)  # a real(...) literal needs no parentheses
+        return super().parenthesize(item, level, strict)
+
+    def _arg(self, expr) -> str:
+        """A function argument: numbers as real literals, so overloads resolve to real."""
+        return self._number(expr) if expr.is_number else self._print(expr)
+
+    def _print_Float(self, expr):
+        return self._number(expr)
+
+    def _print_Rational(self, expr):
+        return self._number(expr)
+
+    def _print_Integer(self, expr):
+        return str(int(expr))
+
+    def _print_NumberSymbol(self, expr):
+        return self._number(expr)
+
+    _print_Pi = _print_Exp1 = _print_NumberSymbol
+
+    def _print_Pow(self, expr):
+        if expr.is_number:
+            return self._number(expr)
+        base, exp = expr.base, expr.exp
+        if exp == sp.S.Half:
+            return f"sqrt({self._print(base)})"
+        if exp == -sp.S.Half:
+            return f"1/sqrt({self._print(base)})"
+        if exp.is_Integer and abs(int(exp)) <= 3:
+            count = abs(int(exp))
+            if count == 1:
+                text = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"] + 1)
+            elif base.is_Symbol:
+                text = "(" + "*".join([self._print(base)] * count) + ")"
+            else:
+                text = f"pow({self._print(base)}, {self._number(count)})"
+            return text if exp > 0 else f"1/{text}"
+        return f"pow({self._print(base)}, {self._arg(exp)})"
+
+    def _print_math(self, expr):
+        if expr.is_number:
+            return self._number(expr)
+        known = self.known_functions[type(expr).__name__]
+        if not isinstance(known, str):
+            known = next(name for test, name in known if test(*expr.args))
+        return f"{known}({', '.join(self._arg(a) for a in expr.args)})"
+
+    def _fold(self, func, args):
+        text = self._arg(args[0])
+        for arg in args[1:]:
+            text = f"{func}({text}, {self._arg(arg)})"
+        return text
+
+    def _print_Max(self, expr):
+        return self._fold("fmax", expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold("fmin", expr.args)
+
+    def _print_Abs(self, expr):
+        return f"fabs({self._arg(expr.args[0])})"
+
+    def _print_Spike(self, expr):
+        return f"spike({self._arg(expr.args[0])})"
+
+    def _print_Pseudo(self, expr):
+        return f"{type(expr).__name__}({', '.join(self._arg(a) for a in expr.args)})"
+
+    def _print_Function(self, expr):
+        if isinstance(expr, Spike):
+            return self._print_Spike(expr)
+        if isinstance(expr, Pseudo):
+            return self._print_Pseudo(expr)
+        return super()._print_Function(expr)
+
+
+for _name in _C99_FUNCTIONS:
+    if _name not in ("Abs", "Max", "Min"):
+        setattr(CUDAPrinter, f"_print_{_name}", CUDAPrinter._print_math)
+
+_CUDA_PRINTER = CUDAPrinter()
+
+
+def cuda_code(expr: sp.Expr) -> str:
+    text = _CUDA_PRINTER.doprint(sp.sympify(expr))
+    return _strip_parentheses(text)
+
+
+def _strip_parentheses(text: str) -> str:
+    """``(x*x)`` -> ``x*x`` when the parentheses enclose the whole expression."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for position, char in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and position < len(text) - 1:
+                return text
+        text = text[1:-1]
+    return text
+
+
+def cuda_helper(cls: type) -> tuple[str, str, str]:
+    """(name, parameter list, body expression) of the CUDA device helper for a spike or surrogate."""
+    if issubclass(cls, Spike):
+        return "spike", "const real x", "x > 0 ? real(1) : real(0)"
+    names = list(inspect.signature(cls.formula).parameters)
+    return (cls.__name__, ", ".join(f"const real {n}" for n in names),
+            cuda_code(cls.formula(*sp.symbols(names))))

@@ -42,8 +42,13 @@ def test_training_writes_metrics_checkpoint_and_curves(tmp_path):
 def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, rule):
     whole = mkdir(small_run(tmp_path, "whole", rule=rule, epochs=3))
     whole.fit(log=lambda line: None)
-    first = mkdir(small_run(tmp_path, "split", rule=rule, epochs=1))
-    first.fit(log=lambda line: None)
+    first = mkdir(small_run(tmp_path, "split", rule=rule, epochs=3))
+
+    def killed(line):  # the process dies right after the first epoch's checkpoint
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(log=killed)
     resumed = small_run(tmp_path, "split", rule=rule, epochs=3)
     resumed.restore()
     assert resumed.epoch == 1

@@ -46,6 +46,7 @@ class Config:
     backend: str = "numpy"
     seed: int = 0
     lr: float = 0.01
+    schedule: str = "cosine"  # learning rate over epochs: "cosine" (to lr/20) or "constant"
     optimizer: str = "adam"
     weight_decay: float = 0.0
     clip: float | None = 10.0
@@ -70,6 +71,14 @@ class Config:
         if unknown:
             raise UserError(f"{path}: unknown setting {sorted(unknown)[0]!r}")
         return cls(**values)
+
+
+def learning_rate(config: Config, epoch: int) -> float:
+    """The learning rate of an epoch: constant, or cosine-annealed from lr down to lr/20."""
+    if config.schedule == "constant" or config.epochs <= 1:
+        return config.lr
+    floor = config.lr / 20
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * epoch / (config.epochs - 1)))
 
 
 def write_json(path: Path, value) -> None:
@@ -147,6 +156,7 @@ class Trainer:
         rule = eprop if config.rule == "eprop" else bptt
         online = {"update_every": config.update_every, "apply": self._apply} if config.update_every else {}
         while self.epoch < config.epochs:
+            self.optimizer.lr = learning_rate(config, self.epoch)
             order = np.random.default_rng([config.seed, self.epoch]).permutation(len(train))
             batches = [order[i:i + config.batch] for i in range(0, len(order), config.batch)]
             losses, correct = [], 0
