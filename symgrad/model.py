@@ -29,6 +29,9 @@ class stop_gradient(sp.Function):
     def fdiff(self, argindex=1):
         return sp.S.Zero
 
+    def _latex(self, printer):
+        return rf"\operatorname{{sg}}\left({printer._print(self.args[0])}\right)"
+
 
 def spike(x, surrogate: surrogates.Surrogate | None = None) -> sp.Expr:
     """Heaviside step of ``x`` whose derivative is ``surrogate`` (default: triangle(0.3, 1))."""

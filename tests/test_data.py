@@ -311,6 +311,8 @@ def test_shd_errors(tmp_path, shd_dir):
     empty.mkdir()
     with pytest.raises(DataError, match="shd_train.h5 does not exist"):
         load_shd(empty)
+    with pytest.raises(DataError, match="ssc: .*ssc_train.h5 does not exist"):
+        load_shd(empty, name="ssc")
     (empty / "shd_train.h5").write_text("this is not HDF5")
     with pytest.raises(DataError, match="shd_train.h5 is not an HDF5 file"):
         load_shd(empty)

@@ -23,22 +23,25 @@ FILES = {
 }
 
 
-def _read(path: Path):
+def _read(path: Path, name: str):
     """Spike times, units, labels and speakers (or None) from one file, checked."""
     if not path.is_file():
-        raise DataError(f"shd: {path} does not exist")
+        raise DataError(f"{name}: {path} does not exist")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise DataError(f"shd: {path} is not an HDF5 file ({err})") from None
+        raise DataError(f"{name}: {path} is not an HDF5 file ({err})") from None
     with f:
         for key in ("spikes/times", "spikes/units", "labels"):
             if key not in f or not isinstance(f[key], h5py.Dataset):
-                raise DataError(f"shd: {key} missing in {path}")
+                raise DataError(f"{name}: {key} missing in {path}")
+            if f[key].ndim != 1:
+                raise DataError(f"{name}: {key} in {path} must hold one entry per sample, "
+                                f"has shape {f[key].shape}")
         times, units, labels = f["spikes/times"][()], f["spikes/units"][()], f["labels"][()]
         speakers = f["extra/speaker"][()] if "extra/speaker" in f else None
     if not len(times) == len(units) == len(labels):
-        raise DataError(f"shd: {path} holds {len(times)} spike-time arrays, {len(units)} "
+        raise DataError(f"{name}: {path} holds {len(times)} spike-time arrays, {len(units)} "
                         f"unit arrays and {len(labels)} labels; they must match")
     if speakers is not None and len(speakers) != len(labels):
         speakers = None
@@ -100,7 +103,7 @@ def load_shd(data_dir, name: str = "shd", steps: int = 100, max_time: float = 1.
     parts = []
     for file in (train_file, test_file):
         path = folder / file
-        times, units, labels, speakers = _read(path)
+        times, units, labels, speakers = _read(path, name)
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise DataError(f"{name}: {path} has labels outside 0-{n_classes - 1}")
         x = bin_spikes(times, units, int(steps), float(max_time), int(pool), counts, str(path))

@@ -45,7 +45,7 @@ def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
 
     dense: every trace per synapse, ignoring the plan (to measure what the plan saves).
     """
-    text = render.render(model, "numpy", dense=dense)
+    text = _rendered(_spec(model), model, dense)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     key = f"{model.name}-{digest}"
     if key not in _LOADED:
@@ -56,6 +56,24 @@ def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
     from . import cuda
 
     return cuda.load(model, backend, module)
+
+
+_RENDERED: dict[tuple, str] = {}
+
+
+def _spec(model: NeuronModel) -> tuple:
+    """What determines a model's generated code (its equations, names and parameter roles)."""
+    return (model.name, tuple(model.states.items()), tuple(model.params.items()),
+            tuple((s, model.update[s]) for s in model.states), model.output, model.input,
+            model.learnable, model.per_neuron)
+
+
+def _rendered(spec: tuple, model: NeuronModel, dense: bool) -> str:
+    """Rendering runs the symbolic analysis: do it once per model and process."""
+    key = (spec, dense)
+    if key not in _RENDERED:
+        _RENDERED[key] = render.render(model, "numpy", dense=dense)
+    return _RENDERED[key]
 
 
 def _file_for(model: NeuronModel, text: str, digest: str) -> Path:

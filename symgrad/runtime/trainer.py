@@ -216,13 +216,12 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def plot_curves(metrics: dict, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and accuracy per epoch, drawn without pyplot so a notebook's backend is untouched."""
+    from matplotlib.figure import Figure
 
     epochs = np.arange(1, len(metrics["train_loss"]) + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, metrics["train_loss"], marker="o")
     left.set(xlabel="epoch", ylabel="train loss", title="loss")
     right.plot(epochs, metrics["train_acc"], marker="o", label="train")
@@ -231,7 +230,6 @@ def plot_curves(metrics: dict, path: Path):
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _host(array):
