@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from . import __version__, render
 from .errors import UserError
 from .model import ModelError
 
@@ -42,7 +42,7 @@ def cmd_inspect(args) -> int:
 
 # -- generate --------------------------------------------------------------------------------
 def cmd_generate(args) -> int:
-    from . import models, render
+    from . import models
 
     names = list(models.BUILTIN) if args.all else args.models
     if not names:
@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="*", help="built-in names, FILE.py or FILE.py:NAME")
     p.add_argument("--all", action="store_true", help="every built-in model")
     p.add_argument("--out", default="generated", help="output folder (default: generated)")
-    p.add_argument("--backend", nargs="+", default=["numpy"], choices=["numpy"],
-                   help="backends to generate for")
+    p.add_argument("--backend", nargs="+", default=list(render.BACKENDS), choices=list(render.BACKENDS),
+                   help="backends to generate for (default: all)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train", help="train a network on a task, writing a run folder")
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT.npz")
     p.add_argument("--rule", choices=["eprop", "bptt"], default="eprop")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--backend", choices=["numpy"], default="numpy")
+    p.add_argument("--backend", choices=["numpy", "cuda-host", "cupy"], default="numpy")
     p.set_defaults(func=cmd_grads)
     return parser
 

@@ -207,3 +207,11 @@ def cuda_helper(cls: type) -> tuple[str, str, str]:
     names = list(inspect.signature(cls.formula).parameters)
     return (cls.__name__, ", ".join(f"const real {n}" for n in names),
             cuda_code(cls.formula(*sp.symbols(names))))
+
+
+def cuda_function_names() -> list[str]:
+    """The math functions the CUDA printer may call."""
+    names = {"fmax", "fmin", "fabs", "pow", "sqrt"}
+    for known in _C99_FUNCTIONS.values():
+        names.update([known] if isinstance(known, str) else [name for _, name in known])
+    return sorted(names)

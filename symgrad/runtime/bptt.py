@@ -16,6 +16,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     """Exact gradients (given the surrogate) of ``loss``; same arguments as ``eprop``."""
     xp = net.xp
     x = xp.asarray(x, dtype=net.dtype)
+    target = xp.asarray(target)
     steps, batch = x.shape[:2]
     layers = net.layers
     p = [net.neuron_params(layer) for layer in layers]

@@ -55,7 +55,7 @@ def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
         return module
     from . import cuda
 
-    return cuda.load(model, backend, module)
+    return cuda.load(model, backend, module, dense=dense)
 
 
 _RENDERED: dict[tuple, str] = {}

@@ -40,7 +40,8 @@ class _LayerState:
         self.z = xp.zeros((batch, layer.n), dtype)
         self.u = xp.zeros((batch, layer.n_pre), dtype)
         self.traces = code.Traces(batch, layer.n, layer.n_pre, dtype)
-        needs_scratch = bool(code.PER_SYNAPSE) or ebar or seq_sum
+        fused = hasattr(code, "synapse_step")  # a fused kernel needs no scratch buffer
+        needs_scratch = not fused and (bool(code.PER_SYNAPSE) or ebar or seq_sum)
         self.scratch = xp.empty(synapses, dtype) if needs_scratch else None
         self.product = xp.empty((layer.n, layer.n_pre), dtype)
         self.grad = xp.zeros((layer.n, layer.n_pre), dtype)
@@ -142,6 +143,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     """
     xp = net.xp
     x = xp.asarray(x, dtype=net.dtype)
+    target = xp.asarray(target)
     steps, batch = x.shape[:2]
     sequence = loss in SEQUENCE
     if sequence and len(net.layers) > 1:
@@ -199,8 +201,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         L = err @ net.feedback_matrix()
         held = top.seq_sum if loss == "ce_mean" else top.ebar
         scale = 1.0 / steps if loss == "ce_mean" else 1.0
-        xp.einsum("bi,bij->ij", L, held, out=top.product)
-        top.grad += scale * top.product
+        top.grad += scale * xp.einsum("bi,bij->ij", L, held)
         for name in top.learnable:
             source = top.psum[name] if loss == "ce_mean" else top.pbar[name]
             top.pgrad[name] += scale * (L * source).sum(axis=0)
