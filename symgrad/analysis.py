@@ -13,11 +13,14 @@ Each entry is classified once, symbolically, as one of
 """
 from __future__ import annotations
 
+import cmath
+import random
 from dataclasses import dataclass
 
 import sympy as sp
 
-from .model import NeuronModel
+from .model import NeuronModel, stop_gradient
+from .surrogates import Pseudo, Spike
 
 ZERO, CONSTANT, PER_NEURON, DYNAMIC = "zero", "constant", "per-neuron", "dynamic"
 CLASSES = (ZERO, CONSTANT, PER_NEURON, DYNAMIC)
@@ -42,7 +45,7 @@ class Entry:
 
 def classify(expr: sp.Expr, model: NeuronModel) -> str:
     """The sparsity class of ``expr``, a derivative of ``model``'s maps."""
-    if expr == 0 or sp.simplify(expr) == 0:
+    if _is_zero(expr):
         return ZERO
     free = expr.free_symbols
     if free & (set(model.states) | {model.input}):
@@ -50,6 +53,27 @@ def classify(expr: sp.Expr, model: NeuronModel) -> str:
     if free & set(model.neuron_params):
         return PER_NEURON
     return CONSTANT
+
+
+def _is_zero(expr: sp.Expr) -> bool:
+    """Whether ``expr`` is identically zero.
+
+    Full simplification can take minutes on a large derivative, so first evaluate at a few
+    points, with every spike, surrogate and stop_gradient application standing for an
+    independent number: a non-zero value proves the entry non-zero. Only an expression that
+    vanishes at every point goes through ``simplify``.
+    """
+    if expr == 0:
+        return True
+    names = (sp.Symbol(f"_application{i}") for i in range(10**6))
+    generic = expr.replace(lambda e: isinstance(e, (Spike, Pseudo, stop_gradient)), lambda e: next(names))
+    rng = random.Random(0)
+    for _ in range(3):
+        point = {s: sp.Float(rng.uniform(0.1, 0.9)) for s in sorted(generic.free_symbols, key=str)}
+        value = complex(generic.xreplace(point).evalf())
+        if cmath.isfinite(value) and abs(value) > 1e-12:
+            return False
+    return sp.simplify(expr) == 0
 
 
 class Analysis:
