@@ -73,7 +73,8 @@ class Network:
 
     # -- parameters ----------------------------------------------------------------------
     def _array(self, values):
-        return self.xp.asarray(np.asarray(values, dtype=self.dtype))
+        """A writable array of the network's dtype on its device (always a copy)."""
+        return self.xp.asarray(np.array(values, dtype=self.dtype))
 
     def _initial_params(self, rng) -> dict:
         params = {}
