@@ -60,7 +60,6 @@ class Peer:
         from .common import host_params, neuron_constants
 
         self.c = neuron_constants(net)
-        self.dtype = net.dtype
         self.params = {k: jnp.asarray(v) for k, v in host_params(net).items()}
         self._bptt = jax.jit(jax.value_and_grad(self._loss))
         self._eprop = jax.jit(self._eprop_pass)
@@ -118,13 +117,14 @@ class Peer:
             z = (arg > 0).astype(dtype)
             h = psi(arg)[:, :, None]
             e = h * (eps_v - c["beta"] * eps_a) if c["adaptive"] else h * eps_v
-            ebar = c["kappa"] * ebar + e if filtered else e
+            if filtered:
+                ebar = c["kappa"] * ebar + e
             y = c["kappa"] * y + z @ params["W_out"].T + params["b_out"]
             value, err = _step_loss(y, labels)
             zbar = c["kappa"] * zbar + z
             bbar = c["kappa"] * bbar + 1.0
             L = err @ params["W_out"]
-            g = g + jnp.einsum("bi,bij->ij", L, ebar)
+            g = g + jnp.einsum("bi,bij->ij", L, ebar if filtered else e)
             return (v, a, z, y, eps_v, eps_a, ebar, zbar, bbar, g, g_out + err.T @ zbar,
                     g_b + err.sum(0) * bbar, total + value), None
 
