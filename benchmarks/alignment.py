@@ -146,8 +146,8 @@ def _plot(record: dict, rows: list, path: Path):
         right.bar(np.arange(len(names)) + offset, values, 0.4,
                   label="recurrent" if recurrent else "no recurrence (exact)")
     right.set_xticks(np.arange(len(names)), names, rotation=45, ha="right")
-    right.set(ylabel="cosine(e-prop, BPTT)", title="built-in models", ylim=(min(0, right.get_ylim()[0]), 1.05))
-    right.legend(fontsize=8)
+    right.set(ylabel="cosine(e-prop, BPTT)", title="built-in models", ylim=(min(0, right.get_ylim()[0]), 1.2))
+    right.legend(fontsize=8, ncol=2, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -76,7 +76,7 @@ def cmd_grads(args) -> int:
 # -- train / evaluate ------------------------------------------------------------------------
 # Settings per task that differ from Config's defaults; the command line overrides them.
 TASK_DEFAULTS = {
-    "randman": dict(epochs=10, hidden=64),
+    "randman": dict(epochs=20, hidden=128),
     "evidence": dict(epochs=20, hidden=64, loss="ce_last"),
     "pattern": dict(epochs=40, hidden=64, kappa=0.0, recurrent=True, lr=0.003),
     "fsdd": dict(epochs=12, hidden=128),
