@@ -14,8 +14,51 @@ from sympy.printing.numpy import NumPyPrinter as _SymPyNumPyPrinter
 from .surrogates import Pseudo, Spike
 
 
-class NumPyPrinter(_SymPyNumPyPrinter):
+class _ModelFunctions:
+    """Spikes, surrogates, max, min and abs, printed alike by every backend's printer.
+
+    A backend names its maximum, minimum and absolute-value functions; ``_arg`` prints a
+    function argument (the CUDA printer makes numbers ``real`` literals there).
+    """
+
+    maximum = minimum = absolute = ""
+
+    def _arg(self, expr) -> str:
+        return self._print(expr)
+
+    def _fold(self, func, args):
+        text = self._arg(args[0])
+        for arg in args[1:]:
+            text = f"{func}({text}, {self._arg(arg)})"
+        return text
+
+    def _print_Max(self, expr):
+        return self._fold(self.maximum, expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold(self.minimum, expr.args)
+
+    def _print_Abs(self, expr):
+        return f"{self.absolute}({self._arg(expr.args[0])})"
+
+    def _print_Spike(self, expr):
+        return f"spike({self._arg(expr.args[0])})"
+
+    def _print_Pseudo(self, expr):
+        return f"{type(expr).__name__}({', '.join(self._arg(a) for a in expr.args)})"
+
+    def _print_Function(self, expr):
+        if isinstance(expr, Spike):
+            return self._print_Spike(expr)
+        if isinstance(expr, Pseudo):
+            return self._print_Pseudo(expr)
+        return super()._print_Function(expr)
+
+
+class NumPyPrinter(_ModelFunctions, _SymPyNumPyPrinter):
     """Element-wise NumPy code, with ``np.`` as the module prefix."""
+
+    maximum, minimum, absolute = "np.maximum", "np.minimum", "np.abs"
 
     def __init__(self):
         super().__init__({"inline": True})
@@ -24,36 +67,8 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         name = super()._module_format(fqn, register)
         return name.replace("numpy.", "np.") if name.startswith("numpy.") else name
 
-    def _print_Spike(self, expr):
-        return f"spike({self._print(expr.args[0])})"
-
-    def _print_Pseudo(self, expr):
-        return f"{type(expr).__name__}({', '.join(self._print(a) for a in expr.args)})"
-
-    def _print_Max(self, expr):
-        return self._fold("np.maximum", expr.args)
-
-    def _print_Min(self, expr):
-        return self._fold("np.minimum", expr.args)
-
-    def _print_Abs(self, expr):
-        return f"np.abs({self._print(expr.args[0])})"
-
     def _print_Float(self, expr):
         return repr(float(expr))
-
-    def _fold(self, func, args):
-        text = self._print(args[0])
-        for arg in args[1:]:
-            text = f"{func}({text}, {self._print(arg)})"
-        return text
-
-    def _print_Function(self, expr):
-        if isinstance(expr, Spike):
-            return self._print_Spike(expr)
-        if isinstance(expr, Pseudo):
-            return self._print_Pseudo(expr)
-        return super()._print_Function(expr)
 
 
 _PRINTER = NumPyPrinter()
@@ -87,8 +102,10 @@ from sympy.printing.c import C99CodePrinter as _C99CodePrinter  # noqa: E402
 from sympy.printing.c import known_functions_C99 as _C99_FUNCTIONS  # noqa: E402
 
 
-class CUDAPrinter(_C99CodePrinter):
+class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
     """Element-wise CUDA C++ for kernels templated on ``real``."""
+
+    maximum, minimum, absolute = "fmax", "fmin", "fabs"
 
     def __init__(self):
         super().__init__({"math_macros": {}})
@@ -146,34 +163,6 @@ class CUDAPrinter(_C99CodePrinter):
         if not isinstance(known, str):
             known = next(name for test, name in known if test(*expr.args))
         return f"{known}({', '.join(self._arg(a) for a in expr.args)})"
-
-    def _fold(self, func, args):
-        text = self._arg(args[0])
-        for arg in args[1:]:
-            text = f"{func}({text}, {self._arg(arg)})"
-        return text
-
-    def _print_Max(self, expr):
-        return self._fold("fmax", expr.args)
-
-    def _print_Min(self, expr):
-        return self._fold("fmin", expr.args)
-
-    def _print_Abs(self, expr):
-        return f"fabs({self._arg(expr.args[0])})"
-
-    def _print_Spike(self, expr):
-        return f"spike({self._arg(expr.args[0])})"
-
-    def _print_Pseudo(self, expr):
-        return f"{type(expr).__name__}({', '.join(self._arg(a) for a in expr.args)})"
-
-    def _print_Function(self, expr):
-        if isinstance(expr, Spike):
-            return self._print_Spike(expr)
-        if isinstance(expr, Pseudo):
-            return self._print_Pseudo(expr)
-        return super()._print_Function(expr)
 
 
 for _name in _C99_FUNCTIONS:
