@@ -79,7 +79,7 @@ TASK_DEFAULTS = {
     "randman": dict(epochs=20, hidden=128),
     "evidence": dict(epochs=20, hidden=64, loss="ce_last"),
     "pattern": dict(epochs=40, hidden=64, kappa=0.0, recurrent=True, lr=0.003),
-    "fsdd": dict(epochs=12, hidden=128),
+    "fsdd": dict(epochs=20, hidden=128),
     "shd": dict(epochs=30, hidden=256, task_settings={"pool": 5}),
     "ssc": dict(epochs=20, hidden=256, task_settings={"pool": 5}),
 }
@@ -117,6 +117,7 @@ def cmd_train(args) -> int:
         values = dict(model=args.model, task=args.task, data=args.data)
         values.update(TASK_DEFAULTS.get(args.task, {}))
         values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
+        values["task_settings"] = {**values.get("task_settings", {}), **dict(args.set or [])}
         config = Config(**values)
     model = _model(config.model)
     split = _load_task(config, args.data or config.data, progress=not args.quiet)
@@ -142,6 +143,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _task_setting(text: str):
+    """``KEY=VALUE`` with VALUE read as an int, a float, true/false/none, or else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    words = {"true": True, "false": False, "none": None}
+    if raw.lower() in words:
+        return key, words[raw.lower()]
+    for kind in (int, float):
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
 def _format_score(value, kind):
     return f"{100 * value:.2f}%" if kind == "classification" else f"MSE {-value:.5f}"
 
@@ -160,8 +177,9 @@ def cmd_evaluate(args) -> int:
     if config.task == "fsdd":  # every recording in the folder, whatever its index or speaker
         from .data import Split
 
+        front_end = {k: v for k, v in config.task_settings.items() if k in ("channels", "dt", "steps")}
         try:
-            everything = load_fsdd_all(data_dir, **config.task_settings)
+            everything = load_fsdd_all(data_dir, **front_end)
         except DataError as err:
             raise UserError(str(err)) from None
         split = Split(everything, everything)
@@ -228,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback", choices=["symmetric", "random"])
     p.add_argument("--reg", type=float, help="firing-rate regularisation strength")
     p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_task_setting,
+                   help="a setting of the task's loader, e.g. test_speaker=jackson or augment=0 for "
+                        "fsdd, pool=5 for shd (repeatable)")
     p.add_argument("--out", metavar="RUNDIR", help="run folder (default: runs/MODEL-TASK-seedS)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

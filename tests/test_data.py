@@ -178,6 +178,68 @@ def test_fsdd_cache(fsdd_dir, cache, monkeypatch):
         fsdd.load_fsdd_all(fsdd_dir, cache_dir=cache, progress=False)
 
 
+def test_fsdd_augmented_copies(fsdd_dir, cache, tmp_path):
+    split = fsdd.load_fsdd(fsdd_dir, augment=3, cache_dir=cache, progress=False)
+    train, test = split.train, split.test
+    assert train.variants.shape == (len(train), 3, 100, 40) and train.copies == 3
+    assert test.variants is None  # the test set is heard as recorded
+    clean, copies = train.x, train.variants.astype(np.float32)
+    # Each copy is the same word through another microphone: spikes differ, but the sound's
+    # channels still carry it: the tone's busiest channel moves by at most one, as a gain
+    # tilt across the tone's two neighbouring filters can shift it.
+    assert all(not np.array_equal(copies[:, k], clean) for k in range(3))
+    assert (copies.sum((2, 3)) > 0).all()
+    assert np.abs(copies.sum(2).argmax(2) - clean.sum(1).argmax(1)[:, None]).max() <= 1
+    # Deterministic, and each file's copies depend on nothing but the file.
+    again = fsdd.load_fsdd(fsdd_dir, augment=3, cache_dir=tmp_path / "other", progress=False)
+    assert np.array_equal(again.train.variants, train.variants)
+    write_wav(fsdd_dir / "recordings" / "2_carol_9.wav", tone(650.0))
+    more = fsdd.load_fsdd(fsdd_dir, augment=3, cache_dir=cache, progress=False).train
+    keep = np.isin(more.meta["file"], train.meta["file"])
+    assert np.array_equal(more.variants[keep], train.variants)
+    assert fsdd.load_fsdd(fsdd_dir, augment=0, cache_dir=cache, progress=False).train.variants is None
+    for bad in (-1, 1.5, True, "many"):
+        with pytest.raises(DataError, match="augment must be a whole number"):
+            fsdd.load_fsdd(fsdd_dir, augment=bad, cache_dir=cache, progress=False)
+
+
+@pytest.mark.parametrize("setting, value, match", [
+    ("channels", 0, "channels must be a positive integer"),
+    ("channels", "abc", "channels must be a positive integer"),
+    ("steps", 2.5, "steps must be a positive integer"),
+    ("dt", -0.01, "dt must be a positive number"),
+    ("dt", "fast", "dt must be a positive number"),
+])
+def test_fsdd_bad_settings(fsdd_dir, cache, setting, value, match):
+    with pytest.raises(DataError, match=match):
+        fsdd.load_fsdd(fsdd_dir, cache_dir=cache, progress=False, **{setting: value})
+
+
+def test_dataset_inputs_take_the_chosen_copies():
+    x = np.zeros((4, 3, 2), np.float32)
+    copies = np.stack([np.full((4, 3, 2), k + 1, np.uint8) for k in range(2)], axis=1)
+    d = Dataset("t", x, np.arange(4), "classification", 4, variants=copies)
+    choice = np.array([0, 1, 2, 1])
+    got = d.inputs(np.array([3, 0, 2]), choice)
+    assert got.dtype == np.float32 and [g[0, 0] for g in got] == [1.0, 0.0, 2.0]
+    assert not d.x.any()  # the set itself is untouched
+    assert d.subset([1, 2]).copies == 2 and d.subset([1, 2], variants=False).variants is None
+    with pytest.raises(ValueError, match="variants must be"):
+        Dataset("t", x, np.arange(4), "classification", 4, variants=copies[:3])
+
+
+def test_fsdd_held_out_speaker(fsdd_dir, cache):
+    split = fsdd.load_fsdd(fsdd_dir, augment=0, test_speaker="bob", cache_dir=cache, progress=False)
+    assert set(split.test.meta["speaker"]) == {"bob"} and len(split.test) == 21
+    assert set(split.train.meta["speaker"]) == {"alice"} and len(split.train) == 21
+    with pytest.raises(DataError, match=r"no recordings of speaker 'eve'.*speakers there: alice, bob"):
+        fsdd.load_fsdd(fsdd_dir, augment=0, test_speaker="eve", cache_dir=cache, progress=False)
+    for f in (fsdd_dir / "recordings").glob("*_alice_*.wav"):
+        f.unlink()
+    with pytest.raises(DataError, match="only speaker 'bob'"):
+        fsdd.load_fsdd(fsdd_dir, augment=0, test_speaker="bob", cache_dir=cache, progress=False)
+
+
 def test_fsdd_cache_env_variable(fsdd_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "env"))
     load_task("fsdd", fsdd_dir, progress=False)
@@ -253,8 +315,9 @@ def test_real_fsdd_files():
     recordings = fsdd.list_recordings(REAL_FSDD)
     assert len(recordings) == 2500
     assert sum(r[3] < 5 for r in recordings) == 250 and {r[1] for r in recordings} == set(range(10))
-    spikes = fsdd.convert(recordings[::500], 40, 0.01, 100, progress=False)
+    spikes, copies = fsdd.convert(recordings[::500], 40, 0.01, 100, augment=2, progress=False)
     assert spikes.shape == (5, 100, 40) and spikes.sum(1).mean() > 2
+    assert copies.shape == (5, 2, 100, 40) and copies.sum(2).mean() > 2
 
 
 # ---------------------------------------------------------------------------- shd

@@ -58,6 +58,33 @@ def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, rule):
     assert resumed.metrics == whole.metrics
 
 
+def test_augmented_copies_are_used_and_resume_exactly(tmp_path):
+    def augmented(name, epochs):
+        trainer = mkdir(small_run(tmp_path, name, epochs=epochs))
+        x = trainer.split.train.x
+        copies = np.stack([np.roll(x, k + 1, axis=1) for k in range(2)], axis=1).astype(np.uint8)
+        trainer.split.train.variants = copies
+        return trainer
+
+    plain = mkdir(small_run(tmp_path, "plain", epochs=2))
+    plain.fit(log=lambda line: None)
+    whole = augmented("whole", 2)
+    whole.fit(log=lambda line: None)
+    assert not np.array_equal(whole.net.params["W_in"], plain.net.params["W_in"])  # copies were used
+    first = augmented("split", 2)
+
+    def killed(line):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(log=killed)
+    resumed = augmented("split", 2)
+    resumed.restore()
+    resumed.fit(log=lambda line: None)
+    for key, value in whole.net.params.items():
+        np.testing.assert_array_equal(resumed.net.params[key], value, err_msg=key)
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = mkdir(small_run(tmp_path, epochs=1))
     trainer.fit(log=lambda line: None)
@@ -108,3 +135,9 @@ def test_train_data_errors_name_the_problem(tmp_path):
     assert out.returncode == 1 and "fsdd" in out.stderr
     out = cli("train", "alif", "--task", "mnist", cwd=tmp_path)
     assert out.returncode == 1 and "unknown task 'mnist'" in out.stderr
+    out = cli("train", "alif", "--set", "colour", cwd=tmp_path)
+    assert out.returncode == 2 and "expected KEY=VALUE" in out.stderr
+    out = cli("train", "alif", "--set", "colour=red", cwd=tmp_path)
+    assert out.returncode == 1 and "unknown setting(s) colour" in out.stderr
+    out = cli("train", "alif", "--task", "fsdd", "--data", str(tmp_path), "--set", "augment=-2", cwd=tmp_path)
+    assert out.returncode == 1 and "augment must be" in out.stderr and "Traceback" not in out.stderr

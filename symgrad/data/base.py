@@ -33,6 +33,8 @@ class Dataset:
     n_classes:  number of classes; 0 for regression.
     meta:       optional per-sample metadata; any value that is an array or list with one
                 entry per sample is subset together with ``x`` and ``y``.
+    variants:   optional ``(samples, copies, T, channels)`` augmented copies of ``x`` that
+                training may use in its place (:meth:`inputs`).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Dataset:
     kind: str
     n_classes: int
     meta: dict = field(default_factory=dict)
+    variants: np.ndarray | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -49,6 +52,10 @@ class Dataset:
             raise ValueError(f"Dataset {self.name!r}: x must be (samples, T, channels), got shape {self.x.shape}")
         if len(self.y) != len(self.x):
             raise ValueError(f"Dataset {self.name!r}: {len(self.x)} inputs but {len(self.y)} targets")
+        if self.variants is not None and (self.variants.ndim != 4 or self.variants.shape[0] != len(self.x)
+                                          or self.variants.shape[2:] != self.x.shape[1:]):
+            raise ValueError(f"Dataset {self.name!r}: variants must be (samples, copies, T, channels) "
+                             f"matching x {self.x.shape}, got {self.variants.shape}")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -68,15 +75,38 @@ class Dataset:
         """Readout size a network needs: classes, or regression targets per step."""
         return self.n_classes if self.kind == "classification" else self.y.shape[2]
 
-    def subset(self, idx) -> "Dataset":
-        """The samples selected by ``idx`` (indices, a slice or a boolean mask), meta included."""
+    @property
+    def copies(self) -> int:
+        """Augmented copies per sample (0 without augmentation)."""
+        return 0 if self.variants is None else self.variants.shape[1]
+
+    def inputs(self, index, choice=None) -> np.ndarray:
+        """float32 ``x[index]``; where ``choice[index]`` is k > 0, sample copy k - 1 instead.
+
+        ``choice`` has one entry per sample of the whole set, in ``[0, copies]``.
+        """
+        x = self.x[index]
+        if choice is None or self.variants is None:
+            return x
+        index = np.asarray(index)
+        pick = choice[index]
+        use = pick > 0
+        x[use] = self.variants[index[use], pick[use] - 1]
+        return x
+
+    def subset(self, idx, variants: bool = True) -> "Dataset":
+        """The samples selected by ``idx`` (indices, a slice or a boolean mask), meta included.
+
+        ``variants=False`` drops the augmented copies (a test set has no use for them).
+        """
         n = len(self)
         meta = {}
         for key, value in self.meta.items():
             if isinstance(value, (np.ndarray, list)) and len(value) == n:
                 value = np.asarray(value)[idx]
             meta[key] = value
-        return Dataset(self.name, self.x[idx], self.y[idx], self.kind, self.n_classes, meta)
+        copies = self.variants[idx] if variants and self.variants is not None else None
+        return Dataset(self.name, self.x[idx], self.y[idx], self.kind, self.n_classes, meta, copies)
 
 
 @dataclass

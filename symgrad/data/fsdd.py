@@ -17,6 +17,12 @@ One time step is one frame (``dt`` s); every sample is zero-padded or truncated 
 ``steps`` steps. With the defaults (10 ms, 100 steps) only 4 of the 2,500 recordings
 (longest 2.3 s, mean 0.41 s) are cut.
 
+Training can draw on ``augment`` recoloured copies of every recording (:func:`recolour`):
+the same speech heard through a random microphone and room, a smooth random gain curve
+across the channels and stationary background noise. FSDD's speakers each recorded with
+their own equipment, so without this a network learns each microphone's colour along with
+the words, and generalises worse to a speaker it has not heard.
+
 Recordings at other sample rates are analysed at their own rate with the same filters in
 Hz (filters above the Nyquist frequency of a slower recording stay silent); stereo is
 averaged to mono.
@@ -28,12 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import re
 import tempfile
 import warnings
 import wave
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,17 +60,22 @@ DYNAMIC_RANGE = 30.0  # dB kept below the loudest band; more lets background noi
 SUSTAINED_GAIN = 0.5  # spikes per step at full level without change
 ONSET_GAIN = 2.0  # extra drive per unit rise of the level above its recent average
 ONSET_TAU = 0.05  # s; time constant of that recent average
+RECOLOUR_GAIN = 15.0  # dB; scale of the random gain curve of an augmented copy
+RECOLOUR_NOISE = (20.0, 50.0)  # dB below the loudest band: range of its background noise level
 # Bump when the front end changes, so stale caches are not reused.
 FRONT_END_VERSION = 1
 
 
-def _front_end_settings(channels: int, dt: float, steps: int) -> dict:
-    return dict(
+def _front_end_settings(channels: int, dt: float, steps: int, augment: int = 0) -> dict:
+    settings = dict(
         version=FRONT_END_VERSION, channels=channels, dt=dt, steps=steps,
         pre_emphasis=PRE_EMPHASIS, window=WINDOW, fmin=FMIN, fmax=FMAX,
         dynamic_range=DYNAMIC_RANGE, sustained_gain=SUSTAINED_GAIN,
         onset_gain=ONSET_GAIN, onset_tau=ONSET_TAU,
     )
+    if augment:
+        settings.update(augment=augment, recolour_gain=RECOLOUR_GAIN, recolour_noise=RECOLOUR_NOISE)
+    return settings
 
 
 # ---------------------------------------------------------------------------- files
@@ -145,8 +158,8 @@ def mel_filterbank(channels: int, n_fft: int, rate: int) -> np.ndarray:
     return np.clip(np.minimum(rising, falling), 0.0, None)
 
 
-def band_levels(audio: np.ndarray, rate: int, channels: int, dt: float, steps: int) -> np.ndarray:
-    """``(steps, channels)`` band levels in [0, 1] (steps 1-4 of the module docstring)."""
+def band_power_db(audio: np.ndarray, rate: int, channels: int, dt: float, steps: int):
+    """``(frames, channels)`` mel band power in dB (steps 1-3), ``frames <= steps``."""
     hop = max(1, round(dt * rate))
     win = max(hop, round(WINDOW * rate))
     n_fft = 1 << (win - 1).bit_length()
@@ -156,13 +169,37 @@ def band_levels(audio: np.ndarray, rate: int, channels: int, dt: float, steps: i
     x = np.pad(x[:needed], (0, max(0, needed - len(x))))
     frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n_frames]
     power = np.abs(np.fft.rfft(frames * np.hanning(win), n_fft)) ** 2
-    db = 10.0 * np.log10(power @ mel_filterbank(channels, n_fft, rate) + 1e-12)
+    return 10.0 * np.log10(power @ mel_filterbank(channels, n_fft, rate) + 1e-12)
+
+
+def compress(db: np.ndarray, steps: int) -> np.ndarray:
+    """``(steps, channels)`` levels in [0, 1] from band power in dB (step 4), zero-padded."""
     # The floor on the reference keeps digital silence (-120 dB everywhere) silent.
     reference = max(db.max(), -120.0 + DYNAMIC_RANGE)
-    level = np.clip(1.0 + (db - reference) / DYNAMIC_RANGE, 0.0, 1.0)
-    out = np.zeros((steps, channels))
-    out[:n_frames] = level
+    out = np.zeros((steps, db.shape[1]))
+    out[:len(db)] = np.clip(1.0 + (db - reference) / DYNAMIC_RANGE, 0.0, 1.0)
     return out
+
+
+def band_levels(audio: np.ndarray, rate: int, channels: int, dt: float, steps: int) -> np.ndarray:
+    """``(steps, channels)`` band levels in [0, 1] (steps 1-4 of the module docstring)."""
+    return compress(band_power_db(audio, rate, channels, dt, steps), steps)
+
+
+def recolour(db: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The band power ``db`` as heard through a random microphone in a random room.
+
+    Adds a smooth gain curve across the channels (a tilt, a bow and one slow ripple, each
+    drawn on the scale of ``RECOLOUR_GAIN`` dB) and stationary noise with exponentially
+    distributed power per band and frame, ``RECOLOUR_NOISE`` dB below the loudest band.
+    """
+    c = np.linspace(-1.0, 1.0, db.shape[1])
+    tilt, bow, ripple, phase = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-0.5, 0.5), rng.uniform(0, 2 * np.pi)
+    gain = RECOLOUR_GAIN * (tilt * c + bow * (c ** 2 - 1 / 3) + ripple * np.sin(2 * np.pi * c + phase))
+    db = db + gain
+    noise_db = db.max() - rng.uniform(*RECOLOUR_NOISE)
+    noise = 10.0 ** (noise_db / 10.0) * rng.exponential(1.0, db.shape)
+    return 10.0 * np.log10(10.0 ** (db / 10.0) + noise)
 
 
 def encode(levels: np.ndarray, dt: float) -> np.ndarray:
@@ -207,11 +244,12 @@ def cache_key(recordings, settings: dict) -> str:
 CACHE_FIELDS = ("spikes", "labels", "speakers", "indices", "files")
 
 
-def _read_cache(path: Path, n: int):
+def _read_cache(path: Path, n: int, augment: int):
     """The cached arrays, or None if the file is missing, corrupt or does not fit."""
+    fields = CACHE_FIELDS + (("variants",) if augment else ())
     try:
         with np.load(path, allow_pickle=False) as f:
-            cached = {key: f[key] for key in CACHE_FIELDS}
+            cached = {key: f[key] for key in fields}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     if any(len(v) != n for v in cached.values()):
@@ -240,64 +278,102 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 # ---------------------------------------------------------------------------- loading
 
-def convert(recordings, channels: int, dt: float, steps: int, progress: bool = True) -> np.ndarray:
-    """``(len(recordings), steps, channels)`` uint8 spikes for the given recordings."""
-    levels = np.zeros((len(recordings), steps, channels), np.float32)
+def convert(recordings, channels: int, dt: float, steps: int, augment: int = 0,
+            progress: bool = True):
+    """Spikes for the given recordings: ``(n, steps, channels)`` uint8, and with ``augment``
+    also ``(n, augment, steps, channels)`` recoloured copies (else None).
+
+    Copy k of a file depends only on its name and k, so adding files to a folder does not
+    change the copies of the others.
+    """
+    spikes = np.zeros((len(recordings), steps, channels), np.uint8)
+    variants = np.zeros((len(recordings), augment, steps, channels), np.uint8) if augment else None
     for i, (path, *_) in enumerate(tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress)):
         audio, rate = read_wav(path)
-        levels[i] = band_levels(audio, rate, channels, dt, steps)
-    return encode(levels, dt)
+        db = band_power_db(audio, rate, channels, dt, steps)
+        spikes[i] = encode(compress(db, steps), dt)
+        if augment:
+            seed = zlib.crc32(path.name.encode())
+            copies = [compress(recolour(db, np.random.default_rng([seed, k])), steps) for k in range(augment)]
+            variants[i] = encode(np.stack(copies), dt)
+    return spikes, variants
 
 
-def _check_settings(channels, dt, steps):
-    if int(channels) != channels or channels < 1:
+def _is_whole(value, least: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def _check_settings(channels, dt, steps, augment):
+    if not _is_whole(channels, 1):
         raise DataError(f"fsdd: channels must be a positive integer, got {channels!r}")
-    if int(steps) != steps or steps < 1:
+    if not _is_whole(steps, 1):
         raise DataError(f"fsdd: steps must be a positive integer, got {steps!r}")
-    if not dt > 0:
-        raise DataError(f"fsdd: dt must be positive, got {dt!r}")
+    if not isinstance(dt, numbers.Real) or not dt > 0:
+        raise DataError(f"fsdd: dt must be a positive number of seconds, got {dt!r}")
+    if not _is_whole(augment, 0):
+        raise DataError(f"fsdd: augment must be a whole number of copies (0 for none), got {augment!r}")
 
 
 def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
-                  cache_dir=None, progress: bool = True) -> Dataset:
+                  augment: int = 0, cache_dir=None, progress: bool = True) -> Dataset:
     """Every ``{digit}_{speaker}_{index}.wav`` in ``data_dir`` as one Dataset.
 
     ``data_dir`` is the FSDD folder or its ``recordings/`` folder (or any folder of such
-    files). ``cache_dir`` defaults to :func:`default_cache_dir`. ``meta`` holds
-    ``speaker``, ``index`` and ``file`` (name) per sample.
+    files). ``augment`` recoloured copies per recording go to the Dataset's ``variants``.
+    ``cache_dir`` defaults to :func:`default_cache_dir`. ``meta`` holds ``speaker``,
+    ``index`` and ``file`` (name) per sample.
     """
-    _check_settings(channels, dt, steps)
-    channels, steps, dt = int(channels), int(steps), float(dt)
+    _check_settings(channels, dt, steps, augment)
+    channels, steps, dt, augment = int(channels), int(steps), float(dt), int(augment)
     recordings = list_recordings(data_dir)
-    settings = _front_end_settings(channels, dt, steps)
+    settings = _front_end_settings(channels, dt, steps, augment)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache_file = cache / f"fsdd-{cache_key(recordings, settings)}.npz"
-    arrays = _read_cache(cache_file, len(recordings))
+    arrays = _read_cache(cache_file, len(recordings), augment)
     if arrays is None:
+        spikes, variants = convert(recordings, channels, dt, steps, augment, progress)
         arrays = dict(
-            spikes=convert(recordings, channels, dt, steps, progress),
+            spikes=spikes,
             labels=np.array([r[1] for r in recordings], np.int64),
             speakers=np.array([r[2] for r in recordings]),
             indices=np.array([r[3] for r in recordings], np.int64),
             files=np.array([r[0].name for r in recordings]),
         )
+        if augment:
+            arrays["variants"] = variants
         _write_cache(cache_file, arrays)
     meta = dict(speaker=arrays["speakers"], index=arrays["indices"], file=arrays["files"],
                 settings=settings)
     return Dataset("fsdd", arrays["spikes"].astype(np.float32), arrays["labels"].astype(np.int64),
-                   "classification", N_CLASSES, meta)
+                   "classification", N_CLASSES, meta, variants=arrays.get("variants"))
 
 
 def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
+              augment: int = 8, test_speaker: str | None = None,
               cache_dir=None, progress: bool = True) -> Split:
-    """FSDD as spike trains with the official split: index 0-4 test, the rest train.
+    """FSDD as spike trains, split into training and test sets.
 
-    Arguments as for :func:`load_fsdd_all`.
+    By default the split is the official one: recording index 0-4 test, the rest train.
+    With ``test_speaker`` the test set is every recording of that speaker and the training
+    set every recording of the others, which measures how well a network recognises a voice
+    it has never heard. Training samples carry ``augment`` recoloured copies (see
+    :func:`recolour`); the test set is never augmented. Other arguments as for
+    :func:`load_fsdd_all`.
     """
-    full = load_fsdd_all(data_dir, channels, dt, steps, cache_dir, progress)
-    test = np.isin(full.meta["index"], TEST_INDICES)
-    if not test.any() or test.all():
-        part = "test" if not test.any() else "training"
-        raise DataError(f"fsdd: {recordings_dir(data_dir)} has no {part} recordings "
-                        f"(index {'0-4' if part == 'test' else '5 or above'})")
-    return Split(full.subset(~test), full.subset(test))
+    full = load_fsdd_all(data_dir, channels, dt, steps, augment, cache_dir, progress)
+    if test_speaker is None:
+        test = np.isin(full.meta["index"], TEST_INDICES)
+        if not test.any() or test.all():
+            part = "test" if not test.any() else "training"
+            raise DataError(f"fsdd: {recordings_dir(data_dir)} has no {part} recordings "
+                            f"(index {'0-4' if part == 'test' else '5 or above'})")
+    else:
+        speakers = sorted(set(full.meta["speaker"]))
+        test = full.meta["speaker"] == str(test_speaker)
+        if not test.any():
+            raise DataError(f"fsdd: no recordings of speaker {test_speaker!r} in {recordings_dir(data_dir)} "
+                            f"(speakers there: {', '.join(speakers)})")
+        if test.all():
+            raise DataError(f"fsdd: {recordings_dir(data_dir)} holds only speaker {test_speaker!r}, "
+                            f"so no one is left to train on")
+    return Split(full.subset(~test), full.subset(test, variants=False))

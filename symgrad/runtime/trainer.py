@@ -3,8 +3,9 @@
 A run lives in one folder: ``config.json`` (everything needed to rebuild it),
 ``metrics.json`` (per epoch: train_loss, train_acc, test_acc), ``checkpoint.npz`` (weights,
 optimiser state and the epoch reached, written atomically after every epoch) and
-``curves.png``. The batch order of epoch e depends only on (seed, e), so a run killed and
-resumed from its checkpoint ends with exactly the weights of an uninterrupted one.
+``curves.png``. The batch order of epoch e, and which augmented copy of each sample it
+uses, depend only on (seed, e), so a run killed and resumed from its checkpoint ends with
+exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -157,13 +158,16 @@ class Trainer:
         online = {"update_every": config.update_every, "apply": self._apply} if config.update_every else {}
         while self.epoch < config.epochs:
             self.optimizer.lr = learning_rate(config, self.epoch)
-            order = np.random.default_rng([config.seed, self.epoch]).permutation(len(train))
+            rng = np.random.default_rng([config.seed, self.epoch])
+            order = rng.permutation(len(train))
+            # Each sample is seen as itself or one of its augmented copies, equally likely.
+            choice = rng.integers(train.copies + 1, size=len(train)) if train.copies else None
             batches = [order[i:i + config.batch] for i in range(0, len(order), config.batch)]
             losses, correct = [], 0
             bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
                        disable=not self.progress, unit="batch")
             for index in bar:
-                x = time_major(train.x[index])
+                x = time_major(train.inputs(index, choice))
                 target = train.y[index] if train.kind == "classification" else time_major(train.y[index])
                 result = rule(self.net, x, self.net.xp.asarray(target), loss=self.loss, reg=config.reg,
                               rate_target=config.rate_target, **online)
