@@ -1,4 +1,6 @@
-"""Shared test helpers: small active networks and smooth model variants."""
+"""Shared test helpers: small active networks, smooth model variants and WAV files."""
+import wave
+
 import numpy as np
 import sympy as sp
 
@@ -48,3 +50,19 @@ def smooth_variant(model: NeuronModel, sharpness=4.0) -> NeuronModel:
         name=f"{model.name}_smooth", states=model.states, params=model.params,
         update={s: smooth(e) for s, e in model.update.items()}, output=smooth(model.output),
         input=model.input, learnable=model.learnable, per_neuron=model.per_neuron, doc=model.doc)
+
+
+def write_wav(path, audio, rate=8000, channels=1):
+    """16-bit PCM WAV from float audio in [-1, 1] shaped (frames,) or (frames, channels)."""
+    pcm = (np.asarray(audio) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def tone(freq, seconds=0.25, rate=8000):
+    """A Hann-windowed sine: a stand-in for a spoken digit."""
+    t = np.arange(int(seconds * rate)) / rate
+    return 0.5 * np.sin(2 * np.pi * freq * t) * np.hanning(len(t))

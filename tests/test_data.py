@@ -14,25 +14,11 @@ from matplotlib.figure import Figure
 from symgrad import data
 from symgrad.data import DataError, Dataset, fsdd, load_task
 from symgrad.data.shd import load_shd
+from helpers import tone, write_wav
 
 REAL_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 PITCH = {0: 300.0, 1: 900.0, 2: 2500.0}  # Hz of the tone standing in for each "digit"
 RATE = 8000
-
-
-def write_wav(path, audio, rate=RATE, channels=1):
-    """16-bit PCM WAV from float audio in [-1, 1] shaped (frames,) or (frames, channels)."""
-    pcm = (np.asarray(audio) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-
-
-def tone(freq, seconds=0.25, rate=RATE):
-    t = np.arange(int(seconds * rate)) / rate
-    return 0.5 * np.sin(2 * np.pi * freq * t) * np.hanning(len(t))
 
 
 @pytest.fixture

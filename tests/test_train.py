@@ -9,6 +9,7 @@ import pytest
 from symgrad import models
 from symgrad.data import load_task
 from symgrad.runtime.trainer import CHECKPOINT, Config, Diverged, Trainer, load_checkpoint
+from helpers import tone, write_wav
 
 SMALL = {"samples": 64, "test_samples": 32, "channels": 12, "steps": 20, "n_classes": 3}
 
@@ -126,6 +127,27 @@ def test_train_and_evaluate_commands(tmp_path):
     assert "Traceback" not in broken.stderr
     missing = cli("evaluate", "nowhere", cwd=tmp_path)
     assert missing.returncode == 1 and "config.json: no such file" in missing.stderr
+
+
+def test_fsdd_held_out_speaker_then_evaluate_on_a_new_voice(tmp_path):
+    """The speaker-independence workflow: train without one voice, then evaluate a folder of a
+    voice never heard. Tones stand in for digits; the loudness differs per speaker."""
+    heard, new = tmp_path / "fsdd", tmp_path / "new_voice"
+    heard.mkdir(), new.mkdir()
+    for digit, freq in enumerate((300.0, 900.0, 2500.0)):
+        for speaker, gain in (("alice", 1.0), ("bob", 0.5), ("carol", 0.2)):
+            for index in range(4):
+                folder = new if speaker == "carol" else heard
+                write_wav(folder / f"{digit}_{speaker}_{index}.wav", gain * tone(freq, 0.2 + 0.02 * index))
+    out = cli("train", "alif", "--task", "fsdd", "--data", str(heard), "--epochs", "1", "--hidden", "8",
+              "--set", "test_speaker=bob", "--set", "augment=2", "--out", "run", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "12 train, 12 test samples" in out.stdout
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["task_settings"] == {"test_speaker": "bob", "augment": 2}
+    evaluated = cli("evaluate", "run", "--data", str(new), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "on 12 examples" in evaluated.stdout
 
 
 def test_train_data_errors_name_the_problem(tmp_path):
