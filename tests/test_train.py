@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,24 @@ def test_fsdd_held_out_speaker_then_evaluate_on_a_new_voice(tmp_path):
     evaluated = cli("evaluate", "run", "--data", str(new), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "on 12 examples" in evaluated.stdout
+
+
+def test_speaker_study_script(tmp_path):
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for digit, freq in enumerate((300.0, 2500.0)):
+        for speaker in ("alice", "bob"):
+            for index in range(3):
+                write_wav(folder / f"{digit}_{speaker}_{index}.wav", tone(freq, 0.2 + 0.02 * index))
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fsdd_speakers.py"
+    command = [sys.executable, str(script), str(folder), "--out", str(tmp_path / "runs"), "--",
+               "--epochs", "1", "--hidden", "8", "--quiet", "--set", "augment=0"]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "| held-out speaker | alice | bob | mean |" in out.stdout
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0 and "symgrad.cli train" not in again.stdout  # finished runs reused
+    assert again.stdout.splitlines()[-1] == out.stdout.splitlines()[-1]
 
 
 def test_train_data_errors_name_the_problem(tmp_path):
