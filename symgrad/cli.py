@@ -79,7 +79,7 @@ TASK_DEFAULTS = {
     "randman": dict(epochs=20, hidden=128),
     "evidence": dict(epochs=20, hidden=64, loss="ce_last"),
     "pattern": dict(epochs=40, hidden=64, kappa=0.0, recurrent=True, lr=0.003),
-    "fsdd": dict(epochs=20, hidden=128),
+    "fsdd": dict(epochs=12, hidden=128),
     "shd": dict(epochs=30, hidden=256, task_settings={"pool": 5}),
     "ssc": dict(epochs=20, hidden=256, task_settings={"pool": 5}),
 }
@@ -177,7 +177,7 @@ def cmd_evaluate(args) -> int:
     if config.task == "fsdd":  # every recording in the folder, whatever its index or speaker
         from .data import Split
 
-        front_end = {k: v for k, v in config.task_settings.items() if k in ("channels", "dt", "steps")}
+        front_end = {k: v for k, v in config.task_settings.items() if k in ("channels", "dt", "steps", "speaker_norm")}
         try:
             everything = load_fsdd_all(data_dir, **front_end)
         except DataError as err:

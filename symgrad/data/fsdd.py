@@ -6,9 +6,13 @@ filterbank followed by spiking "hair cells". Per recording:
 1. pre-emphasis (first-order high-pass), so formants above the strong low harmonics count;
 2. a framed FFT (Hann window of ``WINDOW`` s, hop ``dt``), power spectrum;
 3. ``channels`` triangular filters evenly spaced on the mel scale from ``FMIN`` to ``FMAX``;
-4. log compression (dB), normalised per recording to its loudest band so that the
-   recording level does not matter, and floored ``DYNAMIC_RANGE`` dB below it: each
-   channel then carries a level in [0, 1];
+4. log compression (dB); with ``speaker_norm``, each speaker's colour is taken out: the
+   speaker's mean level per band, over the loud frames of all their recordings in the
+   folder, is subtracted (as speaker-level cepstral mean normalisation does in speech
+   recognition), so that a microphone's or a voice's spectral tilt is not mistaken for a
+   word. Then each recording is normalised to its loudest band, so that the recording level
+   does not matter, and floored ``DYNAMIC_RANGE`` dB below it: each channel then carries a
+   level in [0, 1];
 5. a deterministic integrate-and-fire encoder per channel, driven by the sustained level
    plus an onset term (the level's rise above its recent average, as adapting hair cells
    respond), so a loud band fires steadily and a band that switches on fires a burst.
@@ -17,11 +21,11 @@ One time step is one frame (``dt`` s); every sample is zero-padded or truncated 
 ``steps`` steps. With the defaults (10 ms, 100 steps) only 4 of the 2,500 recordings
 (longest 2.3 s, mean 0.41 s) are cut.
 
-Training can draw on ``augment`` recoloured copies of every recording (:func:`recolour`):
-the same speech heard through a random microphone and room, a smooth random gain curve
-across the channels and stationary background noise. FSDD's speakers each recorded with
-their own equipment, so without this a network learns each microphone's colour along with
-the words, and generalises worse to a speaker it has not heard.
+The speaker normalisation is unsupervised (it reads no labels) but needs several recordings
+of a speaker to estimate their colour; a folder with one recording of a speaker normalises it
+by its own average spectrum. Training can also draw on ``augment`` recoloured copies of
+every recording (:func:`recolour`): the same speech heard through a random microphone and
+room, a smooth random gain curve across the channels and stationary background noise.
 
 Recordings at other sample rates are analysed at their own rate with the same filters in
 Hz (filters above the Nyquist frequency of a slower recording stay silent); stereo is
@@ -66,9 +70,9 @@ RECOLOUR_NOISE = (20.0, 50.0)  # dB below the loudest band: range of its backgro
 FRONT_END_VERSION = 1
 
 
-def _front_end_settings(channels: int, dt: float, steps: int, augment: int = 0) -> dict:
+def _front_end_settings(channels: int, dt: float, steps: int, speaker_norm: bool, augment: int) -> dict:
     settings = dict(
-        version=FRONT_END_VERSION, channels=channels, dt=dt, steps=steps,
+        version=FRONT_END_VERSION, channels=channels, dt=dt, steps=steps, speaker_norm=speaker_norm,
         pre_emphasis=PRE_EMPHASIS, window=WINDOW, fmin=FMIN, fmax=FMAX,
         dynamic_range=DYNAMIC_RANGE, sustained_gain=SUSTAINED_GAIN,
         onset_gain=ONSET_GAIN, onset_tau=ONSET_TAU,
@@ -186,6 +190,19 @@ def band_levels(audio: np.ndarray, rate: int, channels: int, dt: float, steps: i
     return compress(band_power_db(audio, rate, channels, dt, steps), steps)
 
 
+def speaker_colours(dbs: list, speakers) -> dict:
+    """Per speaker, the mean dB of each band over the loud frames of all their recordings.
+
+    A frame is loud when its loudest band is within ``DYNAMIC_RANGE`` dB of the recording's
+    loudest; silence before and after the word would otherwise dilute the estimate.
+    """
+    loud = {}
+    for db, speaker in zip(dbs, speakers):
+        frame_peak = db.max(axis=1)
+        loud.setdefault(speaker, []).append(db[frame_peak >= frame_peak.max() - DYNAMIC_RANGE])
+    return {speaker: np.concatenate(frames).mean(axis=0) for speaker, frames in loud.items()}
+
+
 def recolour(db: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The band power ``db`` as heard through a random microphone in a random room.
 
@@ -278,19 +295,24 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 # ---------------------------------------------------------------------------- loading
 
-def convert(recordings, channels: int, dt: float, steps: int, augment: int = 0,
-            progress: bool = True):
+def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
+            augment: int = 0, progress: bool = True):
     """Spikes for the given recordings: ``(n, steps, channels)`` uint8, and with ``augment``
     also ``(n, augment, steps, channels)`` recoloured copies (else None).
 
-    Copy k of a file depends only on its name and k, so adding files to a folder does not
-    change the copies of the others.
+    Copy k of a file depends only on its name and k (and, with ``speaker_norm``, on the
+    other recordings of its speaker).
     """
+    dbs = [band_power_db(*read_wav(path), channels, dt, steps)
+           for path, *_ in tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress)]
+    if speaker_norm:
+        speakers = [speaker for _, _, speaker, _ in recordings]
+        colour = speaker_colours(dbs, speakers)
+        # Keeping each speaker's average level keeps digital silence at the silence floor.
+        dbs = [db - colour[s] + colour[s].mean() for db, s in zip(dbs, speakers)]
     spikes = np.zeros((len(recordings), steps, channels), np.uint8)
     variants = np.zeros((len(recordings), augment, steps, channels), np.uint8) if augment else None
-    for i, (path, *_) in enumerate(tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress)):
-        audio, rate = read_wav(path)
-        db = band_power_db(audio, rate, channels, dt, steps)
+    for i, ((path, *_), db) in enumerate(zip(recordings, dbs)):
         spikes[i] = encode(compress(db, steps), dt)
         if augment:
             seed = zlib.crc32(path.name.encode())
@@ -315,23 +337,27 @@ def _check_settings(channels, dt, steps, augment):
 
 
 def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
-                  augment: int = 0, cache_dir=None, progress: bool = True) -> Dataset:
+                  speaker_norm: bool = True, augment: int = 0, cache_dir=None,
+                  progress: bool = True) -> Dataset:
     """Every ``{digit}_{speaker}_{index}.wav`` in ``data_dir`` as one Dataset.
 
     ``data_dir`` is the FSDD folder or its ``recordings/`` folder (or any folder of such
-    files). ``augment`` recoloured copies per recording go to the Dataset's ``variants``.
+    files). ``speaker_norm`` takes each speaker's colour out (step 4 of the module
+    docstring). ``augment`` recoloured copies per recording go to the Dataset's ``variants``.
     ``cache_dir`` defaults to :func:`default_cache_dir`. ``meta`` holds ``speaker``,
     ``index`` and ``file`` (name) per sample.
     """
     _check_settings(channels, dt, steps, augment)
+    if not isinstance(speaker_norm, (bool, np.bool_)):
+        raise DataError(f"fsdd: speaker_norm must be true or false, got {speaker_norm!r}")
     channels, steps, dt, augment = int(channels), int(steps), float(dt), int(augment)
     recordings = list_recordings(data_dir)
-    settings = _front_end_settings(channels, dt, steps, augment)
+    settings = _front_end_settings(channels, dt, steps, bool(speaker_norm), augment)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache_file = cache / f"fsdd-{cache_key(recordings, settings)}.npz"
     arrays = _read_cache(cache_file, len(recordings), augment)
     if arrays is None:
-        spikes, variants = convert(recordings, channels, dt, steps, augment, progress)
+        spikes, variants = convert(recordings, channels, dt, steps, bool(speaker_norm), augment, progress)
         arrays = dict(
             spikes=spikes,
             labels=np.array([r[1] for r in recordings], np.int64),
@@ -349,7 +375,7 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
 
 
 def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
-              augment: int = 8, test_speaker: str | None = None,
+              speaker_norm: bool = True, augment: int = 0, test_speaker: str | None = None,
               cache_dir=None, progress: bool = True) -> Split:
     """FSDD as spike trains, split into training and test sets.
 
@@ -360,7 +386,7 @@ def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
     :func:`recolour`); the test set is never augmented. Other arguments as for
     :func:`load_fsdd_all`.
     """
-    full = load_fsdd_all(data_dir, channels, dt, steps, augment, cache_dir, progress)
+    full = load_fsdd_all(data_dir, channels, dt, steps, speaker_norm, augment, cache_dir, progress)
     if test_speaker is None:
         test = np.isin(full.meta["index"], TEST_INDICES)
         if not test.any() or test.all():
