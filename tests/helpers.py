@@ -44,8 +44,10 @@ def smooth_variant(model: NeuronModel, sharpness=4.0) -> NeuronModel:
     """The model with every spike a sigmoid and no stop_gradient: differentiable everywhere."""
     def smooth(expr):
         expr = expr.replace(stop_gradient, lambda e: e)
+        # The logistic sigmoid written with tanh: its derivative, 1 - tanh^2, cannot overflow
+        # far below threshold as exp(-k x) / (1 + exp(-k x))^2 does.
         return expr.replace(lambda e: isinstance(e, Spike),
-                            lambda e: 1 / (1 + sp.exp(-sharpness * e.args[0])))
+                            lambda e: (1 + sp.tanh(sharpness * e.args[0] / 2)) / 2)
     return NeuronModel(
         name=f"{model.name}_smooth", states=model.states, params=model.params,
         update={s: smooth(e) for s, e in model.update.items()}, output=smooth(model.output),

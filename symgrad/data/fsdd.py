@@ -4,7 +4,9 @@ The front end follows the idea behind the Spiking Heidelberg Digits: a cochlea-l
 filterbank followed by spiking "hair cells". Per recording:
 
 1. pre-emphasis (first-order high-pass), so formants above the strong low harmonics count;
-2. a framed FFT (Hann window of ``WINDOW`` s, hop ``dt``), power spectrum;
+2. a framed FFT (Hann window of ``WINDOW`` s, hop ``dt``), power spectrum. The window is
+   short, as in a wideband spectrogram: it blurs the harmonics of the voice's pitch, which
+   belong to the speaker, and keeps the formants, which carry the word;
 3. ``channels`` triangular filters evenly spaced on the mel scale from ``FMIN`` to ``FMAX``;
 4. log compression (dB); with ``speaker_norm``, each speaker's colour is taken out: the
    speaker's mean level per band, over the loud frames of all their recordings in the
@@ -58,7 +60,7 @@ TEST_INDICES = (0, 1, 2, 3, 4)  # the official split: indices 0-4 test, the rest
 N_CLASSES = 10
 
 PRE_EMPHASIS = 0.97
-WINDOW = 0.025  # s; the analysis window, widened to dt if dt is longer
+WINDOW = 0.012  # s; the analysis window, widened to dt if dt is longer
 FMIN, FMAX = 50.0, 4000.0  # Hz; FMAX is the Nyquist frequency of FSDD's 8 kHz
 DYNAMIC_RANGE = 30.0  # dB kept below the loudest band; more lets background noise spike
 SUSTAINED_GAIN = 0.5  # spikes per step at full level without change
@@ -67,7 +69,7 @@ ONSET_TAU = 0.05  # s; time constant of that recent average
 RECOLOUR_GAIN = 15.0  # dB; scale of the random gain curve of an augmented copy
 RECOLOUR_NOISE = (20.0, 50.0)  # dB below the loudest band: range of its background noise level
 # Bump when the front end changes, so stale caches are not reused.
-FRONT_END_VERSION = 1
+FRONT_END_VERSION = 2
 
 
 def _front_end_settings(channels: int, dt: float, steps: int, speaker_norm: bool, augment: int) -> dict:
