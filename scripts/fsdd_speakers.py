@@ -18,6 +18,15 @@ from pathlib import Path
 from symgrad.data import fsdd
 
 
+def held_out_table(name: str, accuracy: dict) -> str:
+    """A markdown table: one row ``name`` of accuracies by held-out speaker, and their mean."""
+    mean = sum(accuracy.values()) / len(accuracy)
+    return "\n".join([
+        "| held-out speaker | " + " | ".join(accuracy) + " | mean |",
+        "|---" * (len(accuracy) + 2) + "|",
+        f"| {name} | " + " | ".join(f"{100 * a:.1f}%" for a in accuracy.values()) + f" | {100 * mean:.1f}% |"])
+
+
 def finished(run: Path) -> bool:
     """Whether the run in folder ``run`` has trained all the epochs its config asks for."""
     epochs = json.loads((run / "config.json").read_text())["epochs"]
@@ -54,10 +63,7 @@ def main() -> int:
             if subprocess.run(command).returncode != 0:
                 return 1
         accuracy[speaker] = json.loads((run / "metrics.json").read_text())["test_acc"][-1]
-    mean = sum(accuracy.values()) / len(accuracy)
-    print("\n| held-out speaker | " + " | ".join(accuracy) + " | mean |")
-    print("|---" * (len(accuracy) + 2) + "|")
-    print(f"| {args.model} | " + " | ".join(f"{100 * a:.1f}%" for a in accuracy.values()) + f" | {100 * mean:.1f}% |")
+    print("\n" + held_out_table(args.model, accuracy))
     return 0
 
 

@@ -182,3 +182,23 @@ def test_train_data_errors_name_the_problem(tmp_path):
     assert out.returncode == 1 and "unknown setting(s) colour" in out.stderr
     out = cli("train", "alif", "--task", "fsdd", "--data", str(tmp_path), "--set", "augment=-2", cwd=tmp_path)
     assert out.returncode == 1 and "augment must be" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_peer_study_script(tmp_path):
+    """The non-spiking peer learns tones that identify the digit for a speaker it never heard."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fsdd_peers.py"
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nothing")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "nothing" in missing.stderr and "Traceback" not in missing.stderr
+    pytest.importorskip("torch")
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for digit, freq in enumerate((300.0, 2500.0)):
+        for speaker, gain in (("alice", 1.0), ("bob", 0.3)):
+            for index in range(6):
+                write_wav(folder / f"{digit}_{speaker}_{index}.wav", gain * tone(freq, 0.2 + 0.02 * index))
+    out = subprocess.run([sys.executable, str(script), str(folder), "--epochs", "40", "--readout", "max"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| held-out speaker | alice | bob | mean |" in out.stdout
+    assert out.stdout.splitlines()[-1] == "| gru, max readout, levels | 100.0% | 100.0% | 100.0% |"

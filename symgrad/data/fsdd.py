@@ -297,13 +297,11 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 # ---------------------------------------------------------------------------- loading
 
-def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
-            augment: int = 0, progress: bool = True):
-    """Spikes for the given recordings: ``(n, steps, channels)`` uint8, and with ``augment``
-    also ``(n, augment, steps, channels)`` recoloured copies (else None).
+def band_powers(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
+                progress: bool = True) -> list:
+    """Each recording's ``(frames, channels)`` band power in dB, less its speaker's colour.
 
-    Copy k of a file depends only on its name and k (and, with ``speaker_norm``, on the
-    other recordings of its speaker).
+    Steps 1-3 of the module docstring, then (with ``speaker_norm``) speaker normalisation.
     """
     dbs = [band_power_db(*read_wav(path), channels, dt, steps)
            for path, *_ in tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress)]
@@ -312,6 +310,18 @@ def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool
         colour = speaker_colours(dbs, speakers)
         # Keeping each speaker's average level keeps digital silence at the silence floor.
         dbs = [db - colour[s] + colour[s].mean() for db, s in zip(dbs, speakers)]
+    return dbs
+
+
+def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
+            augment: int = 0, progress: bool = True):
+    """Spikes for the given recordings: ``(n, steps, channels)`` uint8, and with ``augment``
+    also ``(n, augment, steps, channels)`` recoloured copies (else None).
+
+    Copy k of a file depends only on its name and k (and, with ``speaker_norm``, on the
+    other recordings of its speaker).
+    """
+    dbs = band_powers(recordings, channels, dt, steps, speaker_norm, progress)
     spikes = np.zeros((len(recordings), steps, channels), np.uint8)
     variants = np.zeros((len(recordings), augment, steps, channels), np.uint8) if augment else None
     for i, ((path, *_), db) in enumerate(zip(recordings, dbs)):
