@@ -392,7 +392,8 @@ def _synapse_kernel(analysis: Analysis, plan: TracePlan, entries: dict, ctx: dic
         KernelArg("L", "const real*", "learning signal L_t (batch, n), or null"),
         KernelArg("kappa", "real", "the readout's leak: ebar_t = kappa ebar_t-1 + e_t"),
         KernelArg("ebar", "real*", "filtered eligibility (batch, n, pre): updated, or null"),
-        KernelArg("seq_sum", "real*", "(batch, n, pre): += ebar_t (e_t without ebar), or null"),
+        KernelArg("seq_sum", "real*", "(batch, n, pre): += w ebar_t (w e_t without ebar), or null"),
+        KernelArg("seq_weight", "real", "w, this step's weight in seq_sum"),
         KernelArg("grad", "real*", "(n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given"),
         KernelArg("reg_sum", "real*", "(n, pre): += sum_b e_t for the rate regulariser, or null"),
     ]

@@ -110,11 +110,11 @@ class Traces:
         np.einsum("bi,bij->ij", L * J["h_a"], self.eps_a, out=product)
         grad += product
 
-    def add_eligibility(self, J, K, out, scratch):
-        """out += e_t = h_t . eps_t, the instantaneous eligibility, (batch, post, pre)."""
-        np.multiply(J["h_v"][:, :, None], self.eps_v[:, None, :], out=scratch)
+    def add_eligibility(self, J, K, out, scratch, weight=1.0):
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        np.multiply(weight * J["h_v"][:, :, None], self.eps_v[:, None, :], out=scratch)
         out += scratch
-        np.multiply(J["h_a"][:, :, None], self.eps_a, out=scratch)
+        np.multiply(weight * J["h_a"][:, :, None], self.eps_a, out=scratch)
         out += scratch
 
 

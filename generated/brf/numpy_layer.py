@@ -162,11 +162,11 @@ class Traces:
         np.einsum("bi,bij->ij", L * J["h_q"], self.eps_q, out=product)
         grad += product
 
-    def add_eligibility(self, J, K, out, scratch):
-        """out += e_t = h_t . eps_t, the instantaneous eligibility, (batch, post, pre)."""
-        np.multiply(J["h_x"][:, :, None], self.eps_x, out=scratch)
+    def add_eligibility(self, J, K, out, scratch, weight=1.0):
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        np.multiply(weight * J["h_x"][:, :, None], self.eps_x, out=scratch)
         out += scratch
-        np.multiply(J["h_q"][:, :, None], self.eps_q, out=scratch)
+        np.multiply(weight * J["h_q"][:, :, None], self.eps_q, out=scratch)
         out += scratch
 
 

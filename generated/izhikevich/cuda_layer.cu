@@ -138,7 +138,7 @@ __global__ void neuron_step(
 //     e_t = h_t . eps_t                                 the instantaneous eligibility
 //     ebar_t = kappa ebar_t-1 + e_t                     if ebar is given (a leaky readout)
 //     grad += sum_b L_t ebar_t  (or L_t e_t)            if L is given
-//     seq_sum += ebar_t  (or e_t)                       if seq_sum is given (a sequence loss)
+//     seq_sum += w ebar_t  (or w e_t)                   if seq_sum is given (a sequence loss)
 //     reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 //
 // Each per-synapse array is read and written once per step.
@@ -159,7 +159,8 @@ __global__ void synapse_step(
     const real* __restrict__ L,        // learning signal L_t (batch, n), or null
     const real kappa,                  // the readout's leak: ebar_t = kappa ebar_t-1 + e_t
     real* __restrict__ ebar,           // filtered eligibility (batch, n, pre): updated, or null
-    real* __restrict__ seq_sum,        // (batch, n, pre): += ebar_t (e_t without ebar), or null
+    real* __restrict__ seq_sum,        // (batch, n, pre): += w ebar_t (w e_t without ebar), or null
+    const real seq_weight,             // w, this step's weight in seq_sum
     real* __restrict__ grad,           // (n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given
     real* __restrict__ reg_sum)        // (n, pre): += sum_b e_t for the rate regulariser, or null
 {
@@ -187,7 +188,7 @@ __global__ void synapse_step(
             ebar[bij] = elig;
         }
         if (L) grad_ij += L[bi] * elig;
-        if (seq_sum) seq_sum[bij] += elig;
+        if (seq_sum) seq_sum[bij] += seq_weight * elig;
         reg_ij += e;
     }
     if (L) grad[syn] += grad_ij;

@@ -89,9 +89,9 @@ class Traces:
         np.matmul((L * J["h_v"]).T, self.eps_v, out=product)
         grad += product
 
-    def add_eligibility(self, J, K, out, scratch):
-        """out += e_t = h_t . eps_t, the instantaneous eligibility, (batch, post, pre)."""
-        np.multiply(J["h_v"][:, :, None], self.eps_v[:, None, :], out=scratch)
+    def add_eligibility(self, J, K, out, scratch, weight=1.0):
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        np.multiply(weight * J["h_v"][:, :, None], self.eps_v[:, None, :], out=scratch)
         out += scratch
 
 

@@ -108,9 +108,9 @@ class Traces:
         np.matmul((L * J["h_sigma"]).T, self.eps_sigma, out=product)
         grad += product
 
-    def add_eligibility(self, J, K, out, scratch):
-        """out += e_t = h_t . eps_t, the instantaneous eligibility, (batch, post, pre)."""
-        np.multiply(J["h_sigma"][:, :, None], self.eps_sigma[:, None, :], out=scratch)
+    def add_eligibility(self, J, K, out, scratch, weight=1.0):
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        np.multiply(weight * J["h_sigma"][:, :, None], self.eps_sigma[:, None, :], out=scratch)
         out += scratch
 
 

@@ -100,9 +100,9 @@ class Traces:
         np.einsum("bi,bij->ij", L * J["h_v"], self.eps_v, out=product)
         grad += product
 
-    def add_eligibility(self, J, K, out, scratch):
-        """out += e_t = h_t . eps_t, the instantaneous eligibility, (batch, post, pre)."""
-        np.multiply(J["h_v"][:, :, None], self.eps_v, out=scratch)
+    def add_eligibility(self, J, K, out, scratch, weight=1.0):
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        np.multiply(weight * J["h_v"][:, :, None], self.eps_v, out=scratch)
         out += scratch
 
 

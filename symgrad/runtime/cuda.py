@@ -386,7 +386,7 @@ class CudaLayer:
 
     # -- traces --------------------------------------------------------------------------
     def advance(self, traces: "Traces", J: dict, K: dict, u, L=None, kappa=0.0, ebar=None,
-                seq_sum=None, grad=None, reg_sum=None) -> None:
+                seq_sum=None, grad=None, reg_sum=None, seq_weight=1.0) -> None:
         """One step of the traces and of whatever sums are given: synapse_step (when there is
         per-synapse work), then presynaptic_step (when there are presynaptic traces)."""
         batch, n, n_pre = traces.shape
@@ -396,7 +396,8 @@ class CudaLayer:
         if L is not None and grad is None:
             raise ValueError(f"{self.name}: a learning signal needs a gradient to add to")
         if self.PER_SYNAPSE or any(a is not None for a in (L, ebar, seq_sum, reg_sum)):
-            values = self.synapse_values(traces, J, K, u, L, kappa, ebar, seq_sum, grad, reg_sum)
+            values = self.synapse_values(traces, J, K, u, L, kappa, ebar, seq_sum, grad, reg_sum,
+                                         seq_weight)
             self.kernels.launch("synapse_step", traces.dtype, n * n_pre, values)
         if self.PRESYNAPTIC:
             kernel = self.kernels.kernels["presynaptic_step"]
@@ -405,11 +406,12 @@ class CudaLayer:
             self.kernels.launch("presynaptic_step", traces.dtype, batch * n_pre, values)
 
     def synapse_values(self, traces: "Traces", J: dict, K: dict, u, L=None, kappa=0.0, ebar=None,
-                       seq_sum=None, grad=None, reg_sum=None) -> dict:
+                       seq_sum=None, grad=None, reg_sum=None, seq_weight=1.0) -> dict:
         """The arguments of synapse_step by name (``advance`` launches it with them)."""
         batch, n, n_pre = traces.shape
         values = {"batch": batch, "n": n, "n_pre": n_pre, "u": u, "L": L, "kappa": kappa,
-                  "ebar": ebar, "seq_sum": seq_sum, "grad": grad, "reg_sum": reg_sum}
+                  "ebar": ebar, "seq_sum": seq_sum, "seq_weight": seq_weight, "grad": grad,
+                  "reg_sum": reg_sum}
         values.update(self._entries(self.kernels.kernels["synapse_step"], J, K, n))
         values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in self.PRESYNAPTIC + self.PER_SYNAPSE})
         return values
@@ -420,23 +422,23 @@ class CudaLayer:
         fixed = [a.name[2:] for a in kernel.args if a.name.startswith("K_")]
         return {**dynamic, **self._fixed(K, fixed, n)}
 
-    def synapse_step(self, layer, L, kappa) -> None:
+    def synapse_step(self, layer, L, kappa, weight=1.0) -> None:
         """eprop's per-synapse work for one step, fused (see eprop.synapse_step for the contract)."""
         xp, traces, J, K = self.xp, layer.traces, layer.J, layer.K
         if not self.PER_SYNAPSE and layer.ebar is None and layer.seq_sum is None:
             # Nothing per synapse is stored: the gradient is a matrix product of (L * h) and
             # the presynaptic traces, as in the NumPy module's Traces.accumulate.
             self.advance(traces, J, K, layer.u)
-            for target, weight in ((layer.reg_sum, layer.ones), (layer.grad, L)):
-                if target is None or weight is None:
+            for target, signal in ((layer.reg_sum, layer.ones), (layer.grad, L)):
+                if target is None or signal is None:
                     continue
                 for s in self.ELIGIBLE:
                     h = J[f"h_{s}"] if f"h_{s}" in J else K[f"h_{s}"]
-                    xp.matmul((weight * h).T, getattr(traces, f"eps_{s}"), out=layer.product)
+                    xp.matmul((signal * h).T, getattr(traces, f"eps_{s}"), out=layer.product)
                     target += layer.product
             return
         self.advance(traces, J, K, layer.u, L=L, kappa=kappa, ebar=layer.ebar,
-                     seq_sum=layer.seq_sum, grad=layer.grad, reg_sum=layer.reg_sum)
+                     seq_sum=layer.seq_sum, grad=layer.grad, reg_sum=layer.reg_sum, seq_weight=weight)
 
 
 class Traces:

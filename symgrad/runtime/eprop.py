@@ -7,11 +7,17 @@ random matrix; for several layers it is passed down through each layer's instant
 Jacobian dz_t/dI_t. With kappa = 0 and a per-step loss, ebar is never formed: each trace
 term is contracted with L_t directly (a matrix product for presynaptic traces). With a loss
 on the whole sequence the per-sample sum (mean) or last value of ebar is kept and
-contracted once the loss is known.
+contracted once the loss is known. For the mean the filter is folded into a weight per step,
+
+    sum_t ebar_t = sum_t w_t e_t,   w_t = 1 + kappa + ... + kappa^(T-1-t),
+
+so ebar itself is never stored.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from .losses import PER_STEP, SEQUENCE, cross_entropy, step_loss
 from .network import Layer, Network
@@ -72,19 +78,22 @@ class _LayerState:
             self.ptraces.update(self.J, self.K)
         return self.z
 
-    def synapses(self, kappa, L):
-        """This step's per-synapse work, once the learning signal L (or None) is known."""
-        self.synapse_step(self, L, kappa)
+    def synapses(self, kappa, L, weight=1.0):
+        """This step's per-synapse work, once the learning signal L (or None) is known;
+        ``weight`` is the step's weight w_t in the sequence sum."""
+        self.synapse_step(self, L, kappa, weight)
         if not self.learnable:
             return
         e = self.ptraces.eligibility(self.J, self.K)
         for name in self.learnable:
-            self.pbar[name] *= kappa
-            self.pbar[name] += e[name]
+            if self.ebar is not None:
+                self.pbar[name] *= kappa
+                self.pbar[name] += e[name]
+            elig = e[name] if self.ebar is None else self.pbar[name]
             if L is not None:
-                self.pgrad[name] += (L * self.pbar[name]).sum(axis=0)
+                self.pgrad[name] += (L * elig).sum(axis=0)
             if self.seq_sum is not None:
-                self.psum[name] += self.pbar[name]
+                self.psum[name] += weight * elig
             if self.reg_sum is not None:
                 self.preg[name] += e[name].sum(axis=0)
 
@@ -103,11 +112,11 @@ class _LayerState:
             self.pgrad[name][...] = 0
 
 
-def synapse_step(layer: "_LayerState", L, kappa):
+def synapse_step(layer: "_LayerState", L, kappa, weight=1.0):
     """One step of a layer's per-synapse work; a backend may provide a fused version.
 
     eps_t = D_t eps_{t-1} + c_t u_t;  e_t = h_t . eps_t;  ebar = kappa ebar + e_t (if kept);
-    grad += sum_b L e (or L ebar) when L is given; seq_sum += ebar (or e) when kept;
+    grad += sum_b L e (or L ebar) when L is given; seq_sum += w e when kept (never with ebar);
     reg_sum += sum_b e_t for the firing-rate regulariser when kept.
     """
     traces, J, K = layer.traces, layer.J, layer.K
@@ -121,15 +130,13 @@ def synapse_step(layer: "_LayerState", L, kappa):
         if L is not None:
             traces.accumulate(L, J, K, layer.grad, layer.product)
         if layer.seq_sum is not None:
-            traces.add_eligibility(J, K, layer.seq_sum, layer.scratch)
+            traces.add_eligibility(J, K, layer.seq_sum, layer.scratch, weight)
         return
     layer.ebar *= kappa
     traces.add_eligibility(J, K, layer.ebar, layer.scratch)
     if L is not None:
         layer.xp.einsum("bi,bij->ij", L, layer.ebar, out=layer.product)
         layer.grad += layer.product
-    if layer.seq_sum is not None:
-        layer.seq_sum += layer.ebar
 
 
 def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
@@ -150,7 +157,8 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         raise ValueError("e-prop with several layers needs a per-step loss (ce or mse)")
     if sequence and update_every:
         raise ValueError("online updates (update_every) need a per-step loss (ce or mse)")
-    ebar = net.kappa != 0 or loss == "ce_last"
+    ebar = loss == "ce_last" or (net.kappa != 0 and not sequence)
+    weights = np.cumsum(net.kappa ** np.arange(steps))[::-1]  # w_t for ce_mean
     layers = [_LayerState(net, layer, batch, ebar, loss == "ce_mean", reg > 0) for layer in net.layers]
     top = layers[-1]
     y = xp.zeros((batch, net.n_out), net.dtype)
@@ -173,7 +181,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             zbar_sum += zbar
             bbar_sum += bbar
             for state in layers:
-                state.synapses(net.kappa, None)
+                state.synapses(net.kappa, None, float(weights[t]))
             continue
         value, err = step_loss(loss, y, target[t] if loss == "mse" else target, xp)
         total += value
