@@ -28,7 +28,8 @@ def parse(argv):
     parser.add_argument("--only", nargs="+", choices=list(MODULES), metavar="NAME",
                         help=f"run only these benchmarks ({', '.join(MODULES)})")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="intra-op threads for numpy's BLAS, PyTorch and XLA (default: theirs)")
+                        help="threads for numpy's BLAS, symgrad's e-prop shards, PyTorch and XLA "
+                             "(default: theirs)")
     return parser.parse_args(argv)
 
 
@@ -44,7 +45,7 @@ def limit_threads(n: int):
     if loaded:
         raise SystemExit(f"--threads must be set before {', '.join(loaded)} is imported; "
                          "run it as python -m benchmarks")
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SYMGRAD_WORKERS"):
         os.environ[variable] = str(n)
     if n == 1:  # XLA has a switch for its Eigen pool, not a count
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()

@@ -2,7 +2,8 @@
 
 Every implementation gets the same network, input and labels, in the same process, warmed up
 once (which also compiles the jitted peers), and is timed as the best of several passes: the
-least disturbed one. Each peer's gradients are checked against symgrad first (common.verify_peer).
+least disturbed one. "symgrad e-prop" runs as the trainer runs it, with the batch sharded over
+the CPU's threads (runtime.parallel); the peers use every core too. Each peer's gradients are checked against symgrad first (common.verify_peer).
 
 The e-prop step is bound by the per-synapse arrays it sweeps, so beside the time the module
 works out the least traffic a step needs (each (batch, post, pre) array that carries state
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from symgrad.runtime import bptt, eprop
+from symgrad.runtime.parallel import Sharded, default_workers
 
 from . import peers_jax, peers_torch
 from .common import Problem, Section, Target, best_seconds, copy_bandwidth, pyplot, table, verify_peer
@@ -40,7 +42,11 @@ def settings(quick: bool) -> dict:
 
 
 def symgrad_runners(net) -> dict:
-    return {SYMGRAD_EPROP: lambda x, y: eprop(net, x, y), "symgrad BPTT": lambda x, y: bptt(net, x, y)}
+    """e-prop as the trainer runs it (the batch sharded over the CPU's threads) and on one thread."""
+    sharded = Sharded(default_workers(net.backend))
+    return {SYMGRAD_EPROP: lambda x, y: sharded(eprop, net, x, y),
+            f"{SYMGRAD_EPROP}, 1 thread": lambda x, y: eprop(net, x, y),
+            "symgrad BPTT": lambda x, y: bptt(net, x, y)}
 
 
 def peer_runners(module):

@@ -83,7 +83,7 @@ TASK_DEFAULTS = {
     "shd": dict(epochs=30, hidden=256, task_settings={"pool": 5}),
     "ssc": dict(epochs=20, hidden=256, task_settings={"pool": 5}),
 }
-TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "seed", "lr", "kappa",
+TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
                  "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule")
 
 
@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
         trainer.restore()
         print(f"resuming {run_dir} at epoch {trainer.epoch}/{config.epochs}")
     else:
-        write_json(run_dir / CONFIG, asdict(config))
+        write_json(run_dir / CONFIG, asdict(trainer.config))
     print(f"training {config.model} on {config.task}: {len(split.train)} train, {len(split.test)} test "
           f"samples, {split.train.steps} steps, {split.train.channels} channels; rule {config.rule}; "
           f"run folder {run_dir}")
@@ -198,6 +198,16 @@ def _host(array):
 
 
 # -- parser ----------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symgrad",
@@ -229,12 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="randman", help="fsdd, shd, ssc, randman, evidence or pattern "
                    "(default: randman, generated, needs no download)")
     p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")
-    p.add_argument("--hidden", type=int, help="neurons per layer")
-    p.add_argument("--layers", type=int, help="number of hidden layers")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int)
+    p.add_argument("--hidden", type=_positive, help="neurons per layer")
+    p.add_argument("--layers", type=_positive, help="number of hidden layers")
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--batch", type=_positive)
     p.add_argument("--rule", choices=["eprop", "bptt"])
     p.add_argument("--backend", choices=["numpy", "cupy", "cuda-host"])
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="threads for e-prop's gradient pass (default: the CPU count, at most 8)")
     p.add_argument("--seed", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "sgd"])
@@ -242,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kappa", type=float, help="readout leak (0: instantaneous readout)")
     p.add_argument("--loss", choices=["ce", "ce_mean", "ce_last", "mse"])
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None)
-    p.add_argument("--update-every", type=int, metavar="K", help="update the weights every K steps")
+    p.add_argument("--update-every", type=_positive, metavar="K", help="update the weights every K steps")
     p.add_argument("--feedback", choices=["symmetric", "random"])
     p.add_argument("--reg", type=float, help="firing-rate regularisation strength")
     p.add_argument("--dtype", choices=["float32", "float64"])

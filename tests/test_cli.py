@@ -23,6 +23,10 @@ def test_help_and_version():
     assert run("--version").stdout.startswith("symgrad ")
     bad = run("frobnicate")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    for flag, value in (("--hidden", "0"), ("--batch", "-4"), ("--workers", "two"), ("--epochs", "0")):
+        bad = run("train", "alif", flag, value)
+        assert bad.returncode == 2 and f"argument {flag}" in bad.stderr, (flag, bad.stderr)
+        assert "Traceback" not in bad.stderr
 
 
 def test_inspect_json_has_exactly_the_contract_shape():

@@ -40,18 +40,18 @@ def test_training_writes_metrics_checkpoint_and_curves(tmp_path):
     assert not list(trainer.run_dir.glob("*.tmp"))  # atomic writes leave nothing behind
 
 
-@pytest.mark.parametrize("rule", ["eprop", "bptt"])
-def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, rule):
-    whole = mkdir(small_run(tmp_path, "whole", rule=rule, epochs=3))
+@pytest.mark.parametrize("rule, workers", [("eprop", 1), ("eprop", 3), ("bptt", None)])
+def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, rule, workers):
+    whole = mkdir(small_run(tmp_path, "whole", rule=rule, epochs=3, workers=workers))
     whole.fit(log=lambda line: None)
-    first = mkdir(small_run(tmp_path, "split", rule=rule, epochs=3))
+    first = mkdir(small_run(tmp_path, "split", rule=rule, epochs=3, workers=workers))
 
     def killed(line):  # the process dies right after the first epoch's checkpoint
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         first.fit(log=killed)
-    resumed = small_run(tmp_path, "split", rule=rule, epochs=3)
+    resumed = small_run(tmp_path, "split", rule=rule, epochs=3, workers=workers)
     resumed.restore()
     assert resumed.epoch == 1
     resumed.fit(log=lambda line: None)
@@ -117,6 +117,7 @@ def test_train_and_evaluate_commands(tmp_path):
     assert "epoch 1/1" in out.stdout and "final test accuracy" in out.stdout
     for name in ("config.json", "metrics.json", "checkpoint.npz", "curves.png"):
         assert (tmp_path / "run" / name).is_file()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["workers"] >= 1  # fixed once
     again = cli("train", "lif", "--epochs", "1", "--out", "run", cwd=tmp_path)
     assert again.returncode == 1 and "already holds a run" in again.stderr
     evaluated = cli("evaluate", "run", cwd=tmp_path)

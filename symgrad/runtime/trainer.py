@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from .bptt import bptt
 from .eprop import eprop
 from .network import Network
 from .optim import OPTIMIZERS
+from .parallel import Sharded, default_workers
 
 CHECKPOINT, CONFIG, METRICS, CURVES = "checkpoint.npz", "config.json", "metrics.json", "curves.png"
 
@@ -45,6 +46,7 @@ class Config:
     batch: int = 32
     rule: str = "eprop"
     backend: str = "numpy"
+    workers: int | None = None  # threads for e-prop's gradient pass; None: the CPU count (<= 8)
     seed: int = 0
     lr: float = 0.01
     schedule: str = "cosine"  # learning rate over epochs: "cosine" (to lr/20) or "constant"
@@ -122,7 +124,11 @@ def score(net: Network, dataset) -> float:
 
 class Trainer:
     def __init__(self, config: Config, model, split, run_dir: Path, progress: bool = True):
+        # The worker count is fixed once and saved: it sets how each batch is summed, so a
+        # resumed run repeats an uninterrupted one exactly on any machine.
+        config = replace(config, workers=config.workers or default_workers(config.backend))
         self.config, self.split, self.run_dir, self.progress = config, split, Path(run_dir), progress
+        self.gradient_pass = Sharded(config.workers if config.rule == "eprop" else 1)
         train = split.train
         loss = config.loss if train.kind == "classification" else "mse"
         self.loss = loss
@@ -169,8 +175,8 @@ class Trainer:
             for index in bar:
                 x = time_major(train.inputs(index, choice))
                 target = train.y[index] if train.kind == "classification" else time_major(train.y[index])
-                result = rule(self.net, x, self.net.xp.asarray(target), loss=self.loss, reg=config.reg,
-                              rate_target=config.rate_target, **online)
+                result = self.gradient_pass(rule, self.net, x, self.net.xp.asarray(target), loss=self.loss,
+                                            reg=config.reg, rate_target=config.rate_target, **online)
                 self._check(result.loss, len(losses))
                 self._apply(result.grads)
                 losses.append(result.loss)

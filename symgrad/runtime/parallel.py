@@ -1,0 +1,77 @@
+"""Data-parallel gradient passes: a batch split into shards that run on threads.
+
+Samples are independent in e-prop and BPTT alike, so the gradient of a batch is the
+size-weighted mean of its shards' gradients. NumPy releases the GIL inside its array
+operations (and ctypes around the cuda-host kernels), so the per-synapse trace sweeps that
+dominate an e-prop step run on several cores at once. BLAS is held to one thread meanwhile,
+so that the shards do not oversubscribe the cores.
+
+Two settings couple the samples and are never sharded: the firing-rate regulariser (its
+penalty is on the whole batch's rate) and online updates (which change the weights mid-batch).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..errors import UserError
+from .eprop import Result
+
+MAX_AUTO_WORKERS = 8
+
+
+def default_workers(backend: str) -> int:
+    """Threads for a gradient pass: $SYMGRAD_WORKERS, else the CPU count (at most 8) on the
+    host; one on a GPU."""
+    if backend == "cupy":
+        return 1
+    given = os.environ.get("SYMGRAD_WORKERS", "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise UserError(f"SYMGRAD_WORKERS must be a whole number of threads (1 or more), got {given!r}")
+        return int(given)
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+def shardable(options: dict) -> bool:
+    return not options.get("reg") and not options.get("update_every")
+
+
+class Sharded:
+    """Calls ``rule(net, x, target, **options)`` on up to ``workers`` slices of the batch."""
+
+    def __init__(self, workers: int):
+        self.workers = int(workers)
+        self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self.blas = None
+        if self.pool:
+            from threadpoolctl import ThreadpoolController
+
+            self.blas = ThreadpoolController()
+
+    def __call__(self, rule, net, x, target, **options) -> Result:
+        batch = x.shape[1]
+        shards = min(self.workers, batch)
+        if shards <= 1 or not shardable(options):
+            return rule(net, x, target, **options)
+        edges = np.linspace(0, batch, shards + 1).round().astype(int)
+        parts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]  # views, not copies
+        per_step = target.ndim == 3  # regression targets are (T, B, K); labels are (B,)
+
+        def run(part):
+            return rule(net, x[:, part], target[:, part] if per_step else target[part], **options)
+
+        with self.blas.limit(limits=1, user_api="blas"):
+            results = list(self.pool.map(run, parts))
+        weights = [(p.stop - p.start) / batch for p in parts]
+        grads = {key: sum(w * r.grads[key] for w, r in zip(weights, results)) for key in results[0].grads}
+        xp = net.xp
+        return Result(loss=sum(w * r.loss for w, r in zip(weights, results)), grads=grads,
+                      spikes=[sum(counts) for counts in zip(*(r.spikes for r in results))],
+                      readout=xp.concatenate([r.readout for r in results], axis=0))
+
+    def close(self):
+        if self.pool:
+            self.pool.shutdown()
