@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from symgrad.runtime import bptt, eprop
+from symgrad.runtime.eprop import sweeps_synapses
 from symgrad.runtime.parallel import Sharded, default_workers
 
 from . import peers_jax, peers_torch
@@ -42,8 +43,9 @@ def settings(quick: bool) -> dict:
 
 
 def symgrad_runners(net) -> dict:
-    """e-prop as the trainer runs it (the batch sharded over the CPU's threads) and on one thread."""
-    sharded = Sharded(default_workers(net.backend))
+    """e-prop as the trainer runs it (the batch sharded over the CPU's threads where it keeps
+    per-synapse arrays) and on one thread."""
+    sharded = Sharded(default_workers(net.backend) if sweeps_synapses(net, "ce") else 1)
     return {SYMGRAD_EPROP: lambda x, y: sharded(eprop, net, x, y),
             f"{SYMGRAD_EPROP}, 1 thread": lambda x, y: eprop(net, x, y),
             "symgrad BPTT": lambda x, y: bptt(net, x, y)}

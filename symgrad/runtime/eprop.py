@@ -221,6 +221,12 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     return Result(float(total), grads, spikes, readout)
 
 
+def sweeps_synapses(net: Network, loss: str) -> bool:
+    """Whether e-prop keeps (batch, post, pre) arrays for this network and loss. Sweeping them
+    dominates its step; without them the step is a few matrix products per layer."""
+    return loss in SEQUENCE or net.kappa != 0 or any(layer.code.PER_SYNAPSE for layer in net.layers)
+
+
 def _rate_regulariser(layers, reg, rate_target, samples) -> float:
     """Add reg (rate - target) d rate/dW to each layer's gradient; return the regulariser's value."""
     value = 0.0
@@ -243,4 +249,4 @@ def _collect(net: Network, layers, g_out, g_b) -> dict:
     return grads
 
 
-__all__ = ["eprop", "Result", "PER_STEP", "SEQUENCE"]
+__all__ = ["eprop", "sweeps_synapses", "Result", "PER_STEP", "SEQUENCE"]

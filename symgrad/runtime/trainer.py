@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import arrays
 from ..errors import UserError
 from .bptt import bptt
-from .eprop import eprop
+from .eprop import eprop, sweeps_synapses
 from .network import Network
 from .optim import OPTIMIZERS
 from .parallel import Sharded, default_workers
@@ -128,11 +128,13 @@ class Trainer:
         # resumed run repeats an uninterrupted one exactly on any machine.
         config = replace(config, workers=config.workers or default_workers(config.backend))
         self.config, self.split, self.run_dir, self.progress = config, split, Path(run_dir), progress
-        self.gradient_pass = Sharded(config.workers if config.rule == "eprop" else 1)
         train = split.train
         loss = config.loss if train.kind == "classification" else "mse"
         self.loss = loss
         self.net = build_network(config, model, train.channels, train.outputs)
+        # Threads pay off for e-prop's per-synapse sweeps; BPTT's step is a few small products.
+        shard = config.rule == "eprop" and sweeps_synapses(self.net, loss)
+        self.gradient_pass = Sharded(config.workers if shard else 1)
         options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
         self.optimizer = OPTIMIZERS[config.optimizer](**options)
         self.metrics = {"train_loss": [], "train_acc": [], "test_acc": []}
