@@ -54,3 +54,15 @@ def test_the_worker_count(monkeypatch):
         default_workers("numpy")
     monkeypatch.delenv("SYMGRAD_WORKERS")
     assert 1 <= default_workers("numpy") <= 8
+
+
+def test_cuda_host_kernels_run_from_several_threads():
+    """The host shim keeps CUDA's thread indices per OS thread, so shards may launch at once."""
+    net = network("alif", recurrent=True, hidden=10, kappa=0.8, backend="cuda-host")
+    reference = network("alif", recurrent=True, hidden=10, kappa=0.8)
+    x, labels = batch(steps=20, size=8)
+    whole = eprop(reference, x, labels, loss="ce_mean")
+    sharded = Sharded(4)(eprop, net, x, labels, loss="ce_mean")
+    assert whole.spikes[0] > 0
+    for key, value in whole.grads.items():
+        assert relative_error(sharded.grads[key], value) <= 1e-12, key
