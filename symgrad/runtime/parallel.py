@@ -67,11 +67,6 @@ class Sharded:
             results = list(self.pool.map(run, parts))
         weights = [(p.stop - p.start) / batch for p in parts]
         grads = {key: sum(w * r.grads[key] for w, r in zip(weights, results)) for key in results[0].grads}
-        xp = net.xp
         return Result(loss=sum(w * r.loss for w, r in zip(weights, results)), grads=grads,
                       spikes=[sum(counts) for counts in zip(*(r.spikes for r in results))],
-                      readout=xp.concatenate([r.readout for r in results], axis=0))
-
-    def close(self):
-        if self.pool:
-            self.pool.shutdown()
+                      readout=net.xp.concatenate([r.readout for r in results], axis=0))
