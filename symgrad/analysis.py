@@ -1,8 +1,9 @@
 """Per-neuron Jacobians of a model and the sparsity class of each entry.
 
-For the update map s_t = f(s_{t-1}, I_t; theta) and the output z_t = g(s_t):
+For the update map s_t = f(s_{t-1}, I_t; theta) and the output z_t = g(s_t; theta):
 
-    D = df/ds (S x S)    c = df/dI (S)    h = dg/ds (S)    q[p] = df/dp (S) for each parameter
+    D = df/ds (S x S)    c = df/dI (S)    h = dg/ds (S)
+    q[p] = df/dp (S)     dz[p] = dg/dp    for each learnable parameter p
 
 Each entry is classified once, symbolically, as one of
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .model import NeuronModel, stop_gradient
+from .model import ModelError, NeuronModel, stop_gradient
 from .surrogates import Pseudo, Spike
 
 ZERO, CONSTANT, PER_NEURON, DYNAMIC = "zero", "constant", "per-neuron", "dynamic"
@@ -81,7 +82,10 @@ class Analysis:
 
     ``D[k][j]`` is the derivative of state k's update by the previous state j; ``c[k]`` by the
     input; ``h[k]`` the output's derivative by the new state k; ``q[p][k]`` state k's update by
-    parameter p (for the learnable parameters).
+    parameter p and ``dz[p]`` the output's own derivative by p (for the learnable parameters).
+
+    The analysis owns the entries' names too (``entry_name``), so that every backend, the plan
+    and the runtime spell an entry alike.
     """
 
     def __init__(self, model: NeuronModel):
@@ -92,10 +96,37 @@ class Analysis:
         self.c = [self._entry(sp.diff(f, model.input)) for f in updates]
         self.h = [self._entry(sp.diff(model.output, s)) for s in states]
         self.q = {p: [self._entry(sp.diff(f, p)) for f in updates] for p in model.learnable}
+        self.dz = {p: self._entry(sp.diff(model.output, p)) for p in model.learnable}
+        self._names = _entry_names(model)
+        self._keys = {name: key for key, name in self._names.items()}
 
     def _entry(self, expr: sp.Expr) -> Entry:
         kind = classify(expr, self.model)
         return Entry(sp.S.Zero if kind == ZERO else expr, kind)
+
+    # -- entries by name ---------------------------------------------------------------------
+    def entry_name(self, kind: str, k: int | sp.Symbol | None = None, j: int | None = None) -> str:
+        """The name of an entry: ``entry_name("D", k, j)``, ``("c", k)``, ``("h", k)``,
+        ``("q", p, k)`` or ``("dz", p)``, with p a learnable parameter symbol."""
+        return self._names[(kind, k, j)]
+
+    def entry(self, kind: str, k=None, j=None) -> Entry:
+        if kind == "D":
+            return self.D[k][j]
+        if kind == "q":
+            return self.q[k][j]
+        if kind == "dz":
+            return self.dz[k]
+        return {"c": self.c, "h": self.h}[kind][k]
+
+    def of_output(self, name: str) -> bool:
+        """Whether the entry ``name`` derives the output (h, dz): it is taken at the new state."""
+        return self._keys[name][0] in ("h", "dz")
+
+    def entries(self) -> dict[str, Entry]:
+        """Every non-zero entry by its name, in the order D, c, h, q, dz."""
+        found = {name: self.entry(*key) for key, name in self._names.items()}
+        return {name: e for name, e in found.items() if not e.is_zero}
 
     # -- views ---------------------------------------------------------------------------
     @property
@@ -108,6 +139,7 @@ class Analysis:
             "c": [e.kind for e in self.c],
             "h": [e.kind for e in self.h],
             "q": {p.name: [e.kind for e in row] for p, row in self.q.items()},
+            "dz": {p.name: e.kind for p, e in self.dz.items()},
         }
 
     # -- notebook display ----------------------------------------------------------------
@@ -125,7 +157,38 @@ class Analysis:
         lines.append(rf"h &= {matrix([self.h])}")
         for p, row in self.q.items():
             lines.append(rf"q_{{{sp.latex(p)}}} &= {matrix([[e] for e in row])}")
+            lines.append(rf"\frac{{\partial z}}{{\partial {sp.latex(p)}}} &= {_tagged(self.dz[p])}")
         return r"$$\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}$$"
+
+
+def _entry_keys(model: NeuronModel) -> list[tuple]:
+    size = range(len(model.states))
+    keys = [("D", k, j) for k in size for j in size] + [("c", k, None) for k in size]
+    keys += [("h", k, None) for k in size]
+    keys += [("q", p, k) for p in model.learnable for k in size]
+    return keys + [("dz", p, None) for p in model.learnable]
+
+
+def _entry_names(model: NeuronModel) -> dict[tuple, str]:
+    """Unambiguous names for every entry, e.g. ``D_a_v`` for d a_t / d v_{t-1}.
+
+    Joining names with "_" can be ambiguous (states ``a``, ``a_b``, ``b_c`` and ``c`` give
+    ``D_a_b_c`` twice) or hit a declared name; then the model's entries are joined with "__",
+    and failing that numbered by state position.
+    """
+    states = model.state_names
+    declared = set(states) | set(model.param_names) | {model.input.name}
+    spellings = (("_", lambda k: states[k]), ("__", lambda k: states[k]), ("_", str))
+    for sep, state in spellings:
+        names = {}
+        for kind, a, b in _entry_keys(model):
+            parts = {"D": lambda: (state(a), state(b)), "q": lambda: (a.name, state(b)),
+                     "dz": lambda: (a.name,)}.get(kind, lambda: (state(a),))()
+            names[(kind, a, b)] = sep.join((kind,) + parts)
+        if len(set(names.values())) == len(names) and not declared & set(names.values()):
+            return names
+    raise ModelError(f"model {model.name!r}: its state and parameter names leave no unambiguous "
+                     "names for the Jacobian entries; rename the states")
 
 
 _COLOURS = {ZERO: "gray", CONSTANT: "blue", PER_NEURON: "teal", DYNAMIC: "red"}

@@ -1,13 +1,12 @@
-"""Reading and writing the .npz files of ``symgrad grads``, checking every array it needs.
+"""Reading the input .npz file of ``symgrad grads``, checking every array it needs.
 
 IN.npz: x (T, B, M) input spikes, labels (B,), W_in (N, M), optional W_rec (N, N), W_out (K, N),
 b_out (K,), kappa (scalar), optional param_<name> overriding a model parameter.
-OUT.npz: loss and one gradient per weight given, same names and shapes.
+OUT.npz (written by the command with store.write_npz): loss and one gradient per weight given,
+same names and shapes.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,17 +101,3 @@ def _load_npz(path: Path) -> dict:
             return {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise UserError(f"{path}: not a readable .npz file ({err})") from None
-
-
-def write_npz(path, arrays: dict) -> None:
-    """Write arrays to ``path`` atomically: a reader sees the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,12 +9,15 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from . import __version__, render
+from . import __version__, render, store
 from .errors import UserError
 from .model import ModelError
+from .runtime import backends
+from .runtime.losses import LOSSES
 
 
 def _model(spec: str):
@@ -47,8 +50,15 @@ def cmd_generate(args) -> int:
     names = list(models.BUILTIN) if args.all else args.models
     if not names:
         raise UserError("name at least one model, or pass --all")
-    for spec in names:
-        for path in render.generate(_model(spec), args.out, backends=args.backend):
+    chosen = [(spec, _model(spec)) for spec in names]  # all checked before anything is written
+    into_repository = Path(args.out).resolve() == store.repository_generated().resolve()
+    for spec, model in chosen:
+        if into_repository and spec not in models.BUILTIN and model.name in models.BUILTIN:
+            raise UserError(f"{spec} defines a model named {model.name!r}, like the built-in model; "
+                            f"writing it to {args.out} would overwrite the built-in's generated code "
+                            f"(rename the model or choose another --out)")
+    for spec, model in chosen:
+        for path in render.generate(model, args.out, backends=args.backend):
             print(path)
     return 0
 
@@ -68,32 +78,28 @@ def cmd_grads(args) -> int:
     result = RULES[args.rule](net, given.x, given.labels, loss="ce")
     out = {"loss": np.asarray(result.loss)}
     out.update({name: np.asarray(_host(result.grads[name])) for name in values})
-    arrays.write_npz(args.out, out)
+    store.write_npz(args.out, out)
     print(f"loss {result.loss:.6g}; wrote {', '.join(out)} to {args.out}")
     return 0
 
 
 # -- train / evaluate ------------------------------------------------------------------------
-# Settings per task that differ from Config's defaults; the command line overrides them.
-TASK_DEFAULTS = {
-    "randman": dict(epochs=20, hidden=128),
-    "evidence": dict(epochs=20, hidden=64, loss="ce_last"),
-    "pattern": dict(epochs=40, hidden=64, kappa=0.0, recurrent=True, lr=0.003),
-    "fsdd": dict(epochs=12, hidden=128),
-    "shd": dict(epochs=30, hidden=256, task_settings={"pool": 5}),
-    "ssc": dict(epochs=20, hidden=256, task_settings={"pool": 5}),
-}
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
                  "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule")
 
 
-def _load_task(config, data_dir, progress=True):
+def _load_task(config, data_dir, progress=True, everything=False):
+    """The run's task with its settings; with ``everything``, every example in ``data_dir``
+    where the task can load them all (for evaluation), else its usual split."""
     from .data import TASKS, DataError, load_task
 
+    task = TASKS.get(config.task)  # None: load_task names the unknown task
     settings = dict(config.task_settings)
-    if TASKS.get(config.task) and TASKS[config.task].loader.__name__ in ("load_fsdd",):
+    if task and task.shows_progress:
         settings.setdefault("progress", progress)
     try:
+        if everything and task and task.everything:
+            return task.everything(data_dir, **settings)
         return load_task(config.task, data_dir, **settings)
     except DataError as err:
         raise UserError(str(err)) from None
@@ -101,9 +107,9 @@ def _load_task(config, data_dir, progress=True):
 
 def cmd_train(args) -> int:
     from dataclasses import asdict
-    from pathlib import Path
 
-    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Diverged, Trainer, write_json
+    from .data import TASKS
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Diverged, Trainer
 
     run_dir = Path(args.out or f"runs/{args.model}-{args.task}-seed{args.seed if args.seed is not None else 0}")
     if args.resume:
@@ -115,7 +121,7 @@ def cmd_train(args) -> int:
             raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, "
                             f"or choose another --out")
         values = dict(model=args.model, task=args.task, data=args.data)
-        values.update(TASK_DEFAULTS.get(args.task, {}))
+        values.update(TASKS[args.task].defaults if args.task in TASKS else {})
         values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
         values["task_settings"] = {**values.get("task_settings", {}), **dict(args.set or [])}
         config = Config(**values)
@@ -127,7 +133,7 @@ def cmd_train(args) -> int:
         trainer.restore()
         print(f"resuming {run_dir} at epoch {trainer.epoch}/{config.epochs}")
     else:
-        write_json(run_dir / CONFIG, asdict(trainer.config))
+        store.write_json(run_dir / CONFIG, asdict(trainer.config))
     print(f"training {config.model} on {config.task}: {len(split.train)} train, {len(split.test)} test "
           f"samples, {split.train.steps} steps, {split.train.channels} channels; rule {config.rule}; "
           f"run folder {run_dir}")
@@ -164,27 +170,13 @@ def _format_score(value, kind):
 
 
 def cmd_evaluate(args) -> int:
-    from pathlib import Path
-
-    from .data import DataError, load_fsdd_all
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer, score
 
     run_dir = Path(args.run)
     config = Config.load(run_dir / CONFIG)
     if args.task:
         config.task = args.task
-    data_dir = args.data or config.data
-    if config.task == "fsdd":  # every recording in the folder, whatever its index or speaker
-        from .data import Split
-
-        front_end = {k: v for k, v in config.task_settings.items() if k in ("channels", "dt", "steps", "speaker_norm")}
-        try:
-            everything = load_fsdd_all(data_dir, **front_end)
-        except DataError as err:
-            raise UserError(str(err)) from None
-        split = Split(everything, everything)
-    else:
-        split = _load_task(config, data_dir)
+    split = _load_task(config, args.data or config.data, everything=True)
     trainer = Trainer(config, _model(config.model), split, run_dir, progress=False)
     trainer.restore()
     value = score(trainer.net, split.test)
@@ -244,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive)
     p.add_argument("--batch", type=_positive)
     p.add_argument("--rule", choices=["eprop", "bptt"])
-    p.add_argument("--backend", choices=["numpy", "cupy", "cuda-host"])
+    p.add_argument("--backend", choices=list(backends.BACKENDS))
     p.add_argument("--workers", type=_positive, metavar="N",
                    help="threads for e-prop's gradient pass (default: the CPU count, at most 8)")
     p.add_argument("--seed", type=int)
@@ -252,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["adam", "sgd"])
     p.add_argument("--schedule", choices=["cosine", "constant"], help="learning rate over epochs")
     p.add_argument("--kappa", type=float, help="readout leak (0: instantaneous readout)")
-    p.add_argument("--loss", choices=["ce", "ce_mean", "ce_last", "mse"])
+    p.add_argument("--loss", choices=list(LOSSES))
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None)
     p.add_argument("--update-every", type=_positive, metavar="K", help="update the weights every K steps")
     p.add_argument("--feedback", choices=["symmetric", "random"])
@@ -278,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT.npz")
     p.add_argument("--rule", choices=["eprop", "bptt"], default="eprop")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--backend", choices=["numpy", "cuda-host", "cupy"], default="numpy")
+    p.add_argument("--backend", choices=list(backends.BACKENDS), default=backends.DEFAULT)
     p.set_defaults(func=cmd_grads)
     return parser
 

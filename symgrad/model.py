@@ -107,6 +107,20 @@ class NeuronModel:
         """Parameters with one value per neuron: the learnable ones and ``per_neuron``."""
         return tuple(dict.fromkeys(self.learnable + self.per_neuron))
 
+    # -- equations with their time indices, as the generated code's comments show them ---------
+    def previous(self, expr: sp.Expr) -> str:
+        """``expr`` of the update's arguments, written with time indices: v_{t-1}, I_t."""
+        return _timed(expr, {s: f"{s.name}_{{t-1}}" for s in self.states} | {self.input: f"{self.input.name}_t"})
+
+    def current(self, expr: sp.Expr) -> str:
+        """``expr`` of the new state, written with time indices: v_t."""
+        return _timed(expr, {s: f"{s.name}_t" for s in self.states})
+
+    def equations(self) -> list[str]:
+        """``v_t = alpha*v_{t-1} + I_t``, one per state, then ``z_t = ...``."""
+        lines = [f"{s.name}_t = {self.previous(self.update[s])}" for s in self.states]
+        return lines + [f"z_t = {self.current(self.output)}"]
+
     def with_params(self, **values) -> "NeuronModel":
         """A copy with some parameter defaults replaced, by name."""
         unknown = set(values) - set(self.param_names)
@@ -115,6 +129,10 @@ class NeuronModel:
         params = {p: values.get(p.name, v) for p, v in self.params.items()}
         return NeuronModel(self.name, self.states, params, self.update, self.output,
                            self.input, self.learnable, self.per_neuron, self.doc)
+
+
+def _timed(expr: sp.Expr, names: dict) -> str:
+    return sp.sstr(expr.xreplace({s: sp.Symbol(n) for s, n in names.items()}))
 
 
 def _validate(model: NeuronModel) -> None:

@@ -15,6 +15,10 @@ Component k of eps is
 The plan also fixes the order in which components are updated in place, so that each
 update reads the previous step's values; a component read by another one that is updated
 after it is saved first.
+
+Every backend prints the plan's rows (``updates``, ``adjoint``, ``param_traces``) and
+nothing else decides them; ``summary()`` is the SymPy-free record the runtime builds its
+layers and buffers from, and ``memory`` predicts those buffers from the same description.
 """
 from __future__ import annotations
 
@@ -32,6 +36,168 @@ class Step:
     index: int
     reads: tuple  # indices j (including possibly index itself) with a non-zero D[index][j]
     save_first: bool  # keep a copy of the old value: a later update still reads it
+
+
+@dataclass(frozen=True)
+class Term:
+    """``entry * source`` in a linear update.
+
+    source: a state name (whose trace, adjoint or parameter trace is meant depends on the
+    row), or None for the presynaptic input u, or for an entry standing alone (q, h, dz).
+    """
+
+    entry: str
+    kind: str  # the entry's class
+    unit: bool  # the entry is the number 1
+    source: str | None = None
+    source_storage: str | None = None  # the source trace's plan (trace updates only)
+    saved: bool = False  # read the copy saved before the source was updated this step
+
+
+@dataclass(frozen=True)
+class TraceUpdate:
+    """eps_k,t = sum_j D_kj eps_j,t-1 + c_k u_t for one planned component k."""
+
+    state: str
+    storage: str  # PRESYNAPTIC or PER_SYNAPSE
+    save_first: bool
+    terms: tuple
+
+    @property
+    def own(self) -> Term | None:
+        """The term that reads this component's own previous value, if any."""
+        return next((t for t in self.terms if t.source == self.state), None)
+
+    @property
+    def others(self) -> list[Term]:
+        return [t for t in self.terms if t.source != self.state]
+
+    @property
+    def equation(self) -> str:
+        return f"eps_{self.state}_t = " + " + ".join(
+            f"{t.entry} * " + (f"eps_{t.source}_{{t-1}}" if t.source else "u_t") for t in self.terms)
+
+
+@dataclass(frozen=True)
+class AdjointRow:
+    """BPTT: g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1 (terms: D_kj with source k)."""
+
+    state: str
+    h: Term | None
+    terms: tuple
+
+    @property
+    def equation(self) -> str:
+        parts = ([f"{self.h.entry} * gz_t"] if self.h else []) + [
+            f"{t.entry}_{{t+1}} * g_{t.source}_{{t+1}}" for t in self.terms]
+        return f"g_{self.state}_t = " + (" + ".join(parts) or "0")
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """eps^p_k,t = sum_j D_kj eps^p_j,t-1 + q_pk (terms: D_kj with source j)."""
+
+    state: str
+    terms: tuple
+    q: Term | None
+
+
+@dataclass(frozen=True)
+class ParamTrace:
+    """The per-neuron trace of a learnable parameter p and its eligibility
+    e^p_t = sum_k h_k eps^p_k,t + dz_p (readout: h_k with source k)."""
+
+    param: str
+    rows: tuple
+    readout: tuple
+    dz: Term | None
+
+    def equation(self, row: ParamRow) -> str:
+        p = self.param
+        parts = [f"{t.entry} * eps^{p}_{t.source}_{{t-1}}" for t in row.terms]
+        return f"eps^{p}_{row.state}_t = " + " + ".join(parts + ([row.q.entry] if row.q else []) or ["0"])
+
+    @property
+    def eligibility(self) -> str:
+        parts = [f"{t.entry} * eps^{self.param}_{t.source}_t" for t in self.readout]
+        return f"e^{self.param}_t = " + " + ".join(parts + ([self.dz.entry] if self.dz else []) or ["0"])
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What the runtime needs of a model's analysis and plan: names and storage, no SymPy."""
+
+    states: tuple
+    presynaptic: tuple
+    per_synapse: tuple
+    saved: tuple  # components whose old value is copied before the update (NumPy backend)
+    eligible: tuple  # components with e_t = sum_k h_k eps_k: reachable, non-zero h
+    param_traces: tuple  # (param, (states of its trace rows))
+    entry_kinds: dict  # every non-zero entry's class, by name
+
+    @property
+    def dynamic(self) -> list[str]:
+        """Entries that change every step (returned by neuron_step)."""
+        return [n for n, kind in self.entry_kinds.items() if kind == "dynamic"]
+
+    def trace_shapes(self, batch: int, n: int, n_pre: int, fused: bool = False) -> dict:
+        """The arrays the generated Traces class allocates, by attribute name."""
+        shape = {PRESYNAPTIC: (batch, n_pre), PER_SYNAPSE: (batch, n, n_pre)}
+        storage = {s: PRESYNAPTIC for s in self.presynaptic} | {s: PER_SYNAPSE for s in self.per_synapse}
+        shapes = {f"eps_{s}": shape[storage[s]] for s in self.presynaptic + self.per_synapse}
+        if not fused:  # fused kernels keep the old values in registers
+            shapes.update({f"old_{s}": shape[storage[s]] for s in self.saved})
+        return shapes
+
+    def buffers(self, batch: int, n: int, n_pre: int, *, filtered: bool = False,
+                sequence_sum: bool = False, regulariser: bool = False, fused: bool = False) -> dict:
+        """The arrays e-prop allocates for one layer besides the traces, by name.
+
+        filtered: a filtered eligibility ebar per synapse; sequence_sum: a weighted sum of the
+        eligibility over the sequence; regulariser: the firing-rate regulariser's sums; fused:
+        the backend's kernel needs no scratch array for products.
+        """
+        synapses = (batch, n, n_pre)
+        shapes = {"grad": (n, n_pre), "product": (n, n_pre)}
+        if not fused and (self.per_synapse or filtered or sequence_sum):
+            shapes["scratch"] = synapses
+        if filtered:
+            shapes["ebar"] = synapses
+        if sequence_sum:
+            shapes["seq_sum"] = synapses
+        if regulariser:
+            shapes["reg_sum"] = (n, n_pre)
+            shapes["ones"] = (batch, n)
+        return shapes
+
+    def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, filtered: bool = True,
+               sequence_sum: bool = False, regulariser: bool = False, fused: bool = False) -> dict:
+        """Bytes e-prop keeps for one layer, from ``trace_shapes`` and ``buffers``: what the
+        runtime allocates. With an instantaneous readout, a per-step loss and no per-synapse
+        component, the gradient is a matrix product and nothing per-synapse is stored."""
+        def size(shape):
+            count = itemsize
+            for extent in shape:
+                count *= extent
+            return count
+
+        traces = self.trace_shapes(batch, n, n_pre, fused)
+        buffers = self.buffers(batch, n, n_pre, filtered=filtered, sequence_sum=sequence_sum,
+                               regulariser=regulariser, fused=fused)
+        labels = {"ebar": "filtered eligibility", "seq_sum": "sequence sum", "scratch": "scratch",
+                  "grad": "gradient", "product": "gradient", "reg_sum": "regulariser",
+                  "ones": "regulariser"}
+        figures = dict.fromkeys(["presynaptic traces", "per-synapse traces", "filtered eligibility",
+                                 "sequence sum", "scratch", "parameter traces", "gradient"], 0)
+        for name, shape in traces.items():
+            per_synapse = len(shape) == 3
+            figures["per-synapse traces" if per_synapse else "presynaptic traces"] += size(shape)
+        for name, shape in buffers.items():
+            figures[labels[name]] = figures.get(labels[name], 0) + size(shape)
+        rows = sum(len(states) for _, states in self.param_traces)
+        figures["parameter traces"] = rows * size((batch, n))
+        figures["total"] = sum(figures.values())
+        return figures
 
 
 class TracePlan:
@@ -67,6 +233,7 @@ class TracePlan:
         self.relevant = sorted(reachable.union(*self.param_reach.values()))
         # Per-synapse components read presynaptic ones, never the reverse: update them first.
         self.steps = _order(D, self.per_synapse, reachable) + _order(D, self.presynaptic, reachable)
+        self.eligible = [k for k in self.reachable if not analysis.h[k].is_zero]
 
     # -- views ---------------------------------------------------------------------------
     def by_name(self) -> dict:
@@ -87,30 +254,78 @@ class TracePlan:
     def saved(self) -> list[int]:
         return [s.index for s in self.steps if s.save_first]
 
-    def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4,
-               filtered: bool = True, sequence: str | None = None) -> dict:
-        """Bytes that e-prop keeps for one layer, as the runtime allocates them.
+    def _term(self, kind: str, k, j=None, source: int | None = None, **extra) -> Term | None:
+        """The entry (kind, k, j) as a term on ``source``'s value; None when it is zero."""
+        a = self.analysis
+        entry = a.entry(kind, k, j)
+        if entry.is_zero:
+            return None
+        return Term(a.entry_name(kind, k, j), entry.kind, entry.expr == 1,
+                    None if source is None else a.names[source], **extra)
 
-        filtered: the readout leaks (kappa > 0), so the eligibility is low-pass filtered
-        per synapse; sequence: "mean" or "last" for a loss on the whole sequence. With an
-        instantaneous readout, a per-step loss and no per-synapse component, the gradient is
-        a matrix product and nothing per-synapse is stored.
-        """
-        synapse = batch * n * n_pre * itemsize
-        stored = len(self.per_synapse) + len([k for k in self.saved if k in self.per_synapse])
-        ebar = filtered or sequence == "last"
-        figures = {
-            "presynaptic traces": (len(self.presynaptic) + len([k for k in self.saved if k in self.presynaptic]))
-            * batch * n_pre * itemsize,
-            "per-synapse traces": stored * synapse,
-            "filtered eligibility": synapse if ebar else 0,
-            "sequence sum": synapse if sequence == "mean" else 0,
-            "scratch": synapse if (self.per_synapse or ebar or sequence) else 0,
-            "parameter traces": sum(len(r) for r in self.param_reach.values()) * batch * n * itemsize,
-            "gradient": 2 * n * n_pre * itemsize,
-        }
-        figures["total"] = sum(figures.values())
-        return figures
+    # -- the rows every backend prints -------------------------------------------------------
+    @property
+    def updates(self) -> list[TraceUpdate]:
+        """Each planned component's update, in the planned order."""
+        saved, done, updates = set(self.saved), set(), []
+        for step in self.steps:
+            k = step.index
+            terms = [self._term("D", k, j, j, source_storage=self.kinds[j], saved=j in saved and j in done)
+                     for j in step.reads]
+            terms.append(self._term("c", k))
+            updates.append(TraceUpdate(self.analysis.names[k], self.kinds[k], step.save_first,
+                                       tuple(t for t in terms if t)))
+            done.add(k)
+        return updates
+
+    @property
+    def adjoint(self) -> list[AdjointRow]:
+        """BPTT's rows for the components that matter to a gradient (``relevant``)."""
+        return [AdjointRow(self.analysis.names[j], self._term("h", j),
+                           tuple(t for t in (self._term("D", k, j, k) for k in self.relevant) if t))
+                for j in self.relevant]
+
+    @property
+    def eligibility(self) -> list[Term]:
+        """e_t = sum_k h_k eps_k,t: h_k on source k, for each eligible component."""
+        return [self._term("h", k, source=k) for k in self.eligible]
+
+    @property
+    def input_terms(self) -> list[tuple[Term, Term | None]]:
+        """(c_k, h_k) of each component the input feeds: dL/dI = sum_k c_k g_k and
+        dz/dI = sum_k h_k c_k."""
+        a = self.analysis
+        return [(self._term("c", k, source=k), self._term("h", k)) for k in range(len(a.c))
+                if not a.c[k].is_zero]
+
+    @property
+    def param_traces(self) -> list[ParamTrace]:
+        traces = []
+        for p in self.analysis.q:
+            comps = [k for k in self.relevant if k in self.param_reach[p]]
+            rows = tuple(ParamRow(self.analysis.names[k],
+                                  tuple(t for t in (self._term("D", k, j, j) for j in comps) if t),
+                                  self._term("q", p, k))
+                         for k in comps)
+            readout = tuple(t for t in (self._term("h", k, source=k) for k in comps) if t)
+            traces.append(ParamTrace(p.name, rows, readout, self._term("dz", p)))
+        return traces
+
+    def summary(self) -> PlanSummary:
+        names = self.analysis.names
+        return PlanSummary(
+            states=tuple(names),
+            presynaptic=tuple(names[k] for k in self.presynaptic),
+            per_synapse=tuple(names[k] for k in self.per_synapse),
+            saved=tuple(names[k] for k in self.saved),
+            eligible=tuple(names[k] for k in self.eligible),
+            param_traces=tuple((pt.param, tuple(r.state for r in pt.rows)) for pt in self.param_traces),
+            entry_kinds={n: e.kind for n, e in self.analysis.entries().items()},
+        )
+
+    def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, **flags) -> dict:
+        """Bytes e-prop keeps for one layer (see ``PlanSummary.memory`` for the flags)."""
+        return self.summary().memory(batch, n, n_pre, itemsize, **flags)
 
 
 def _reachable(D, sources) -> set:

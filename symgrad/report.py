@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .analysis import Analysis
-from .plan import TracePlan
+from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan
 
 
 def as_json(analysis: Analysis, plan: TracePlan) -> dict:
@@ -21,6 +21,29 @@ def as_json(analysis: Analysis, plan: TracePlan) -> dict:
     }
 
 
+def header(analysis: Analysis, plan: TracePlan) -> list[str]:
+    """The lines that open every generated file: equations, Jacobian classes, trace plan."""
+    model, names = analysis.model, analysis.names
+    width = max(len(n) for n in names)
+    lines = [f"Model {model.name}:", ""]
+    lines += [f"    {equation}" for equation in model.equations()]
+    lines += ["", "Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):", ""]
+    for k, row in enumerate(analysis.D):
+        lines.append(f"    D[{names[k]:>{width}}] = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
+    for label, row in (("c", analysis.c), ("h", analysis.h)):
+        lines.append(f"    {label + ' ' * (width + 2)} = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
+    for p, row in analysis.q.items():
+        lines.append(f"    q[{p.name}] = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
+    for p, entry in analysis.dz.items():
+        lines.append(f"    dz/d{p.name} = {entry.kind}")
+    lines += ["", "Trace plan:", ""]
+    shape = {PRESYNAPTIC: "(batch, pre)", PER_SYNAPSE: "(batch, post, pre)"}
+    for k, name in enumerate(names):
+        kind = plan.kinds[k]
+        lines.append(f"    eps_{name:<{width}}  {kind:<12} {shape.get(kind, 'not stored')}")
+    return lines
+
+
 def _size(nbytes: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if nbytes < 1024 or unit == "GiB":
@@ -33,9 +56,9 @@ def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int,
     out = [f"model {model.name}", ""]
     if model.doc:
         out += ["  " + line.strip() for line in model.doc.strip().splitlines()[:1]] + [""]
-    out.append("equations (update reads the previous step, output the new state):")
-    out += [f"  {s.name}_t = {model.update[s]}" for s in model.state_symbols]
-    out += [f"  z_t = {model.output}", "", "parameters:"]
+    out.append("equations:")
+    out += [f"  {equation}" for equation in model.equations()]
+    out += ["", "parameters:"]
     out += [f"  {p.name} = {v:g}" + (" (learnable)" if p in model.learnable else "")
             for p, v in model.params.items()]
     out += ["", "Jacobians (class: expression):"]
@@ -46,6 +69,7 @@ def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int,
         out += [f"  {label}[{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
     for p, row in analysis.q.items():
         out += [f"  q[{p.name},{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
+    out += [f"  dz/d{p.name}  {e.kind:<10}  {sp.sstr(e.expr)}" for p, e in analysis.dz.items()]
     out += ["", "trace plan:"]
     out += [f"  eps_{name}: {kind}" for name, kind in plan.by_name().items()]
     for name, coefs in plan.filter_coefficients().items():

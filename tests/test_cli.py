@@ -168,3 +168,27 @@ def test_generate_writes_files(tmp_path):
     assert out.returncode == 0
     assert (tmp_path / "lif" / "numpy_layer.py").is_file()
     assert run("generate", "--out", str(tmp_path)).returncode == 1
+
+
+def test_generate_refuses_to_overwrite_a_built_in_in_the_repository(tmp_path):
+    """A user model named like a built-in must not replace the built-in's committed code."""
+    from symgrad.store import repository_generated
+
+    committed = repository_generated()
+    path = tmp_path / "mine.py"
+    path.write_text(MODEL_FILE.format(name="model").replace('name="mine"', 'name="lif"'))
+    saved = {f: f.read_bytes() for f in (committed / "lif").iterdir() if f.is_file()}
+    try:
+        for out_args, cwd in (([ "--out", str(committed)], tmp_path), ([], committed.parent)):
+            out = run("generate", str(path), *out_args, cwd=cwd)
+            assert out.returncode == 1, out.stdout
+            assert "defines a model named 'lif', like the built-in model" in out.stderr
+            assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+            assert all(f.read_bytes() == content for f, content in saved.items())
+    finally:  # never leave the repository modified, whatever failed above
+        for f, content in saved.items():
+            if f.read_bytes() != content:
+                f.write_bytes(content)
+    elsewhere = run("generate", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "tau*v" in (tmp_path / "out" / "lif" / "numpy_layer.py").read_text().replace(" ", "")

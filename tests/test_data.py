@@ -262,6 +262,23 @@ def test_fsdd_cache_env_variable(fsdd_dir, tmp_path, monkeypatch):
     assert len(list((tmp_path / "env" / "fsdd").glob("*.npz"))) == 1
 
 
+def test_fsdd_cache_that_cannot_be_written_only_warns(fsdd_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="could not write cache"):
+        d = fsdd.load_fsdd_all(fsdd_dir, cache_dir=blocker / "cache", progress=False)
+    assert len(d) == 42
+
+
+def test_fsdd_evaluation_loads_every_recording_with_the_runs_front_end(fsdd_dir, cache):
+    """The run's settings that load_fsdd_all takes apply; the split's and augment's do not."""
+    settings = dict(channels=16, steps=30, test_speaker="bob", augment=2, cache_dir=cache, progress=False)
+    split = data.TASKS["fsdd"].everything(fsdd_dir, **settings)
+    assert split.train is split.test and split.test.x.shape == (42, 30, 16)
+    assert split.test.variants is None
+    assert len(list(cache.glob("*.npz"))) == 1  # the run's cache folder was used
+
+
 def test_fsdd_other_formats(tmp_path):
     """Stereo is averaged; 16 kHz audio gives the same bands as 8 kHz."""
     mono, stereo = tmp_path / "mono.wav", tmp_path / "stereo.wav"

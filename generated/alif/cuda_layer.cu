@@ -5,11 +5,11 @@
 //
 //     ALIF (Bellec et al. 2020): a LIF whose threshold v_th + beta a_t adapts with each spike.
 //
-// Model alif (update reads the previous step; output the new state):
+// Model alif:
 //
-//     v_t = I + alpha*v - v_th*stop_gradient(spike(-a*beta + v - v_th))
-//     a_t = a*rho + spike(-a*beta + v - v_th)
-//     z_t = spike(-a*beta + v - v_th)
+//     v_t = I_t + alpha*v_{t-1} - v_th*stop_gradient(spike(-a_{t-1}*beta - v_th + v_{t-1}))
+//     a_t = a_{t-1}*rho + spike(-a_{t-1}*beta - v_th + v_{t-1})
+//     z_t = spike(-a_t*beta + v_t - v_th)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -94,15 +94,15 @@ __global__ void neuron_step(
     const real x0 = -a*beta + v - v_th;
     const real x1 = spike(x0);
     const real x2 = triangle_psi(x0, real(0.3), v_th);
-    const real v_new = I + alpha*v - v_th*x1;  // v_t = I + alpha*v - v_th*stop_gradient(spike(-a*beta + v - v_th))
-    const real a_new = a*rho + x1;  // a_t = a*rho + spike(-a*beta + v - v_th)
-    const real D_a_v = x2;  // D_a_v = triangle_psi(-a*beta + v - v_th, 0.3, v_th)
-    const real D_a_a = -beta*x2 + rho;  // D_a_a = -beta*triangle_psi(-a*beta + v - v_th, 0.3, v_th) + rho
+    const real v_new = I + alpha*v - v_th*x1;  // v_t = I_t + alpha*v_{t-1} - v_th*stop_gradient(spike(-a_{t-1}*beta - v_th + v_{t-1}))
+    const real a_new = a*rho + x1;  // a_t = a_{t-1}*rho + spike(-a_{t-1}*beta - v_th + v_{t-1})
+    const real D_a_v = x2;  // D_a_v = triangle_psi(-a_{t-1}*beta - v_th + v_{t-1}, 0.3, v_th)
+    const real D_a_a = -beta*x2 + rho;  // D_a_a = -beta*triangle_psi(-a_{t-1}*beta - v_th + v_{t-1}, 0.3, v_th) + rho
     const real x3 = -a_new*beta + v_new - v_th;
     const real x4 = triangle_psi(x3, real(0.3), v_th);
-    const real z = spike(x3);  // z_t = spike(-a*beta + v - v_th)
-    const real h_v = x4;  // h_v = triangle_psi(-a*beta + v - v_th, 0.3, v_th)
-    const real h_a = -beta*x4;  // h_a = -beta*triangle_psi(-a*beta + v - v_th, 0.3, v_th)
+    const real z = spike(x3);  // z_t = spike(-a_t*beta + v_t - v_th)
+    const real h_v = x4;  // h_v = triangle_psi(-a_t*beta + v_t - v_th, 0.3, v_th)
+    const real h_a = -beta*x4;  // h_a = -beta*triangle_psi(-a_t*beta + v_t - v_th, 0.3, v_th)
     s_v_new[bi] = v_new;
     s_a_new[bi] = a_new;
     out_z[bi] = z;
@@ -157,8 +157,8 @@ __global__ void synapse_step(
         const real u_j = u[bj];
         const real eps_v = trace_v[bj];
         const real eps_a = trace_a[bij];
-        const real eps_a_new = J_D_a_v[bi] * eps_v + J_D_a_a[bi] * eps_a;  // eps_a = D_a_v * eps_v + D_a_a * eps_a
-        const real eps_v_new = D_v_v * eps_v + u_j;  // eps_v = D_v_v * eps_v + c_v * u
+        const real eps_a_new = J_D_a_v[bi] * eps_v + J_D_a_a[bi] * eps_a;  // eps_a_t = D_a_v * eps_v_{t-1} + D_a_a * eps_a_{t-1}
+        const real eps_v_new = D_v_v * eps_v + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
         trace_a[bij] = eps_a_new;
         const real e = J_h_v[bi] * eps_v_new + J_h_a[bi] * eps_a_new;  // e_t = h_t . eps_t
         real elig = e;  // what the gradient uses: ebar_t when filtered, else e_t
@@ -187,5 +187,5 @@ __global__ void presynaptic_step(
     const real D_v_v = K_D_v_v[0];  // constant
     const real u_j = u[bj];
     const real eps_v = trace_v[bj];
-    trace_v[bj] = D_v_v * eps_v + u_j;  // eps_v = D_v_v * eps_v + c_v * u
+    trace_v[bj] = D_v_v * eps_v + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
 }

@@ -16,12 +16,12 @@
 //
 //         with p(omega) = (-1 + sqrt(1 - (dt omega)^2)) / dt. omega is per-neuron and learnable.
 //
-// Model brf (update reads the previous step; output the new state):
+// Model brf:
 //
-//     x_t = I*dt + (x*cos(dt*omega) - y*sin(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-//     y_t = (x*sin(dt*omega) + y*cos(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-//     q_t = gamma*q + spike(-q - theta + x)
-//     z_t = spike(-q - theta + x)
+//     x_t = I_t*dt + (x_{t-1}*cos(dt*omega) - y_{t-1}*sin(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+//     y_t = (x_{t-1}*sin(dt*omega) + y_{t-1}*cos(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+//     q_t = gamma*q_{t-1} + spike(-q_{t-1} - theta + x_{t-1})
+//     z_t = spike(-q_t - theta + x_t)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -31,6 +31,7 @@
 //     c    = [  constant,       zero,       zero]
 //     h    = [   dynamic,       zero,    dynamic]
 //     q[omega] = [   dynamic,    dynamic,       zero]
+//     dz/domega = zero
 //
 // Trace plan:
 //
@@ -136,24 +137,24 @@ __global__ void neuron_step(
     const real x14 = x3*x7;
     const real x15 = triangle_psi(x12, real(0.3), theta);
     const real x16 = omega*x5/x6;
-    const real x_new = I*dt + x8;  // x_t = I*dt + (x*cos(dt*omega) - y*sin(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-    const real y_new = x11;  // y_t = (x*sin(dt*omega) + y*cos(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-    const real q_new = gamma*q + spike(x12);  // q_t = gamma*q + spike(-q - theta + x)
-    const real D_x_x = x13;  // D_x_x = exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*cos(dt*omega)
-    const real D_x_y = -x14;  // D_x_y = -exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*sin(dt*omega)
-    const real D_x_q = -dt*x8;  // D_x_q = -dt*(x*cos(dt*omega) - y*sin(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-    const real D_y_x = x14;  // D_y_x = exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*sin(dt*omega)
-    const real D_y_y = x13;  // D_y_y = exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*cos(dt*omega)
-    const real D_y_q = -dt*x11;  // D_y_q = -dt*(x*sin(dt*omega) + y*cos(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-    const real D_q_x = x15;  // D_q_x = triangle_psi(-q - theta + x, 0.3, theta)
-    const real D_q_q = gamma - x15;  // D_q_q = gamma - triangle_psi(-q - theta + x, 0.3, theta)
-    const real q_omega_x = -x16*x8 + x7*(-dt*x10 - dt*x9);  // q_omega_x = -dt**2*omega*(x*cos(dt*omega) - y*sin(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))/sqrt(-dt**2*omega**2 + 1) + (-dt*x*sin(dt*omega) - dt*y*cos(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
-    const real q_omega_y = -x11*x16 + x7*(dt*x2 - dt*x4);  // q_omega_y = -dt**2*omega*(x*sin(dt*omega) + y*cos(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))/sqrt(-dt**2*omega**2 + 1) + (dt*x*cos(dt*omega) - dt*y*sin(dt*omega))*exp(dt*(b_offset - q + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+    const real x_new = I*dt + x8;  // x_t = I_t*dt + (x_{t-1}*cos(dt*omega) - y_{t-1}*sin(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+    const real y_new = x11;  // y_t = (x_{t-1}*sin(dt*omega) + y_{t-1}*cos(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+    const real q_new = gamma*q + spike(x12);  // q_t = gamma*q_{t-1} + spike(-q_{t-1} - theta + x_{t-1})
+    const real D_x_x = x13;  // D_x_x = exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*cos(dt*omega)
+    const real D_x_y = -x14;  // D_x_y = -exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*sin(dt*omega)
+    const real D_x_q = -dt*x8;  // D_x_q = -dt*(x_{t-1}*cos(dt*omega) - y_{t-1}*sin(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+    const real D_y_x = x14;  // D_y_x = exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*sin(dt*omega)
+    const real D_y_y = x13;  // D_y_y = exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))*cos(dt*omega)
+    const real D_y_q = -dt*x11;  // D_y_q = -dt*(x_{t-1}*sin(dt*omega) + y_{t-1}*cos(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+    const real D_q_x = x15;  // D_q_x = triangle_psi(-q_{t-1} - theta + x_{t-1}, 0.3, theta)
+    const real D_q_q = gamma - x15;  // D_q_q = gamma - triangle_psi(-q_{t-1} - theta + x_{t-1}, 0.3, theta)
+    const real q_omega_x = -x16*x8 + x7*(-dt*x10 - dt*x9);  // q_omega_x = -dt**2*omega*(x_{t-1}*cos(dt*omega) - y_{t-1}*sin(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))/sqrt(-dt**2*omega**2 + 1) + (-dt*x_{t-1}*sin(dt*omega) - dt*y_{t-1}*cos(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
+    const real q_omega_y = -x11*x16 + x7*(dt*x2 - dt*x4);  // q_omega_y = -dt**2*omega*(x_{t-1}*sin(dt*omega) + y_{t-1}*cos(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))/sqrt(-dt**2*omega**2 + 1) + (dt*x_{t-1}*cos(dt*omega) - dt*y_{t-1}*sin(dt*omega))*exp(dt*(b_offset - q_{t-1} + (sqrt(-dt**2*omega**2 + 1) - 1)/dt))
     const real x17 = -q_new - theta + x_new;
     const real x18 = triangle_psi(x17, real(0.3), theta);
-    const real z = spike(x17);  // z_t = spike(-q - theta + x)
-    const real h_x = x18;  // h_x = triangle_psi(-q - theta + x, 0.3, theta)
-    const real h_q = -x18;  // h_q = -triangle_psi(-q - theta + x, 0.3, theta)
+    const real z = spike(x17);  // z_t = spike(-q_t - theta + x_t)
+    const real h_x = x18;  // h_x = triangle_psi(-q_t - theta + x_t, 0.3, theta)
+    const real h_q = -x18;  // h_q = -triangle_psi(-q_t - theta + x_t, 0.3, theta)
     s_x_new[bi] = x_new;
     s_y_new[bi] = y_new;
     s_q_new[bi] = q_new;
@@ -223,9 +224,9 @@ __global__ void synapse_step(
         const real eps_x = trace_x[bij];
         const real eps_y = trace_y[bij];
         const real eps_q = trace_q[bij];
-        const real eps_x_new = J_D_x_x[bi] * eps_x + J_D_x_y[bi] * eps_y + J_D_x_q[bi] * eps_q + c_x * u_j;  // eps_x = D_x_x * eps_x + D_x_y * eps_y + D_x_q * eps_q + c_x * u
-        const real eps_y_new = J_D_y_x[bi] * eps_x + J_D_y_y[bi] * eps_y + J_D_y_q[bi] * eps_q;  // eps_y = D_y_x * eps_x + D_y_y * eps_y + D_y_q * eps_q
-        const real eps_q_new = J_D_q_x[bi] * eps_x + J_D_q_q[bi] * eps_q;  // eps_q = D_q_x * eps_x + D_q_q * eps_q
+        const real eps_x_new = J_D_x_x[bi] * eps_x + J_D_x_y[bi] * eps_y + J_D_x_q[bi] * eps_q + c_x * u_j;  // eps_x_t = D_x_x * eps_x_{t-1} + D_x_y * eps_y_{t-1} + D_x_q * eps_q_{t-1} + c_x * u_t
+        const real eps_y_new = J_D_y_x[bi] * eps_x + J_D_y_y[bi] * eps_y + J_D_y_q[bi] * eps_q;  // eps_y_t = D_y_x * eps_x_{t-1} + D_y_y * eps_y_{t-1} + D_y_q * eps_q_{t-1}
+        const real eps_q_new = J_D_q_x[bi] * eps_x + J_D_q_q[bi] * eps_q;  // eps_q_t = D_q_x * eps_x_{t-1} + D_q_q * eps_q_{t-1}
         trace_x[bij] = eps_x_new;
         trace_y[bij] = eps_y_new;
         trace_q[bij] = eps_q_new;
@@ -244,7 +245,7 @@ __global__ void synapse_step(
 }
 
 // Per-neuron traces of the learnable parameters, one thread per (sample, neuron):
-//     eps^p_t = D_t eps^p_t-1 + q_t,   e^p_t = h_t . eps^p_t
+//     eps^p_t = D_t eps^p_t-1 + q_t,   e^p_t = h_t . eps^p_t + dz_p
 template <typename real>
 __global__ void param_traces(
     const int size,                        // batch * n: one thread per sample and neuron
@@ -263,18 +264,18 @@ __global__ void param_traces(
     real* __restrict__ trace_omega_x,      // eps^omega_x (batch, n): updated
     real* __restrict__ trace_omega_y,      // eps^omega_y (batch, n): updated
     real* __restrict__ trace_omega_q,      // eps^omega_q (batch, n): updated
-    real* __restrict__ e_omega)            // e^omega_t = h_t . eps^omega_t (batch, n): written
+    real* __restrict__ e_omega)            // e^omega_t = h_t . eps^omega_t + dz_omega (batch, n): written
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
     const real eps_omega_x = trace_omega_x[bi];
     const real eps_omega_y = trace_omega_y[bi];
     const real eps_omega_q = trace_omega_q[bi];
-    const real eps_omega_x_new = J_D_x_x[bi] * eps_omega_x + J_D_x_y[bi] * eps_omega_y + J_D_x_q[bi] * eps_omega_q + J_q_omega_x[bi];  // eps^omega_x = D_x_x * eps^omega_x + D_x_y * eps^omega_y + D_x_q * eps^omega_q + q_omega_x
-    const real eps_omega_y_new = J_D_y_x[bi] * eps_omega_x + J_D_y_y[bi] * eps_omega_y + J_D_y_q[bi] * eps_omega_q + J_q_omega_y[bi];  // eps^omega_y = D_y_x * eps^omega_x + D_y_y * eps^omega_y + D_y_q * eps^omega_q + q_omega_y
-    const real eps_omega_q_new = J_D_q_x[bi] * eps_omega_x + J_D_q_q[bi] * eps_omega_q;  // eps^omega_q = D_q_x * eps^omega_x + D_q_q * eps^omega_q
+    const real eps_omega_x_new = J_D_x_x[bi] * eps_omega_x + J_D_x_y[bi] * eps_omega_y + J_D_x_q[bi] * eps_omega_q + J_q_omega_x[bi];  // eps^omega_x_t = D_x_x * eps^omega_x_{t-1} + D_x_y * eps^omega_y_{t-1} + D_x_q * eps^omega_q_{t-1} + q_omega_x
+    const real eps_omega_y_new = J_D_y_x[bi] * eps_omega_x + J_D_y_y[bi] * eps_omega_y + J_D_y_q[bi] * eps_omega_q + J_q_omega_y[bi];  // eps^omega_y_t = D_y_x * eps^omega_x_{t-1} + D_y_y * eps^omega_y_{t-1} + D_y_q * eps^omega_q_{t-1} + q_omega_y
+    const real eps_omega_q_new = J_D_q_x[bi] * eps_omega_x + J_D_q_q[bi] * eps_omega_q;  // eps^omega_q_t = D_q_x * eps^omega_x_{t-1} + D_q_q * eps^omega_q_{t-1}
     trace_omega_x[bi] = eps_omega_x_new;
     trace_omega_y[bi] = eps_omega_y_new;
     trace_omega_q[bi] = eps_omega_q_new;
-    e_omega[bi] = J_h_x[bi] * eps_omega_x_new + J_h_q[bi] * eps_omega_q_new;  // e^omega_t = h_t . eps^omega_t
+    e_omega[bi] = J_h_x[bi] * eps_omega_x_new + J_h_q[bi] * eps_omega_q_new;  // e^omega_t = h_x * eps^omega_x_t + h_q * eps^omega_q_t
 }

@@ -14,11 +14,11 @@
 //
 //         Both Jacobian rows are constant, so both traces are presynaptic filters.
 //
-// Model cuba_lif (update reads the previous step; output the new state):
+// Model cuba_lif:
 //
-//     v_t = I + alpha*v + alpha_s*i - v_th*stop_gradient(spike(v - v_th))
-//     i_t = I + alpha_s*i
-//     z_t = spike(v - v_th)
+//     v_t = I_t + alpha*v_{t-1} + alpha_s*i_{t-1} - v_th*stop_gradient(spike(-v_th + v_{t-1}))
+//     i_t = I_t + alpha_s*i_{t-1}
+//     z_t = spike(v_t - v_th)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -104,11 +104,11 @@ __global__ void neuron_step(
     const real alpha_s = p_alpha_s[0];
     const real v_th = p_v_th[0];
     const real x0 = I + alpha_s*i;
-    const real v_new = alpha*v - v_th*spike(v - v_th) + x0;  // v_t = I + alpha*v + alpha_s*i - v_th*stop_gradient(spike(v - v_th))
-    const real i_new = x0;  // i_t = I + alpha_s*i
+    const real v_new = alpha*v - v_th*spike(v - v_th) + x0;  // v_t = I_t + alpha*v_{t-1} + alpha_s*i_{t-1} - v_th*stop_gradient(spike(-v_th + v_{t-1}))
+    const real i_new = x0;  // i_t = I_t + alpha_s*i_{t-1}
     const real x1 = v_new - v_th;
-    const real z = spike(x1);  // z_t = spike(v - v_th)
-    const real h_v = fast_sigmoid_psi(x1, real(10));  // h_v = fast_sigmoid_psi(v - v_th, 10.0)
+    const real z = spike(x1);  // z_t = spike(v_t - v_th)
+    const real h_v = fast_sigmoid_psi(x1, real(10));  // h_v = fast_sigmoid_psi(v_t - v_th, 10.0)
     s_v_new[bi] = v_new;
     s_i_new[bi] = i_new;
     out_z[bi] = z;
@@ -159,7 +159,7 @@ __global__ void synapse_step(
         const real u_j = u[bj];
         const real eps_v = trace_v[bj];
         const real eps_i = trace_i[bj];
-        const real eps_v_new = D_v_v * eps_v + D_v_i * eps_i + u_j;  // eps_v = D_v_v * eps_v + D_v_i * eps_i + c_v * u
+        const real eps_v_new = D_v_v * eps_v + D_v_i * eps_i + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + D_v_i * eps_i_{t-1} + c_v * u_t
         const real e = J_h_v[bi] * eps_v_new;  // e_t = h_t . eps_t
         real elig = e;  // what the gradient uses: ebar_t when filtered, else e_t
         if (ebar) {
@@ -193,6 +193,6 @@ __global__ void presynaptic_step(
     const real u_j = u[bj];
     const real eps_v = trace_v[bj];
     const real eps_i = trace_i[bj];
-    trace_v[bj] = D_v_v * eps_v + D_v_i * eps_i + u_j;  // eps_v = D_v_v * eps_v + D_v_i * eps_i + c_v * u
-    trace_i[bj] = D_i_i * eps_i + u_j;  // eps_i = D_i_i * eps_i + c_i * u
+    trace_v[bj] = D_v_v * eps_v + D_v_i * eps_i + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + D_v_i * eps_i_{t-1} + c_v * u_t
+    trace_i[bj] = D_i_i * eps_i + u_j;  // eps_i_t = D_i_i * eps_i_{t-1} + c_i * u_t
 }

@@ -17,11 +17,11 @@
 //
 //         The quadratic membrane makes every trace per-synapse. Regular-spiking defaults.
 //
-// Model izhikevich (update reads the previous step; output the new state):
+// Model izhikevich:
 //
-//     v_t = c*stop_gradient(spike(v - v_peak)) + (1 - stop_gradient(spike(v - v_peak)))*(dt*(I - u + 0.04*v**2 + 5*v + 140) + v)
-//     u_t = a*dt*(b*v - u) + d*stop_gradient(spike(v - v_peak)) + u
-//     z_t = spike(v - v_peak)
+//     v_t = c*stop_gradient(spike(-v_peak + v_{t-1})) + (1 - stop_gradient(spike(-v_peak + v_{t-1})))*(dt*(I_t - u_{t-1} + 0.04*v_{t-1}**2 + 5*v_{t-1} + 140) + v_{t-1})
+//     u_t = a*dt*(b*v_{t-1} - u_{t-1}) + d*stop_gradient(spike(-v_peak + v_{t-1})) + u_{t-1}
+//     z_t = spike(-v_peak + v_t)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -115,14 +115,14 @@ __global__ void neuron_step(
     const real x1 = 1 - x0;
     const real x2 = -u;
     const real x3 = dt*x1;
-    const real v_new = c*x0 + x1*(dt*(I + real(0.04)*(v*v) + 5*v + x2 + 140) + v);  // v_t = c*stop_gradient(spike(v - v_peak)) + (1 - stop_gradient(spike(v - v_peak)))*(dt*(I - u + 0.04*v**2 + 5*v + 140) + v)
-    const real u_new = a*dt*(b*v + x2) + d*x0 + u;  // u_t = a*dt*(b*v - u) + d*stop_gradient(spike(v - v_peak)) + u
-    const real D_v_v = x1*(dt*(real(0.08)*v + 5) + 1);  // D_v_v = (1 - stop_gradient(spike(v - v_peak)))*(dt*(0.08*v + 5) + 1)
-    const real D_v_u = -x3;  // D_v_u = -dt*(1 - stop_gradient(spike(v - v_peak)))
-    const real c_v = x3;  // c_v = dt*(1 - stop_gradient(spike(v - v_peak)))
+    const real v_new = c*x0 + x1*(dt*(I + real(0.04)*(v*v) + 5*v + x2 + 140) + v);  // v_t = c*stop_gradient(spike(-v_peak + v_{t-1})) + (1 - stop_gradient(spike(-v_peak + v_{t-1})))*(dt*(I_t - u_{t-1} + 0.04*v_{t-1}**2 + 5*v_{t-1} + 140) + v_{t-1})
+    const real u_new = a*dt*(b*v + x2) + d*x0 + u;  // u_t = a*dt*(b*v_{t-1} - u_{t-1}) + d*stop_gradient(spike(-v_peak + v_{t-1})) + u_{t-1}
+    const real D_v_v = x1*(dt*(real(0.08)*v + 5) + 1);  // D_v_v = (1 - stop_gradient(spike(-v_peak + v_{t-1})))*(dt*(0.08*v_{t-1} + 5) + 1)
+    const real D_v_u = -x3;  // D_v_u = -dt*(1 - stop_gradient(spike(-v_peak + v_{t-1})))
+    const real c_v = x3;  // c_v = dt*(1 - stop_gradient(spike(-v_peak + v_{t-1})))
     const real x4 = v_new - v_peak;
-    const real z = spike(x4);  // z_t = spike(v - v_peak)
-    const real h_v = fast_sigmoid_psi(x4, real(0.5));  // h_v = fast_sigmoid_psi(v - v_peak, 0.5)
+    const real z = spike(x4);  // z_t = spike(-v_peak + v_t)
+    const real h_v = fast_sigmoid_psi(x4, real(0.5));  // h_v = fast_sigmoid_psi(-v_peak + v_t, 0.5)
     s_v_new[bi] = v_new;
     s_u_new[bi] = u_new;
     out_z[bi] = z;
@@ -177,8 +177,8 @@ __global__ void synapse_step(
         const real u_j = u[bj];
         const real eps_v = trace_v[bij];
         const real eps_u = trace_u[bij];
-        const real eps_v_new = J_D_v_v[bi] * eps_v + J_D_v_u[bi] * eps_u + J_c_v[bi] * u_j;  // eps_v = D_v_v * eps_v + D_v_u * eps_u + c_v * u
-        const real eps_u_new = D_u_v * eps_v + D_u_u * eps_u;  // eps_u = D_u_v * eps_v + D_u_u * eps_u
+        const real eps_v_new = J_D_v_v[bi] * eps_v + J_D_v_u[bi] * eps_u + J_c_v[bi] * u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + D_v_u * eps_u_{t-1} + c_v * u_t
+        const real eps_u_new = D_u_v * eps_v + D_u_u * eps_u;  // eps_u_t = D_u_v * eps_v_{t-1} + D_u_u * eps_u_{t-1}
         trace_v[bij] = eps_v_new;
         trace_u[bij] = eps_u_new;
         const real e = J_h_v[bi] * eps_v_new;  // e_t = h_t . eps_t

@@ -13,10 +13,10 @@
 //
 //         Its trace is presynaptic; with an instantaneous readout nothing per-synapse is stored.
 //
-// Model leaky_tanh (update reads the previous step; output the new state):
+// Model leaky_tanh:
 //
-//     r_t = I*(1 - alpha) + alpha*r
-//     z_t = tanh(r)
+//     r_t = I_t*(1 - alpha) + alpha*r_{t-1}
+//     z_t = tanh(r_t)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -70,10 +70,10 @@ __global__ void neuron_step(
     const real I = input[bi];
     const real r = s_r[bi];
     const real alpha = p_alpha[0];
-    const real r_new = I*(1 - alpha) + alpha*r;  // r_t = I*(1 - alpha) + alpha*r
+    const real r_new = I*(1 - alpha) + alpha*r;  // r_t = I_t*(1 - alpha) + alpha*r_{t-1}
     const real x0 = tanh(r_new);
-    const real z = x0;  // z_t = tanh(r)
-    const real h_r = 1 - (x0*x0);  // h_r = 1 - tanh(r)**2
+    const real z = x0;  // z_t = tanh(r_t)
+    const real h_r = 1 - (x0*x0);  // h_r = 1 - tanh(r_t)**2
     s_r_new[bi] = r_new;
     out_z[bi] = z;
     J_h_r[bi] = h_r;
@@ -121,7 +121,7 @@ __global__ void synapse_step(
         const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
         const real u_j = u[bj];
         const real eps_r = trace_r[bj];
-        const real eps_r_new = D_r_r * eps_r + c_r * u_j;  // eps_r = D_r_r * eps_r + c_r * u
+        const real eps_r_new = D_r_r * eps_r + c_r * u_j;  // eps_r_t = D_r_r * eps_r_{t-1} + c_r * u_t
         const real e = J_h_r[bi] * eps_r_new;  // e_t = h_t . eps_t
         real elig = e;  // what the gradient uses: ebar_t when filtered, else e_t
         if (ebar) {
@@ -151,5 +151,5 @@ __global__ void presynaptic_step(
     const real c_r = K_c_r[0];  // constant
     const real u_j = u[bj];
     const real eps_r = trace_r[bj];
-    trace_r[bj] = D_r_r * eps_r + c_r * u_j;  // eps_r = D_r_r * eps_r + c_r * u
+    trace_r[bj] = D_r_r * eps_r + c_r * u_j;  // eps_r_t = D_r_r * eps_r_{t-1} + c_r * u_t
 }

@@ -5,10 +5,10 @@
 //
 //     LIF (Bellec et al. 2020): v_t = alpha v_{t-1} + I_t - v_th z_{t-1}, z_t = H(v_t - v_th).
 //
-// Model lif (update reads the previous step; output the new state):
+// Model lif:
 //
-//     v_t = I + alpha*v - v_th*stop_gradient(spike(v - v_th))
-//     z_t = spike(v - v_th)
+//     v_t = I_t + alpha*v_{t-1} - v_th*stop_gradient(spike(-v_th + v_{t-1}))
+//     z_t = spike(v_t - v_th)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -78,10 +78,10 @@ __global__ void neuron_step(
     const real v = s_v[bi];
     const real alpha = p_alpha[0];
     const real v_th = p_v_th[0];
-    const real v_new = I + alpha*v - v_th*spike(v - v_th);  // v_t = I + alpha*v - v_th*stop_gradient(spike(v - v_th))
+    const real v_new = I + alpha*v - v_th*spike(v - v_th);  // v_t = I_t + alpha*v_{t-1} - v_th*stop_gradient(spike(-v_th + v_{t-1}))
     const real x0 = v_new - v_th;
-    const real z = spike(x0);  // z_t = spike(v - v_th)
-    const real h_v = triangle_psi(x0, real(0.3), v_th);  // h_v = triangle_psi(v - v_th, 0.3, v_th)
+    const real z = spike(x0);  // z_t = spike(v_t - v_th)
+    const real h_v = triangle_psi(x0, real(0.3), v_th);  // h_v = triangle_psi(v_t - v_th, 0.3, v_th)
     s_v_new[bi] = v_new;
     out_z[bi] = z;
     J_h_v[bi] = h_v;
@@ -127,7 +127,7 @@ __global__ void synapse_step(
         const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
         const real u_j = u[bj];
         const real eps_v = trace_v[bj];
-        const real eps_v_new = D_v_v * eps_v + u_j;  // eps_v = D_v_v * eps_v + c_v * u
+        const real eps_v_new = D_v_v * eps_v + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
         const real e = J_h_v[bi] * eps_v_new;  // e_t = h_t . eps_t
         real elig = e;  // what the gradient uses: ebar_t when filtered, else e_t
         if (ebar) {
@@ -155,5 +155,5 @@ __global__ void presynaptic_step(
     const real D_v_v = K_D_v_v[0];  // constant
     const real u_j = u[bj];
     const real eps_v = trace_v[bj];
-    trace_v[bj] = D_v_v * eps_v + u_j;  // eps_v = D_v_v * eps_v + c_v * u
+    trace_v[bj] = D_v_v * eps_v + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
 }

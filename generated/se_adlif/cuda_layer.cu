@@ -16,11 +16,11 @@
 //         The stored u is the membrane before the reset, which the next step applies. alpha and
 //         beta are per-neuron and learnable, as in the paper.
 //
-// Model se_adlif (update reads the previous step; output the new state):
+// Model se_adlif:
 //
-//     u_t = alpha*u*(1 - stop_gradient(spike(-theta + u))) + (1 - alpha)*(I - w)
-//     w_t = beta*w + (1 - beta)*(a*(alpha*u*(1 - stop_gradient(spike(-theta + u))) + (1 - alpha)*(I - w)) + b*spike(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w)))
-//     z_t = spike(-theta + u)
+//     u_t = alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + (1 - alpha)*(I_t - w_{t-1})
+//     w_t = beta*w_{t-1} + (1 - beta)*(a*(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + (1 - alpha)*(I_t - w_{t-1})) + b*spike(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1})))
+//     z_t = spike(-theta + u_t)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -30,6 +30,8 @@
 //     h    = [   dynamic,       zero]
 //     q[alpha] = [   dynamic,    dynamic]
 //     q[beta] = [      zero,    dynamic]
+//     dz/dalpha = zero
+//     dz/dbeta = zero
 //
 // Trace plan:
 //
@@ -123,18 +125,18 @@ __global__ void neuron_step(
     const real x8 = a*x5 + b*spike(x7);
     const real x9 = b*triangle_psi(x7, real(0.3), theta);
     const real x10 = -I + u*x3 + w;
-    const real u_new = x5;  // u_t = alpha*u*(1 - stop_gradient(spike(-theta + u))) + (1 - alpha)*(I - w)
-    const real w_new = beta*w + x6*x8;  // w_t = beta*w + (1 - beta)*(a*(alpha*u*(1 - stop_gradient(spike(-theta + u))) + (1 - alpha)*(I - w)) + b*spike(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w)))
-    const real D_u_u = x4;  // D_u_u = alpha*(1 - stop_gradient(spike(-theta + u)))
-    const real D_w_u = x6*(a*x4 + x4*x9);  // D_w_u = (1 - beta)*(a*alpha*(1 - stop_gradient(spike(-theta + u))) + alpha*b*(1 - stop_gradient(spike(-theta + u)))*triangle_psi(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w), 0.3, theta))
-    const real D_w_w = beta + x6*(a*x0 + x0*x9);  // D_w_w = beta + (1 - beta)*(a*(alpha - 1) + b*(alpha - 1)*triangle_psi(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w), 0.3, theta))
-    const real c_w = x6*(a*x1 + x1*x9);  // c_w = (1 - beta)*(a*(1 - alpha) + b*(1 - alpha)*triangle_psi(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w), 0.3, theta))
-    const real q_alpha_u = x10;  // q_alpha_u = -I + u*(1 - stop_gradient(spike(-theta + u))) + w
-    const real q_alpha_w = x6*(a*x10 + x10*x9);  // q_alpha_w = (1 - beta)*(a*(-I + u*(1 - stop_gradient(spike(-theta + u))) + w) + b*(-I + u*(1 - stop_gradient(spike(-theta + u))) + w)*triangle_psi(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w), 0.3, theta))
-    const real q_beta_w = -x2 - x8;  // q_beta_w = -a*(alpha*u*(1 - stop_gradient(spike(-theta + u))) + (1 - alpha)*(I - w)) - b*spike(alpha*u*(1 - stop_gradient(spike(-theta + u))) - theta + (1 - alpha)*(I - w)) + w
+    const real u_new = x5;  // u_t = alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + (1 - alpha)*(I_t - w_{t-1})
+    const real w_new = beta*w + x6*x8;  // w_t = beta*w_{t-1} + (1 - beta)*(a*(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + (1 - alpha)*(I_t - w_{t-1})) + b*spike(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1})))
+    const real D_u_u = x4;  // D_u_u = alpha*(1 - stop_gradient(spike(-theta + u_{t-1})))
+    const real D_w_u = x6*(a*x4 + x4*x9);  // D_w_u = (1 - beta)*(a*alpha*(1 - stop_gradient(spike(-theta + u_{t-1}))) + alpha*b*(1 - stop_gradient(spike(-theta + u_{t-1})))*triangle_psi(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1}), 0.3, theta))
+    const real D_w_w = beta + x6*(a*x0 + x0*x9);  // D_w_w = beta + (1 - beta)*(a*(alpha - 1) + b*(alpha - 1)*triangle_psi(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1}), 0.3, theta))
+    const real c_w = x6*(a*x1 + x1*x9);  // c_w = (1 - beta)*(a*(1 - alpha) + b*(1 - alpha)*triangle_psi(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1}), 0.3, theta))
+    const real q_alpha_u = x10;  // q_alpha_u = -I_t + u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + w_{t-1}
+    const real q_alpha_w = x6*(a*x10 + x10*x9);  // q_alpha_w = (1 - beta)*(a*(-I_t + u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + w_{t-1}) + b*(-I_t + u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + w_{t-1})*triangle_psi(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1}), 0.3, theta))
+    const real q_beta_w = -x2 - x8;  // q_beta_w = -a*(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) + (1 - alpha)*(I_t - w_{t-1})) - b*spike(alpha*u_{t-1}*(1 - stop_gradient(spike(-theta + u_{t-1}))) - theta + (1 - alpha)*(I_t - w_{t-1})) + w_{t-1}
     const real x11 = -theta + u_new;
-    const real z = spike(x11);  // z_t = spike(-theta + u)
-    const real h_u = triangle_psi(x11, real(0.3), theta);  // h_u = triangle_psi(-theta + u, 0.3, theta)
+    const real z = spike(x11);  // z_t = spike(-theta + u_t)
+    const real h_u = triangle_psi(x11, real(0.3), theta);  // h_u = triangle_psi(-theta + u_t, 0.3, theta)
     s_u_new[bi] = u_new;
     s_w_new[bi] = w_new;
     out_z[bi] = z;
@@ -194,8 +196,8 @@ __global__ void synapse_step(
         const real u_j = u[bj];
         const real eps_u = trace_u[bij];
         const real eps_w = trace_w[bij];
-        const real eps_u_new = J_D_u_u[bi] * eps_u + D_u_w * eps_w + c_u * u_j;  // eps_u = D_u_u * eps_u + D_u_w * eps_w + c_u * u
-        const real eps_w_new = J_D_w_u[bi] * eps_u + J_D_w_w[bi] * eps_w + J_c_w[bi] * u_j;  // eps_w = D_w_u * eps_u + D_w_w * eps_w + c_w * u
+        const real eps_u_new = J_D_u_u[bi] * eps_u + D_u_w * eps_w + c_u * u_j;  // eps_u_t = D_u_u * eps_u_{t-1} + D_u_w * eps_w_{t-1} + c_u * u_t
+        const real eps_w_new = J_D_w_u[bi] * eps_u + J_D_w_w[bi] * eps_w + J_c_w[bi] * u_j;  // eps_w_t = D_w_u * eps_u_{t-1} + D_w_w * eps_w_{t-1} + c_w * u_t
         trace_u[bij] = eps_u_new;
         trace_w[bij] = eps_w_new;
         const real e = J_h_u[bi] * eps_u_new;  // e_t = h_t . eps_t
@@ -213,7 +215,7 @@ __global__ void synapse_step(
 }
 
 // Per-neuron traces of the learnable parameters, one thread per (sample, neuron):
-//     eps^p_t = D_t eps^p_t-1 + q_t,   e^p_t = h_t . eps^p_t
+//     eps^p_t = D_t eps^p_t-1 + q_t,   e^p_t = h_t . eps^p_t + dz_p
 template <typename real>
 __global__ void param_traces(
     const int size,                        // batch * n: one thread per sample and neuron
@@ -228,10 +230,10 @@ __global__ void param_traces(
     const real* __restrict__ K_D_u_w,      // D_u_w (n), per-neuron
     real* __restrict__ trace_alpha_u,      // eps^alpha_u (batch, n): updated
     real* __restrict__ trace_alpha_w,      // eps^alpha_w (batch, n): updated
-    real* __restrict__ e_alpha,            // e^alpha_t = h_t . eps^alpha_t (batch, n): written
+    real* __restrict__ e_alpha,            // e^alpha_t = h_t . eps^alpha_t + dz_alpha (batch, n): written
     real* __restrict__ trace_beta_u,       // eps^beta_u (batch, n): updated
     real* __restrict__ trace_beta_w,       // eps^beta_w (batch, n): updated
-    real* __restrict__ e_beta)             // e^beta_t = h_t . eps^beta_t (batch, n): written
+    real* __restrict__ e_beta)             // e^beta_t = h_t . eps^beta_t + dz_beta (batch, n): written
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
@@ -239,16 +241,16 @@ __global__ void param_traces(
     const real D_u_w = K_D_u_w[post];  // per-neuron
     const real eps_alpha_u = trace_alpha_u[bi];
     const real eps_alpha_w = trace_alpha_w[bi];
-    const real eps_alpha_u_new = J_D_u_u[bi] * eps_alpha_u + D_u_w * eps_alpha_w + J_q_alpha_u[bi];  // eps^alpha_u = D_u_u * eps^alpha_u + D_u_w * eps^alpha_w + q_alpha_u
-    const real eps_alpha_w_new = J_D_w_u[bi] * eps_alpha_u + J_D_w_w[bi] * eps_alpha_w + J_q_alpha_w[bi];  // eps^alpha_w = D_w_u * eps^alpha_u + D_w_w * eps^alpha_w + q_alpha_w
-    trace_alpha_u[bi] = eps_alpha_u_new;
-    trace_alpha_w[bi] = eps_alpha_w_new;
-    e_alpha[bi] = J_h_u[bi] * eps_alpha_u_new;  // e^alpha_t = h_t . eps^alpha_t
     const real eps_beta_u = trace_beta_u[bi];
     const real eps_beta_w = trace_beta_w[bi];
-    const real eps_beta_u_new = J_D_u_u[bi] * eps_beta_u + D_u_w * eps_beta_w;  // eps^beta_u = D_u_u * eps^beta_u + D_u_w * eps^beta_w
-    const real eps_beta_w_new = J_D_w_u[bi] * eps_beta_u + J_D_w_w[bi] * eps_beta_w + J_q_beta_w[bi];  // eps^beta_w = D_w_u * eps^beta_u + D_w_w * eps^beta_w + q_beta_w
+    const real eps_alpha_u_new = J_D_u_u[bi] * eps_alpha_u + D_u_w * eps_alpha_w + J_q_alpha_u[bi];  // eps^alpha_u_t = D_u_u * eps^alpha_u_{t-1} + D_u_w * eps^alpha_w_{t-1} + q_alpha_u
+    const real eps_alpha_w_new = J_D_w_u[bi] * eps_alpha_u + J_D_w_w[bi] * eps_alpha_w + J_q_alpha_w[bi];  // eps^alpha_w_t = D_w_u * eps^alpha_u_{t-1} + D_w_w * eps^alpha_w_{t-1} + q_alpha_w
+    const real eps_beta_u_new = J_D_u_u[bi] * eps_beta_u + D_u_w * eps_beta_w;  // eps^beta_u_t = D_u_u * eps^beta_u_{t-1} + D_u_w * eps^beta_w_{t-1}
+    const real eps_beta_w_new = J_D_w_u[bi] * eps_beta_u + J_D_w_w[bi] * eps_beta_w + J_q_beta_w[bi];  // eps^beta_w_t = D_w_u * eps^beta_u_{t-1} + D_w_w * eps^beta_w_{t-1} + q_beta_w
+    trace_alpha_u[bi] = eps_alpha_u_new;
+    trace_alpha_w[bi] = eps_alpha_w_new;
     trace_beta_u[bi] = eps_beta_u_new;
     trace_beta_w[bi] = eps_beta_w_new;
-    e_beta[bi] = J_h_u[bi] * eps_beta_u_new;  // e^beta_t = h_t . eps^beta_t
+    e_alpha[bi] = J_h_u[bi] * eps_alpha_u_new;  // e^alpha_t = h_u * eps^alpha_u_t
+    e_beta[bi] = J_h_u[bi] * eps_beta_u_new;  // e^beta_t = h_u * eps^beta_u_t
 }

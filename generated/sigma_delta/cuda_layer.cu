@@ -17,11 +17,11 @@
 //
 //         The reference never sees the input through a derivative, so its trace is unreachable.
 //
-// Model sigma_delta (update reads the previous step; output the new state):
+// Model sigma_delta:
 //
-//     sigma_t = I + alpha*sigma
-//     r_t = r + v_th*stop_gradient(spike(-r + sigma - v_th))
-//     z_t = spike(-r + sigma - v_th)
+//     sigma_t = I_t + alpha*sigma_{t-1}
+//     r_t = r_{t-1} + v_th*stop_gradient(spike(-r_{t-1} + sigma_{t-1} - v_th))
+//     z_t = spike(-r_t + sigma_t - v_th)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -99,13 +99,13 @@ __global__ void neuron_step(
     const real r = s_r[bi];
     const real alpha = p_alpha[0];
     const real v_th = p_v_th[0];
-    const real sigma_new = I + alpha*sigma;  // sigma_t = I + alpha*sigma
-    const real r_new = r + v_th*spike(-r + sigma - v_th);  // r_t = r + v_th*stop_gradient(spike(-r + sigma - v_th))
+    const real sigma_new = I + alpha*sigma;  // sigma_t = I_t + alpha*sigma_{t-1}
+    const real r_new = r + v_th*spike(-r + sigma - v_th);  // r_t = r_{t-1} + v_th*stop_gradient(spike(-r_{t-1} + sigma_{t-1} - v_th))
     const real x0 = -r_new + sigma_new - v_th;
     const real x1 = triangle_psi(x0, real(0.3), v_th);
-    const real z = spike(x0);  // z_t = spike(-r + sigma - v_th)
-    const real h_sigma = x1;  // h_sigma = triangle_psi(-r + sigma - v_th, 0.3, v_th)
-    const real h_r = -x1;  // h_r = -triangle_psi(-r + sigma - v_th, 0.3, v_th)
+    const real z = spike(x0);  // z_t = spike(-r_t + sigma_t - v_th)
+    const real h_sigma = x1;  // h_sigma = triangle_psi(-r_t + sigma_t - v_th, 0.3, v_th)
+    const real h_r = -x1;  // h_r = -triangle_psi(-r_t + sigma_t - v_th, 0.3, v_th)
     s_sigma_new[bi] = sigma_new;
     s_r_new[bi] = r_new;
     out_z[bi] = z;
@@ -153,7 +153,7 @@ __global__ void synapse_step(
         const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
         const real u_j = u[bj];
         const real eps_sigma = trace_sigma[bj];
-        const real eps_sigma_new = D_sigma_sigma * eps_sigma + u_j;  // eps_sigma = D_sigma_sigma * eps_sigma + c_sigma * u
+        const real eps_sigma_new = D_sigma_sigma * eps_sigma + u_j;  // eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
         const real e = J_h_sigma[bi] * eps_sigma_new;  // e_t = h_t . eps_t
         real elig = e;  // what the gradient uses: ebar_t when filtered, else e_t
         if (ebar) {
@@ -181,5 +181,5 @@ __global__ void presynaptic_step(
     const real D_sigma_sigma = K_D_sigma_sigma[0];  // constant
     const real u_j = u[bj];
     const real eps_sigma = trace_sigma[bj];
-    trace_sigma[bj] = D_sigma_sigma * eps_sigma + u_j;  // eps_sigma = D_sigma_sigma * eps_sigma + c_sigma * u
+    trace_sigma[bj] = D_sigma_sigma * eps_sigma + u_j;  // eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
 }

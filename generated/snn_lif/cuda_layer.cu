@@ -13,10 +13,10 @@
 //         The gradient flows through the reset, so D_vv = alpha (1 - z - v psi) is dynamic and the
 //         membrane trace is per-synapse.
 //
-// Model snn_lif (update reads the previous step; output the new state):
+// Model snn_lif:
 //
-//     v_t = I + alpha*v*(1 - spike(v - v_th))
-//     z_t = spike(v - v_th)
+//     v_t = I_t + alpha*v_{t-1}*(1 - spike(-v_th + v_{t-1}))
+//     z_t = spike(v_t - v_th)
 //
 // Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):
 //
@@ -85,11 +85,11 @@ __global__ void neuron_step(
     const real v_th = p_v_th[0];
     const real x0 = v - v_th;
     const real x1 = 1 - spike(x0);
-    const real v_new = I + alpha*v*x1;  // v_t = I + alpha*v*(1 - spike(v - v_th))
-    const real D_v_v = -alpha*v*fast_sigmoid_psi(x0, real(10)) + alpha*x1;  // D_v_v = -alpha*v*fast_sigmoid_psi(v - v_th, 10.0) + alpha*(1 - spike(v - v_th))
+    const real v_new = I + alpha*v*x1;  // v_t = I_t + alpha*v_{t-1}*(1 - spike(-v_th + v_{t-1}))
+    const real D_v_v = -alpha*v*fast_sigmoid_psi(x0, real(10)) + alpha*x1;  // D_v_v = -alpha*v_{t-1}*fast_sigmoid_psi(-v_th + v_{t-1}, 10.0) + alpha*(1 - spike(-v_th + v_{t-1}))
     const real x2 = v_new - v_th;
-    const real z = spike(x2);  // z_t = spike(v - v_th)
-    const real h_v = fast_sigmoid_psi(x2, real(10));  // h_v = fast_sigmoid_psi(v - v_th, 10.0)
+    const real z = spike(x2);  // z_t = spike(v_t - v_th)
+    const real h_v = fast_sigmoid_psi(x2, real(10));  // h_v = fast_sigmoid_psi(v_t - v_th, 10.0)
     s_v_new[bi] = v_new;
     out_z[bi] = z;
     J_D_v_v[bi] = D_v_v;
@@ -133,7 +133,7 @@ __global__ void synapse_step(
         const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
         const real u_j = u[bj];
         const real eps_v = trace_v[bij];
-        const real eps_v_new = J_D_v_v[bi] * eps_v + u_j;  // eps_v = D_v_v * eps_v + c_v * u
+        const real eps_v_new = J_D_v_v[bi] * eps_v + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
         trace_v[bij] = eps_v_new;
         const real e = J_h_v[bi] * eps_v_new;  // e_t = h_t . eps_t
         real elig = e;  // what the gradient uses: ebar_t when filtered, else e_t

@@ -8,7 +8,8 @@ folder at fault.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 from .base import DataError, Dataset, Split
@@ -20,36 +21,57 @@ from .synthetic import evidence_accumulation, pattern_generation, randman
 
 @dataclass(frozen=True)
 class Task:
-    """A task name's loader; ``needs_data`` says whether it reads files from ``data_dir``."""
+    """A task name's loader and what training and evaluation need to know about it.
+
+    needs_data: whether it reads files from ``data_dir``.
+    defaults: the training settings (fields of the trainer's Config) in which this task
+    differs from Config's defaults; the command line overrides them.
+    everything: for evaluation, a loader of every example in ``data_dir`` as both halves of
+    a Split, given the run's task settings; None: a run is evaluated on the task's test set.
+    """
 
     loader: Callable[..., Split]
     needs_data: bool
     summary: str
+    defaults: dict = field(default_factory=dict)
+    everything: Callable[..., Split] | None = None
+
+    @property
+    def settings(self) -> list[str]:
+        """The keyword settings the loader accepts: its parameters but ``data_dir`` and those
+        a ``functools.partial`` fixes (shd's and ssc's ``name``)."""
+        fixed = set(self.loader.keywords) if isinstance(self.loader, partial) else set()
+        return [p for p in inspect.signature(self.loader).parameters if p not in {"data_dir", *fixed}]
+
+    @property
+    def shows_progress(self) -> bool:
+        """Whether the loader can draw a progress bar (it takes ``progress``)."""
+        return "progress" in self.settings
 
 
-def _shd(data_dir, **settings):
-    return load_shd(data_dir, name="shd", **settings)
-
-
-def _ssc(data_dir, **settings):
-    return load_shd(data_dir, name="ssc", **settings)
+def _every_recording(data_dir, **settings) -> Split:
+    """Every FSDD recording in ``data_dir``, whatever its index or speaker, converted with the
+    run's settings of the front end (those load_fsdd_all takes). Scoring never reads
+    augmented copies, so none are made."""
+    accepted = set(inspect.signature(load_fsdd_all).parameters) - {"data_dir", "augment"}
+    everything = load_fsdd_all(data_dir, **{k: v for k, v in settings.items() if k in accepted})
+    return Split(everything, everything)
 
 
 TASKS = {
-    "fsdd": Task(load_fsdd, True, "Free Spoken Digit Dataset, WAVs converted to spikes (10 classes)"),
-    "shd": Task(_shd, True, "Spiking Heidelberg Digits, HDF5 files (20 classes)"),
-    "ssc": Task(_ssc, True, "Spiking Speech Commands, HDF5 files (35 classes)"),
-    "pattern": Task(pattern_generation, False, "e-prop pattern generation (regression)"),
-    "evidence": Task(evidence_accumulation, False, "e-prop evidence accumulation (2 classes)"),
-    "randman": Task(randman, False, "random manifolds of Zenke & Vogels (10 classes)"),
+    "fsdd": Task(load_fsdd, True, "Free Spoken Digit Dataset, WAVs converted to spikes (10 classes)",
+                 defaults=dict(epochs=12, hidden=128), everything=_every_recording),
+    "shd": Task(partial(load_shd, name="shd"), True, "Spiking Heidelberg Digits, HDF5 files (20 classes)",
+                defaults=dict(epochs=30, hidden=256, task_settings={"pool": 5})),
+    "ssc": Task(partial(load_shd, name="ssc"), True, "Spiking Speech Commands, HDF5 files (35 classes)",
+                defaults=dict(epochs=20, hidden=256, task_settings={"pool": 5})),
+    "pattern": Task(pattern_generation, False, "e-prop pattern generation (regression)",
+                    defaults=dict(epochs=40, hidden=64, kappa=0.0, recurrent=True, lr=0.003)),
+    "evidence": Task(evidence_accumulation, False, "e-prop evidence accumulation (2 classes)",
+                     defaults=dict(epochs=20, hidden=64, loss="ce_last")),
+    "randman": Task(randman, False, "random manifolds of Zenke & Vogels (10 classes)",
+                    defaults=dict(epochs=20, hidden=128)),
 }
-
-
-def _settings_of(task: Task, name: str) -> list[str]:
-    """The keyword settings a task accepts (for shd/ssc, those of load_shd but ``name``)."""
-    loader = load_shd if name in ("shd", "ssc") else task.loader
-    skip = {"data_dir", "name"} if loader is load_shd else {"data_dir"}
-    return [p for p in inspect.signature(loader).parameters if p not in skip]
 
 
 def load_task(name: str, data_dir=None, **settings) -> Split:
@@ -61,7 +83,7 @@ def load_task(name: str, data_dir=None, **settings) -> Split:
     if name not in TASKS:
         raise DataError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     task = TASKS[name]
-    known = _settings_of(task, name)
+    known = task.settings
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise DataError(f"task {name!r}: unknown setting(s) {', '.join(unknown)}; "

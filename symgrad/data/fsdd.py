@@ -41,9 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
-import os
 import re
-import tempfile
 import warnings
 import wave
 import zipfile
@@ -53,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import store
 from .base import DataError, Dataset, Split
 
 NAME_RE = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)
@@ -245,12 +244,6 @@ def encode(levels: np.ndarray, dt: float) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- cache
 
-def default_cache_dir() -> Path:
-    """``$SYMGRAD_CACHE/fsdd`` if that variable is set, else ``~/.cache/symgrad/fsdd``."""
-    root = os.environ.get("SYMGRAD_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "symgrad") / "fsdd"
-
-
 def cache_key(recordings, settings: dict) -> str:
     """Hash of the front-end settings and of every file's name, size and mtime."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
@@ -277,20 +270,12 @@ def _read_cache(path: Path, n: int, augment: int):
 
 
 def _write_cache(path: Path, arrays: dict) -> None:
-    """Write atomically (temp file + rename), so a killed run never leaves half a cache.
+    """Write atomically, so a killed run never leaves half a cache.
 
     A cache that cannot be written costs only time, so failure is a warning.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        store.write_npz(path, arrays, compressed=True)
     except OSError as err:
         warnings.warn(f"fsdd: could not write cache {path} ({err}); conversion will be repeated next time")
 
@@ -356,7 +341,8 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
     ``data_dir`` is the FSDD folder or its ``recordings/`` folder (or any folder of such
     files). ``speaker_norm`` takes each speaker's colour out (step 4 of the module
     docstring). ``augment`` recoloured copies per recording go to the Dataset's ``variants``.
-    ``cache_dir`` defaults to :func:`default_cache_dir`. ``meta`` holds ``speaker``,
+    ``cache_dir`` defaults to symgrad's ``fsdd`` cache folder (``$SYMGRAD_CACHE/fsdd`` if that
+    variable is set, else ``~/.cache/symgrad/fsdd``). ``meta`` holds ``speaker``,
     ``index`` and ``file`` (name) per sample.
     """
     _check_settings(channels, dt, steps, augment)
@@ -365,7 +351,7 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
     channels, steps, dt, augment = int(channels), int(steps), float(dt), int(augment)
     recordings = list_recordings(data_dir)
     settings = _front_end_settings(channels, dt, steps, bool(speaker_norm), augment)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else store.cache_dir("fsdd")
     cache_file = cache / f"fsdd-{cache_key(recordings, settings)}.npz"
     arrays = _read_cache(cache_file, len(recordings), augment)
     if arrays is None:

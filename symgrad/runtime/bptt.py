@@ -8,12 +8,13 @@ conventions as e-prop). Memory grows linearly with the sequence length.
 from __future__ import annotations
 
 from .eprop import Result
-from .losses import SEQUENCE, cross_entropy, step_loss
+from .losses import loss_kind
 from .network import Network
 
 
 def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01) -> Result:
     """Exact gradients (given the surrogate) of ``loss``; same arguments as ``eprop``."""
+    kind = loss_kind(loss)
     xp = net.xp
     x = xp.asarray(x, dtype=net.dtype)
     target = xp.asarray(target)
@@ -46,20 +47,16 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
 
     # dL/dy_t from the loss alone (before the readout's leak carries it back in time)
     dy = xp.zeros_like(ys)
-    if loss in SEQUENCE:
-        final = ys.mean(axis=0) if loss == "ce_mean" else ys[-1]
-        total, err = cross_entropy(final, target, xp)
-        if loss == "ce_mean":
-            dy[...] = err / steps
-        else:
-            dy[-1] = err
-        readout = final
-    else:
+    if kind.per_step:
         total = 0.0
         for t in range(steps):
-            value, dy[t] = step_loss(loss, ys[t], target[t] if loss == "mse" else target, xp)
+            value, dy[t] = kind.value(ys[t], kind.step_target(target, t), xp)
             total += value
         readout = ys.mean(axis=0)
+    else:
+        readout = kind.reduce_stack(ys)
+        total, err = kind.value(readout, target, xp)
+        kind.spread(err, dy)
 
     # firing-rate regulariser: reg/2 sum_i (rate_i - target)^2 adds a constant dL/dz per neuron
     rate_grad = []
@@ -86,7 +83,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
             J_next = J[l][t + 1] if t + 1 < steps else J[l][t]  # g_s is zero at the last step
             g_s[l], g_I[l][t] = layer.code.backward_step(g_s[l], gz, J[l][t], J_next, K[l])
             if layer.model.learnable:
-                for name, value in layer.code.param_gradients(g_s[l], J[l][t], K[l]).items():
+                for name, value in layer.code.param_gradients(g_s[l], gz, J[l][t], K[l]).items():
                     g_params[l][name] += value.sum(axis=0)
             if layer.recurrent:
                 g_rec[l] = g_I[l][t] @ net.params[layer.key("W_rec")]

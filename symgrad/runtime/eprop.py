@@ -15,12 +15,16 @@ so ebar itself is never stored.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from .losses import PER_STEP, SEQUENCE, cross_entropy, step_loss
+from .losses import PER_STEP, SEQUENCE, loss_kind
+from .layer_code import SynapseBuffers
 from .network import Layer, Network
+
+_PER_STEP_NAMES = " or ".join(PER_STEP)  # for messages: "ce or mse"
 
 
 @dataclass
@@ -30,7 +34,7 @@ class Result:
     loss: float
     grads: dict
     spikes: list  # total output count per layer, for checking the network is active
-    readout: object  # (B, K): the mean readout over time, or the last one for ce_last
+    readout: object  # (B, K): the mean readout over time, or the last one for a loss on it
 
 
 class _LayerState:
@@ -38,23 +42,22 @@ class _LayerState:
 
     def __init__(self, net: Network, layer: Layer, batch: int, ebar: bool, seq_sum: bool, reg: bool):
         xp, dtype, code = net.xp, net.dtype, layer.code
-        synapses = (batch, layer.n, layer.n_pre)
         self.layer, self.xp = layer, xp
         self.p = net.neuron_params(layer)
         self.K = code.fixed_entries(self.p)
         self.s = net.initial_state(layer, batch)
         self.z = xp.zeros((batch, layer.n), dtype)
-        self.u = xp.zeros((batch, layer.n_pre), dtype)
         self.traces = code.Traces(batch, layer.n, layer.n_pre, dtype)
-        fused = hasattr(code, "synapse_step")  # a fused kernel needs no scratch buffer
-        needs_scratch = not fused and (bool(code.PER_SYNAPSE) or ebar or seq_sum)
-        self.scratch = xp.empty(synapses, dtype) if needs_scratch else None
-        self.product = xp.empty((layer.n, layer.n_pre), dtype)
-        self.grad = xp.zeros((layer.n, layer.n_pre), dtype)
-        self.ebar = xp.zeros(synapses, dtype) if ebar else None
-        self.seq_sum = xp.zeros(synapses, dtype) if seq_sum else None
-        self.reg_sum = xp.zeros((layer.n, layer.n_pre), dtype) if reg else None
-        self.ones = xp.ones((batch, layer.n), dtype) if reg else None
+        # A fused kernel needs no scratch; the plan says what else to allocate (and predicts it).
+        fused = hasattr(code, "synapse_step")
+        self.synapse_step = code.synapse_step if fused else functools.partial(
+            synapse_step, per_synapse=bool(layer.plan.per_synapse))
+        shapes = layer.plan.buffers(batch, layer.n, layer.n_pre, filtered=ebar, sequence_sum=seq_sum,
+                                    regulariser=reg, fused=fused)
+        arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
+        if reg:
+            arrays["ones"][...] = 1
+        self.buffers = SynapseBuffers(u=xp.zeros((batch, layer.n_pre), dtype), **arrays)
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
         if self.learnable:
@@ -64,13 +67,12 @@ class _LayerState:
             self.psum = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
             self.preg = {p: xp.zeros(layer.n, dtype) for p in self.learnable}
         self.J = None
-        self.synapse_step = getattr(code, "synapse_step", synapse_step)
 
     def step(self, net: Network, inp):
-        layer = self.layer
-        self.u[:, :layer.n_in] = inp
+        layer, u = self.layer, self.buffers.u
+        u[:, :layer.n_in] = inp
         if layer.recurrent:
-            self.u[:, layer.n_in:] = self.z
+            u[:, layer.n_in:] = self.z
         I = net.synaptic_input(layer, inp, self.z)
         self.s, self.z, self.J = layer.code.neuron_step(self.s, I, self.p)
         self.rate_sum += self.z.sum(axis=0)
@@ -81,68 +83,72 @@ class _LayerState:
     def synapses(self, kappa, L, weight=1.0):
         """This step's per-synapse work, once the learning signal L (or None) is known;
         ``weight`` is the step's weight w_t in the sequence sum."""
-        self.synapse_step(self, L, kappa, weight)
+        buffers = self.buffers
+        self.synapse_step(self.traces, self.J, self.K, buffers, L, kappa, weight)
         if not self.learnable:
             return
         e = self.ptraces.eligibility(self.J, self.K)
         for name in self.learnable:
-            if self.ebar is not None:
+            if buffers.ebar is not None:
                 self.pbar[name] *= kappa
                 self.pbar[name] += e[name]
-            elig = e[name] if self.ebar is None else self.pbar[name]
+            elig = e[name] if buffers.ebar is None else self.pbar[name]
             if L is not None:
                 self.pgrad[name] += (L * elig).sum(axis=0)
-            if self.seq_sum is not None:
+            if buffers.seq_sum is not None:
                 self.psum[name] += weight * elig
-            if self.reg_sum is not None:
+            if buffers.reg_sum is not None:
                 self.preg[name] += e[name].sum(axis=0)
 
     def gradients(self, net: Network) -> dict:
         layer = self.layer
-        grads = {layer.key("W_in"): self.grad[:, :layer.n_in]}
+        grad = self.buffers.grad
+        grads = {layer.key("W_in"): grad[:, :layer.n_in]}
         if layer.recurrent:
-            grads[layer.key("W_rec")] = self.grad[:, layer.n_in:]
+            grads[layer.key("W_rec")] = grad[:, layer.n_in:]
         for name in self.learnable:
             grads[layer.key(name)] = self.pgrad[name]
         return grads
 
     def zero(self):
-        self.grad[...] = 0
+        self.buffers.grad[...] = 0
         for name in self.learnable:
             self.pgrad[name][...] = 0
 
 
-def synapse_step(layer: "_LayerState", L, kappa, weight=1.0):
-    """One step of a layer's per-synapse work; a backend may provide a fused version.
+def synapse_step(traces, J: dict, K: dict, b: SynapseBuffers, L, kappa, weight=1.0, per_synapse=True):
+    """One step of a layer's per-synapse work, through the generated Traces' methods; a
+    backend may provide a fused version with the same arguments.
 
     eps_t = D_t eps_{t-1} + c_t u_t;  e_t = h_t . eps_t;  ebar = kappa ebar + e_t (if kept);
     grad += sum_b L e (or L ebar) when L is given; seq_sum += w e when kept (never with ebar);
-    reg_sum += sum_b e_t for the firing-rate regulariser when kept.
+    reg_sum += sum_b e_t for the firing-rate regulariser when kept. per_synapse: some trace is
+    stored per synapse, and its update takes the scratch buffer.
     """
-    traces, J, K = layer.traces, layer.J, layer.K
-    if layer.layer.code.PER_SYNAPSE:
-        traces.update(J, K, layer.u, layer.scratch)
+    if per_synapse:
+        traces.update(J, K, b.u, b.scratch)
     else:
-        traces.update(J, K, layer.u)
-    if layer.reg_sum is not None:
-        traces.accumulate(layer.ones, J, K, layer.reg_sum, layer.product)
-    if layer.ebar is None:
+        traces.update(J, K, b.u)
+    if b.reg_sum is not None:
+        traces.accumulate(b.ones, J, K, b.reg_sum, b.product)
+    if b.ebar is None:
         if L is not None:
-            traces.accumulate(L, J, K, layer.grad, layer.product)
-        if layer.seq_sum is not None:
-            traces.add_eligibility(J, K, layer.seq_sum, layer.scratch, weight)
+            traces.accumulate(L, J, K, b.grad, b.product)
+        if b.seq_sum is not None:
+            traces.add_eligibility(J, K, b.seq_sum, b.scratch, weight)
         return
-    layer.ebar *= kappa
-    traces.add_eligibility(J, K, layer.ebar, layer.scratch)
+    b.ebar *= kappa
+    traces.add_eligibility(J, K, b.ebar, b.scratch)
     if L is not None:
-        layer.xp.einsum("bi,bij->ij", L, layer.ebar, out=layer.product)
-        layer.grad += layer.product
+        np.einsum("bi,bij->ij", L, b.ebar, out=b.product)
+        b.grad += b.product
 
 
 def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
           update_every: int | None = None, apply=None) -> Result:
     """e-prop gradients of ``loss`` for the batch x (T, B, M) and its target.
 
+    loss: a name in :data:`~symgrad.runtime.losses.LOSSES`.
     target: labels (B,) for the cross-entropies, values (T, B, K) for "mse".
     reg: weight of the firing-rate regulariser reg/2 * sum_i (rate_i - rate_target)^2.
     update_every, apply: truly online learning; every ``update_every`` steps the gradients
@@ -152,14 +158,15 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     x = xp.asarray(x, dtype=net.dtype)
     target = xp.asarray(target)
     steps, batch = x.shape[:2]
-    sequence = loss in SEQUENCE
+    kind = loss_kind(loss)
+    sequence = not kind.per_step
     if sequence and len(net.layers) > 1:
-        raise ValueError("e-prop with several layers needs a per-step loss (ce or mse)")
+        raise ValueError(f"e-prop with several layers needs a per-step loss ({_PER_STEP_NAMES})")
     if sequence and update_every:
-        raise ValueError("online updates (update_every) need a per-step loss (ce or mse)")
-    ebar = loss == "ce_last" or (net.kappa != 0 and not sequence)
-    weights = np.cumsum(net.kappa ** np.arange(steps))[::-1]  # w_t for ce_mean
-    layers = [_LayerState(net, layer, batch, ebar, loss == "ce_mean", reg > 0) for layer in net.layers]
+        raise ValueError(f"online updates (update_every) need a per-step loss ({_PER_STEP_NAMES})")
+    ebar = kind.keeps_filtered(net.kappa)
+    weights = kind.sum_weights(net.kappa, steps)
+    layers = [_LayerState(net, layer, batch, ebar, kind.keeps_sum, reg > 0) for layer in net.layers]
     top = layers[-1]
     y = xp.zeros((batch, net.n_out), net.dtype)
     y_sum = xp.zeros_like(y)
@@ -183,7 +190,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             for state in layers:
                 state.synapses(net.kappa, None, float(weights[t]))
             continue
-        value, err = step_loss(loss, y, target[t] if loss == "mse" else target, xp)
+        value, err = kind.value(y, kind.step_target(target, t), xp)
         total += value
         g_out += err.T @ zbar
         g_b += err.sum(axis=0) * bbar
@@ -201,17 +208,16 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             g_b[...] = 0
     readout = y_sum / steps
     if sequence:
-        final = y_sum / steps if loss == "ce_mean" else y
-        total, err = cross_entropy(final, target, xp)
-        zfinal = zbar_sum / steps if loss == "ce_mean" else zbar
-        g_out += err.T @ zfinal
-        g_b += err.sum(axis=0) * (bbar_sum / steps if loss == "ce_mean" else bbar)
+        final = kind.reduce(y_sum, y, steps)
+        total, err = kind.value(final, target, xp)
+        g_out += err.T @ kind.reduce(zbar_sum, zbar, steps)
+        g_b += err.sum(axis=0) * kind.reduce(bbar_sum, bbar, steps)
         L = err @ net.feedback_matrix()
-        held = top.seq_sum if loss == "ce_mean" else top.ebar
-        scale = 1.0 / steps if loss == "ce_mean" else 1.0
-        top.grad += scale * xp.einsum("bi,bij->ij", L, held)
+        held = top.buffers.seq_sum if kind.keeps_sum else top.buffers.ebar
+        scale = kind.scale(steps)
+        top.buffers.grad += scale * xp.einsum("bi,bij->ij", L, held)
         for name in top.learnable:
-            source = top.psum[name] if loss == "ce_mean" else top.pbar[name]
+            source = top.psum[name] if kind.keeps_sum else top.pbar[name]
             top.pgrad[name] += scale * (L * source).sum(axis=0)
         readout = final
     if reg > 0:
@@ -224,7 +230,9 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
 def sweeps_synapses(net: Network, loss: str) -> bool:
     """Whether e-prop keeps (batch, post, pre) arrays for this network and loss. Sweeping them
     dominates its step; without them the step is a few matrix products per layer."""
-    return loss in SEQUENCE or net.kappa != 0 or any(layer.code.PER_SYNAPSE for layer in net.layers)
+    kind = loss_kind(loss)
+    return (kind.keeps_filtered(net.kappa) or kind.keeps_sum
+            or any(layer.code.PER_SYNAPSE for layer in net.layers))
 
 
 def _rate_regulariser(layers, reg, rate_target, samples) -> float:
@@ -234,7 +242,7 @@ def _rate_regulariser(layers, reg, rate_target, samples) -> float:
         excess = state.rate_sum / samples - rate_target
         value += 0.5 * reg * float((excess * excess).sum())
         coef = reg * excess / samples
-        state.grad += coef[:, None] * state.reg_sum
+        state.buffers.grad += coef[:, None] * state.buffers.reg_sum
         for name in state.learnable:
             state.pgrad[name] += coef * state.preg[name]
     return value

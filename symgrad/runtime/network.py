@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import NeuronModel
-from . import compiled
+from . import backends, compiled
 
 
 @dataclass
@@ -30,7 +30,8 @@ class Layer:
     n_in: int
     recurrent: bool
     index: int
-    code: object = field(repr=False)  # the generated module
+    code: object = field(repr=False)  # the generated code (see layer_code.LayerCode)
+    plan: object = field(repr=False)  # its plan.PlanSummary: storage and buffers
 
     def key(self, name: str) -> str:
         return name if self.index == 0 else f"{name}_{self.index}"
@@ -53,12 +54,13 @@ class Network:
         self.dtype = np.dtype(dtype)
         self.kappa = float(kappa)
         self.backend = backend
-        self.xp = compiled.array_module(backend)
+        self.xp = backends.array_module(backend)
         code = compiled.load(model, backend, dense=dense)
+        plan = compiled.generated(model, dense).plan
         self.layers = []
         sizes = [n_in] + hidden
         for index, n in enumerate(hidden):
-            self.layers.append(Layer(model, n, sizes[index], bool(recurrent), index, code))
+            self.layers.append(Layer(model, n, sizes[index], bool(recurrent), index, code, plan))
         self.n_in, self.n_out = n_in, n_out
         rng = np.random.default_rng(seed)
         self.fixed_values = dict(neuron_params or {})  # overrides of the model's defaults

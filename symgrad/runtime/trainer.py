@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .. import arrays
+from .. import store
 from ..errors import UserError
+from . import backends
 from .bptt import bptt
 from .eprop import eprop, sweeps_synapses
 from .network import Network
@@ -45,7 +44,7 @@ class Config:
     epochs: int = 20
     batch: int = 32
     rule: str = "eprop"
-    backend: str = "numpy"
+    backend: str = backends.DEFAULT
     workers: int | None = None  # threads for e-prop's gradient pass; None: the CPU count (<= 8)
     seed: int = 0
     lr: float = 0.01
@@ -82,14 +81,6 @@ def learning_rate(config: Config, epoch: int) -> float:
         return config.lr
     floor = config.lr / 20
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * epoch / (config.epochs - 1)))
-
-
-def write_json(path: Path, value) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def build_network(config: Config, model, n_in: int, n_out: int) -> Network:
@@ -145,8 +136,8 @@ class Trainer:
         state = {f"param/{k}": _host(v) for k, v in self.net.params.items()}
         state.update({f"optim/{k}": _host(v) for k, v in self.optimizer.state().items()})
         state["epoch"] = np.array(self.epoch)
-        arrays.write_npz(self.run_dir / CHECKPOINT, state)
-        write_json(self.run_dir / METRICS, self.metrics)
+        store.write_npz(self.run_dir / CHECKPOINT, state)
+        store.write_json(self.run_dir / METRICS, self.metrics)
 
     def restore(self):
         path = self.run_dir / CHECKPOINT

@@ -1,0 +1,267 @@
+"""Kernel descriptions: what each fused kernel reads, computes and writes, for every backend.
+
+A kernel is described once, from the analysis, the statements and the trace plan: its index
+space, its arguments (which the drivers bind by name), the Jacobian entries and traces it
+loads, and its body lines as terms ``entry * operand``. A backend's printer turns a line into
+code (how it spells an entry read, a product, a sum); its template lays out the loops. So a
+new backend prints these and decides nothing.
+
+    fixed_entries      one thread per neuron: the entries fixed for the run
+    neuron_step        one per (sample, neuron): s_t, z_t and the dynamic entries
+    synapse_step       one per synapse (post, pre), looping over the batch: per-synapse traces,
+                       e = h . eps, ebar, and the gradient, sequence and regulariser sums
+    presynaptic_step   one per (sample, pre): the presynaptic traces
+    param_traces       one per (sample, neuron): the learnable parameters' traces and e^p
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .analysis import CONSTANT, DYNAMIC, Analysis
+from .plan import PER_SYNAPSE, PRESYNAPTIC, Term, TracePlan
+from .statements import Statement, fixed_entries, neuron_step
+
+
+@dataclass(frozen=True)
+class KernelArg:
+    """One argument of a kernel; the drivers pass values by ``name``.
+
+    ctype: "int", "real" (a scalar), "const real*" (an array read) or "real*" (written).
+    """
+
+    name: str
+    ctype: str
+    note: str
+
+    @property
+    def written(self) -> bool:
+        return self.ctype == "real*"
+
+    @property
+    def array(self) -> bool:
+        return self.ctype.endswith("*")
+
+
+@dataclass(frozen=True)
+class Line:
+    """``target = sum of entry * operand`` and the equation it implements.
+
+    terms: (Term, operand) pairs; operand is a local name, or None for the entry alone.
+    """
+
+    target: str
+    terms: tuple
+    equation: str
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    space: str  # what one thread is
+    args: tuple
+    fixed: tuple = ()  # fixed entries loaded once per thread: (name, class)
+    loads: tuple = ()  # traces read: (local, array, per_synapse)
+    input: bool = False  # reads u_j
+    lines: tuple = ()
+    stores: tuple = ()  # (array, local)
+    results: tuple = ()  # lines whose value is written out (e, e^p)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    per_neuron: bool
+
+
+@dataclass
+class Blueprint:
+    """Everything the backends print for one model, from one analysis and plan."""
+
+    analysis: Analysis
+    plan: TracePlan
+    step: list  # Statement: the neuron step
+    fixed: list  # Statement: the fixed entries
+    kernels: list  # Kernel, in the order the .cu defines them
+    step_states: list  # states the step reads
+    step_params: list  # Param: parameters the step reads
+    fixed_params: list  # Param: parameters the fixed entries read
+    uses_input: bool  # the step reads the synaptic input
+
+    @property
+    def model(self):
+        return self.analysis.model
+
+    def kernel(self, name: str) -> Kernel | None:
+        return next((k for k in self.kernels if k.name == name), None)
+
+
+def blueprint(analysis: Analysis, plan: TracePlan) -> Blueprint:
+    model = analysis.model
+    step, fixed = neuron_step(analysis), fixed_entries(analysis)
+    read = _free(step)
+    per_neuron = set(model.neuron_params)
+    step_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in read]
+    fixed_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in _free(fixed)]
+    uses_input = model.input.name in read
+    step_states = [s for s in analysis.names if s in read]
+    kernels = [
+        _fixed_kernel(analysis, fixed, fixed_params),
+        _neuron_kernel(analysis, step_states, step_params, uses_input),
+        _synapse_kernel(plan),
+        _presynaptic_kernel(plan),
+        _param_kernel(plan),
+    ]
+    return Blueprint(analysis, plan, step, fixed, [k for k in kernels if k], step_states,
+                     step_params, fixed_params, uses_input)
+
+
+def _free(statements: list[Statement]) -> set[str]:
+    return {s.name for st in statements for s in st.expr.free_symbols}
+
+
+def _param_note(p: Param) -> str:
+    return f"{p.name}: per neuron (n)" if p.per_neuron else f"{p.name}: one value (1)"
+
+
+def _fixed_kernel(analysis: Analysis, fixed: list, params: list) -> Kernel | None:
+    if not fixed:
+        return None
+    kinds = analysis.entries()
+    args = [KernelArg("n", "int", "neurons: one thread each")]
+    args += [KernelArg(f"p_{p.name}", "const real*", _param_note(p)) for p in params]
+    args += [KernelArg(f"K_{f.name}", "real*", f"{f.name} (n), {kinds[f.name].kind}: written") for f in fixed]
+    return Kernel("fixed_entries", "neuron", tuple(args))
+
+
+def _neuron_kernel(analysis: Analysis, states: list, params: list, uses_input: bool) -> Kernel:
+    model = analysis.model
+    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron")]
+    if any(p.per_neuron for p in params):
+        args.append(KernelArg("n", "int", "neurons"))
+    if uses_input:
+        args.append(KernelArg("input", "const real*", f"{model.input.name}_t (batch, n): synaptic input"))
+    args += [KernelArg(f"s_{s}", "const real*", f"{s}_t-1 (batch, n)") for s in states]
+    args += [KernelArg(f"p_{p.name}", "const real*", _param_note(p)) for p in params]
+    args += [KernelArg(f"s_{s}_new", "real*", f"{s}_t (batch, n): written") for s in analysis.names]
+    args.append(KernelArg("out_z", "real*", "z_t (batch, n): written"))
+    args += [KernelArg(f"J_{n}", "real*", f"{n} (batch, n): written")
+             for n, e in analysis.entries().items() if not e.is_fixed]
+    return Kernel("neuron_step", "sample, neuron", tuple(args))
+
+
+class _Reads:
+    """The entries a kernel's lines read, in first-use order: dynamic ones are arrays read per
+    sample (J_<name>), fixed ones (n) arrays loaded once per thread (K_<name>)."""
+
+    def __init__(self, plan: TracePlan):
+        self.order = list(plan.analysis.entries())
+        self.used: dict[str, Term] = {}
+
+    def __call__(self, term: Term, operand: str | None) -> tuple:
+        if not (term.unit and operand):
+            self.used.setdefault(term.entry, term)
+        return term, operand
+
+    @property
+    def terms(self) -> dict[str, Term]:
+        return {n: self.used[n] for n in self.order if n in self.used}
+
+    def fixed(self) -> tuple:
+        return tuple((n, t.kind) for n, t in self.terms.items() if t.kind != DYNAMIC)
+
+    def args(self) -> list[KernelArg]:
+        dynamic = [KernelArg(f"J_{n}", "const real*", f"{n}_t (batch, n)")
+                   for n, t in self.terms.items() if t.kind == DYNAMIC]
+        fixed = [KernelArg(f"K_{n}", "const real*", f"{n} (n), "
+                           + ("constant: element 0 is read" if kind == CONSTANT else kind))
+                 for n, kind in self.fixed()]
+        return dynamic + fixed
+
+
+def _trace_line(update, reads: _Reads) -> Line:
+    """eps_k,t from the previous values, which the kernels keep in registers."""
+    terms = tuple(reads(t, f"eps_{t.source}" if t.source else "u_j") for t in update.terms)
+    return Line(f"eps_{update.state}_new", terms, update.equation)
+
+
+def _synapse_kernel(plan: TracePlan) -> Kernel:
+    summary = plan.summary()
+    eligible, per_synapse = summary.eligible, summary.per_synapse
+    reads = _Reads(plan)
+    updates = [u for u in plan.updates if u.storage == PER_SYNAPSE or u.state in eligible]
+    lines = tuple(_trace_line(u, reads) for u in updates)
+    e = Line("e", tuple(reads(h, f"eps_{h.source}_new") for h in plan.eligibility), "e_t = h_t . eps_t")
+    read = {t.source for u in updates for t in u.terms if t.source}
+    loads = tuple((f"eps_{s}", f"trace_{s}", s in per_synapse) for s in summary.states if s in read)
+    uses_input = any(t.source is None for u in updates for t in u.terms)
+    args = [KernelArg("batch", "int", "samples: each thread loops over them"),
+            KernelArg("n", "int", "post neurons"),
+            KernelArg("n_pre", "int", "presynaptic inputs; one thread per synapse (post, pre)")]
+    if uses_input:
+        args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input"))
+    for s in summary.states:
+        if s in per_synapse:
+            args.append(KernelArg(f"trace_{s}", "real*", f"eps_{s} (batch, n, pre), per-synapse: updated"))
+        elif s in read:
+            args.append(KernelArg(f"trace_{s}", "const real*", f"eps_{s}_t-1 (batch, pre), presynaptic: read only"))
+    args += reads.args()
+    args += [
+        KernelArg("L", "const real*", "learning signal L_t (batch, n), or null"),
+        KernelArg("kappa", "real", "the readout's leak: ebar_t = kappa ebar_t-1 + e_t"),
+        KernelArg("ebar", "real*", "filtered eligibility (batch, n, pre): updated, or null"),
+        KernelArg("seq_sum", "real*", "(batch, n, pre): += w ebar_t (w e_t without ebar), or null"),
+        KernelArg("seq_weight", "real", "w, this step's weight in seq_sum"),
+        KernelArg("grad", "real*", "(n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given"),
+        KernelArg("reg_sum", "real*", "(n, pre): += sum_b e_t for the rate regulariser, or null"),
+    ]
+    stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates if u.state in per_synapse)
+    return Kernel("synapse_step", "synapse", tuple(args), reads.fixed(), loads, uses_input, lines,
+                  stores, (e,))
+
+
+def _presynaptic_kernel(plan: TracePlan) -> Kernel | None:
+    updates = [u for u in plan.updates if u.storage == PRESYNAPTIC]
+    if not updates:
+        return None
+    reads = _Reads(plan)
+    lines = tuple(_trace_line(u, reads) for u in updates)
+    read = {t.source for u in updates for t in u.terms if t.source}
+    uses_input = any(t.source is None for u in updates for t in u.terms)
+    args = [KernelArg("size", "int", "batch * n_pre: one thread per sample and input")]
+    if uses_input:
+        args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input"))
+    args += [KernelArg(f"trace_{u.state}", "real*", f"eps_{u.state} (batch, pre): updated") for u in updates]
+    args += reads.args()
+    loads = tuple((f"eps_{s}", f"trace_{s}", False) for s in plan.summary().states if s in read)
+    stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates)
+    return Kernel("presynaptic_step", "sample, pre", tuple(args), reads.fixed(), loads, uses_input,
+                  lines, stores)
+
+
+def _param_kernel(plan: TracePlan) -> Kernel | None:
+    traces = plan.param_traces
+    if not traces:
+        return None
+    reads = _Reads(plan)
+    loads, lines, stores, results, arrays = [], [], [], [], []
+    for pt in traces:
+        p = pt.param
+        read = {t.source for row in pt.rows for t in row.terms}
+        loads += [(f"eps_{p}_{r.state}", f"trace_{p}_{r.state}", False) for r in pt.rows if r.state in read]
+        for row in pt.rows:
+            terms = tuple(reads(t, f"eps_{p}_{t.source}") for t in row.terms)
+            terms += (reads(row.q, None),) if row.q else ()
+            lines.append(Line(f"eps_{p}_{row.state}_new", terms, pt.equation(row)))
+            stores.append((f"trace_{p}_{row.state}", f"eps_{p}_{row.state}_new"))
+        terms = tuple(reads(t, f"eps_{p}_{t.source}_new") for t in pt.readout)
+        terms += (reads(pt.dz, None),) if pt.dz else ()
+        results.append(Line(f"e_{p}", terms, pt.eligibility))
+        arrays += [KernelArg(f"trace_{p}_{r.state}", "real*", f"eps^{p}_{r.state} (batch, n): updated")
+                   for r in pt.rows]
+        arrays.append(KernelArg(f"e_{p}", "real*", f"e^{p}_t = h_t . eps^{p}_t + dz_{p} (batch, n): written"))
+    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron")]
+    if reads.fixed():
+        args.append(KernelArg("n", "int", "neurons"))
+    args += reads.args() + arrays
+    return Kernel("param_traces", "sample, neuron", tuple(args), reads.fixed(), tuple(loads), False,
+                  tuple(lines), tuple(stores), tuple(results))

@@ -1,0 +1,28 @@
+"""The generator backends: each is a printer of the blueprint and a template that places its lines.
+
+Every backend's template lives at ``templates/<name>/<template>.j2`` and is rendered into
+``generated/<model>/<filename>``. Adding a backend means a printer module here (a ``context``
+function of a :class:`~symgrad.kernels.Blueprint`) and a template; nothing in the analysis or
+the plan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import cuda_code, numpy_code
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    template: str  # under templates/<name>/, without ".j2"
+    filename: str  # written under generated/<model>/
+    context: Callable  # Blueprint -> the template's own names
+    python: bool  # the file is a Python module (checked with compile() before use)
+
+
+TARGETS = {t.name: t for t in (
+    Target("numpy", "layer.py", "numpy_layer.py", numpy_code.context, True),
+    Target("cuda", "layer.cu", "cuda_layer.cu", cuda_code.context, False),
+)}

@@ -1,0 +1,111 @@
+"""The CUDA backend's printer: the kernels' lines, one thread per index, templated on ``real``.
+
+Inside a kernel a dynamic entry is read per sample from its array (``J_<name>[bi]``) and a
+fixed one is loaded once per thread into a local named after it; traces live in registers
+between their load and their store, so an update never needs a saved copy.
+"""
+from __future__ import annotations
+
+import inspect
+
+from .. import printing
+from ..analysis import CONSTANT, DYNAMIC
+from ..kernels import Blueprint, Kernel, KernelArg, Line
+from ..model import ModelError
+
+# What one thread's index is called in each index space, and where a trace load reads.
+_INDEX = {"synapse": {True: "bij", False: "bj"}, "sample, pre": {False: "bj"}, "sample, neuron": {False: "bi"}}
+
+
+def parameter_lines(kernel: Kernel) -> list[str]:
+    """The parameter list, one argument a line with its comment, aligned."""
+    texts = [declaration(a) + ("," if i + 1 < len(kernel.args) else ")") for i, a in enumerate(kernel.args)]
+    width = max(len(t) for t in texts)
+    return [f"{t:<{width}}  // {a.note}" for t, a in zip(texts, kernel.args)]
+
+
+def declaration(arg: KernelArg, real: str = "real") -> str:
+    ctype = arg.ctype.replace("real", real)
+    return f"{ctype} __restrict__ {arg.name}" if arg.array else f"const {ctype} {arg.name}"
+
+
+def code(line: Line) -> str:
+    """``D_a_v * eps_v + J_D_a_a[bi] * eps_a``: the sum of the line's terms."""
+    parts = []
+    for term, operand in line.terms:
+        ref = f"J_{term.entry}[bi]" if term.kind == DYNAMIC else term.entry
+        parts.append(ref if operand is None else operand if term.unit else f"{ref} * {operand}")
+    return " + ".join(parts) if parts else "0"
+
+
+def _kernel(kernel: Kernel | None) -> dict | None:
+    if kernel is None:
+        return None
+    index = _INDEX.get(kernel.space, {})
+    return {
+        "kernel": kernel,
+        "parameters": parameter_lines(kernel),
+        "fixed": [f"const real {name} = K_{name}[{0 if kind == CONSTANT else 'post'}];  // {kind}"
+                  for name, kind in kernel.fixed],
+        "loads": [f"const real {local} = {array}[{index[own]}];" for local, array, own in kernel.loads],
+        "lines": [dict(target=line.target, code=code(line), equation=line.equation) for line in kernel.lines],
+        "stores": [f"{array}[{index[True] if kernel.space == 'synapse' else index[False]}] = {local};"
+                   for array, local in kernel.stores],
+        "results": [dict(target=line.target, code=code(line), equation=line.equation) for line in kernel.results],
+    }
+
+
+def context(blueprint: Blueprint) -> dict:
+    """What templates/cuda/layer.cu.j2 places."""
+    model = blueprint.model
+    functions = printing.used_functions([s.expr for s in blueprint.step + blueprint.fixed])
+    kernels = {k.name: k for k in blueprint.kernels}
+    ctx = {
+        "input": model.input.name,
+        "helpers": [(*printing.cuda_helper(cls), _first_line(inspect.getdoc(cls))) for cls in functions],
+        "fixed_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.fixed_params],
+        "fixed": [dict(name=s.name, code=printing.cuda_code(s.expr), source=s.source) for s in blueprint.fixed],
+        "step_states": blueprint.step_states,
+        "step_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.step_params],
+        "step_per_neuron": any(p.per_neuron for p in blueprint.step_params),
+        "uses_input": blueprint.uses_input,
+        "step": [dict(name=s.name, code=printing.cuda_code(s.expr), source=s.source) for s in blueprint.step],
+        "states": blueprint.analysis.names,
+        "dynamic": blueprint.plan.summary().dynamic,
+        **{name: _kernel(kernels.get(name)) for name in
+           ("fixed_entries", "neuron_step", "synapse_step", "presynaptic_step", "param_traces")},
+    }
+    _check_names(blueprint, ctx)
+    return ctx
+
+
+def _first_line(doc: str | None) -> str:
+    return doc.strip().splitlines()[0].replace("``", "") if doc else ""
+
+
+# Names the generated CUDA code uses itself; a model symbol with one of them would not compile
+# (or worse, would silently read the wrong variable).
+_CUDA_WORDS = set("""
+    auto bool break case catch char class const constexpr continue default delete do double else
+    enum explicit extern false float for friend goto if inline int long mutable namespace new
+    nullptr operator private protected public register return short signed sizeof static struct
+    switch template this throw true try typedef typename union unsigned using virtual void
+    volatile while and or not xor real size_t threadIdx blockIdx blockDim gridDim warpSize
+    bi neuron spike
+""".split())
+
+
+def _check_names(blueprint: Blueprint, ctx: dict) -> None:
+    model = blueprint.model
+    user = set(model.state_names) | set(model.param_names) | {model.input.name, "z"}
+    user |= {f"{s}_new" for s in model.state_names} | {s["name"] for s in ctx["step"]}
+    user |= set(blueprint.analysis.entries())
+    internal = set(_CUDA_WORDS) | {name for name, _, _, _ in ctx["helpers"]}
+    internal |= set(printing.cuda_function_names())
+    for kernel in blueprint.kernels[:2]:  # fixed_entries and neuron_step declare model names
+        if kernel.name in ("fixed_entries", "neuron_step"):
+            internal |= {a.name for a in kernel.args}
+    clash = sorted(user & internal)
+    if clash:
+        raise ModelError(f"model {model.name!r}: the name(s) {', '.join(clash)} clash with names in "
+                         "the generated CUDA code; rename them")

@@ -1,0 +1,131 @@
+"""Launching generated kernels: through ctypes on the host, or through CuPy on a GPU.
+
+Arguments are bound by name to the kernel descriptions (``symgrad.kernels``), so the
+description is the one place that says what a kernel takes.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from .build import PRECISIONS, build_host_library
+
+BLOCK = 256  # threads per block for every kernel
+CTYPES = {np.dtype("float32"): "float", np.dtype("float64"): "double"}
+
+
+def traffic(kernel, values: dict) -> int:
+    """Bytes a launch of ``kernel`` must move at least: each array given is read once, and
+    written once more when the kernel may write it (``real*``). An array that several threads
+    read (a presynaptic trace, a per-neuron entry) counts once: it is served from cache."""
+    return sum(values[a.name].nbytes * (2 if a.written else 1) for a in kernel.args
+               if a.array and values.get(a.name) is not None)
+
+
+class Kernels:
+    """Launches the kernels of one generated source; subclasses say how to pass arguments."""
+
+    xp = np
+
+    def __init__(self, path: Path, kernels: dict):
+        self.path, self.kernels = path, kernels
+
+    def launch(self, name: str, dtype, count: int, values: dict) -> None:
+        """Run kernel ``name`` with one thread per item of ``count``; arguments from ``values``."""
+        if count <= 0:
+            return
+        dtype = np.dtype(dtype)
+        if dtype not in CTYPES:
+            raise TypeError(f"the CUDA backends run float32 or float64, not {dtype}")
+        kernel = self.kernels[name]
+        args = [self._arg(kernel, a, values[a.name], dtype) for a in kernel.args]
+        grid = (count + BLOCK - 1) // BLOCK
+        self._run(name, CTYPES[dtype], grid, args)
+
+    def _arg(self, kernel, arg, value, dtype):
+        if arg.ctype == "int":
+            if not 0 <= value < 2**31:
+                raise ValueError(f"{kernel.name}: {arg.name} = {value} does not fit the kernel's int")
+            return self._int(value)
+        if arg.ctype == "real":
+            return self._real(value, dtype)
+        if value is None:
+            return self._null()
+        if not isinstance(value, self.xp.ndarray):
+            raise TypeError(f"{kernel.name}: {arg.name} must be a {self.xp.__name__} array, "
+                            f"not {type(value).__name__}")
+        if value.dtype != dtype:
+            raise TypeError(f"{kernel.name}: {arg.name} is {value.dtype}, expected {dtype}")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"{kernel.name}: {arg.name} must be C-contiguous")
+        return self._pointer(value)
+
+
+class HostKernels(Kernels):
+    """The kernels compiled by the host C++ compiler through the shim, called through ctypes."""
+
+    def __init__(self, path: Path, kernels: dict):
+        super().__init__(path, kernels)
+        self.library = ctypes.CDLL(str(build_host_library(path, kernels)))
+        self.functions = {}
+        for kernel in kernels.values():
+            for real in PRECISIONS:
+                function = getattr(self.library, f"symgrad_{kernel.name}_{real}")
+                scalar = ctypes.c_float if real == "float" else ctypes.c_double
+                function.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
+                    ctypes.c_int if a.ctype == "int" else scalar if a.ctype == "real" else ctypes.c_void_p
+                    for a in kernel.args]
+                function.restype = None
+                self.functions[kernel.name, real] = function
+
+    def _int(self, value):
+        return int(value)
+
+    def _real(self, value, dtype):
+        return float(value)
+
+    def _null(self):
+        return None
+
+    def _pointer(self, array):
+        return array.ctypes.data
+
+    def _run(self, name, real, grid, args):
+        self.functions[name, real](grid, BLOCK, *args)
+
+
+class CupyKernels(Kernels):
+    """The kernels compiled by NVRTC through cupy.RawModule, both precisions in one module."""
+
+    def __init__(self, path: Path, kernels: dict):
+        super().__init__(path, kernels)
+        import cupy
+
+        self.xp = cupy
+        names = [f"{k}<{t}>" for k in kernels for t in PRECISIONS]
+        self.module = cupy.RawModule(code=path.read_text(), options=("--std=c++14",),
+                                     name_expressions=names)
+        self.functions = {}
+
+    def _int(self, value):
+        return np.int32(value)
+
+    def _real(self, value, dtype):
+        return dtype.type(value)
+
+    def _null(self):
+        return np.uint64(0)  # a null pointer (None would not be one: cupy issue 9046)
+
+    def _pointer(self, array):
+        return array
+
+    def _run(self, name, real, grid, args):
+        key = f"{name}<{real}>"
+        if key not in self.functions:
+            self.functions[key] = self.module.get_function(key)
+        self.functions[key]((grid,), (BLOCK,), tuple(args))
+
+
+LAUNCHERS = {"cuda-host": HostKernels, "cupy": CupyKernels}
