@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__, render, store
 from .errors import UserError
 from .model import ModelError
+from .render import GenerationError
 from .runtime import backends
 from .runtime.losses import LOSSES
 
@@ -282,6 +283,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ModelError, UserError) as err:
         print(f"symgrad: error: {err}", file=sys.stderr)
+        return 1
+    except GenerationError as err:  # symgrad's own fault: one line to report, not a traceback
+        print(f"symgrad: internal error: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into a reader that stopped early, like head
         sys.stdout = open(os.devnull, "w")

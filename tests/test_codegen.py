@@ -90,3 +90,11 @@ def test_wheel_contains_the_templates(tmp_path):
     wheel = next(tmp_path.glob("symgrad-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "symgrad/templates/numpy/layer.py.j2" in names
+
+
+def test_every_subpackage_ships():
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "symgrad").rglob("__init__.py")}
+    assert found <= set(packages), sorted(found - set(packages))

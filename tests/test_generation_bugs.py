@@ -113,3 +113,16 @@ def test_every_python_module_is_compiled_before_use(monkeypatch):
         from symgrad import models
 
         render.render(models.builtin("lif"))
+
+
+def test_invalid_generated_code_is_one_line_from_the_command_line(monkeypatch, capsys, tmp_path):
+    from symgrad import cli
+    from symgrad.printers import numpy_code
+
+    real = numpy_code.input_gain
+    monkeypatch.setattr(numpy_code, "input_gain", lambda blueprint: real(blueprint) + " +")
+    assert cli.main(["inspect", "lif"]) == 0  # inspecting renders nothing
+    assert cli.main(["generate", "lif", "--out", str(tmp_path)]) == 1
+    assert not any(tmp_path.iterdir())  # nothing half-written
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("symgrad: internal error:") and "\n" not in err and "lif" in err

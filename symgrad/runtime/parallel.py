@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import UserError
+from . import backends
 from .eprop import Result
 
 MAX_AUTO_WORKERS = 8
@@ -25,7 +26,7 @@ MAX_AUTO_WORKERS = 8
 def default_workers(backend: str) -> int:
     """Threads for a gradient pass: $SYMGRAD_WORKERS, else the CPU count (at most 8) on the
     host; one on a GPU."""
-    if backend == "cupy":
+    if backends.get(backend).arrays == "cupy":
         return 1
     given = os.environ.get("SYMGRAD_WORKERS", "").strip()
     if given:
