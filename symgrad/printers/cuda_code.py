@@ -102,9 +102,9 @@ def _check_names(blueprint: Blueprint, ctx: dict) -> None:
     user |= set(blueprint.analysis.entries())
     internal = set(_CUDA_WORDS) | {name for name, _, _, _ in ctx["helpers"]}
     internal |= set(printing.cuda_function_names())
-    for kernel in blueprint.kernels[:2]:  # fixed_entries and neuron_step declare model names
-        if kernel.name in ("fixed_entries", "neuron_step"):
-            internal |= {a.name for a in kernel.args}
+    for name in ("fixed_entries", "neuron_step"):  # their bodies declare the model's names
+        kernel = blueprint.kernel(name)
+        internal |= {a.name for a in kernel.args} if kernel else set()
     clash = sorted(user & internal)
     if clash:
         raise ModelError(f"model {model.name!r}: the name(s) {', '.join(clash)} clash with names in "
