@@ -22,6 +22,7 @@ layers and buffers from, and ``memory`` predicts those buffers from the same des
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .analysis import CONSTANT, ZERO, Analysis
@@ -117,7 +118,7 @@ class ParamTrace:
         parts = [f"{t.entry} * eps^{p}_{t.source}_{{t-1}}" for t in row.terms]
         return f"eps^{p}_{row.state}_t = " + " + ".join(parts + ([row.q.entry] if row.q else []) or ["0"])
 
-    @property
+    @functools.cached_property
     def eligibility(self) -> str:
         parts = [f"{t.entry} * eps^{self.param}_{t.source}_t" for t in self.readout]
         return f"e^{self.param}_t = " + " + ".join(parts + ([self.dz.entry] if self.dz else []) or ["0"])
@@ -132,6 +133,7 @@ class PlanSummary:
     per_synapse: tuple
     saved: tuple  # components whose old value is copied before the update (NumPy backend)
     eligible: tuple  # components with e_t = sum_k h_k eps_k: reachable, non-zero h
+    readout: tuple  # (component, name of its h entry) for each eligible component
     param_traces: tuple  # (param, (states of its trace rows))
     entry_kinds: dict  # every non-zero entry's class, by name
 
@@ -140,12 +142,13 @@ class PlanSummary:
         """Entries that change every step (returned by neuron_step)."""
         return [n for n, kind in self.entry_kinds.items() if kind == "dynamic"]
 
-    def trace_shapes(self, batch: int, n: int, n_pre: int, fused: bool = False) -> dict:
-        """The arrays the generated Traces class allocates, by attribute name."""
+    def trace_shapes(self, batch: int, n: int, n_pre: int, copies: bool = True) -> dict:
+        """The arrays the generated Traces class allocates, by attribute name; ``copies``: with
+        the saved copies an in-place update needs (fused kernels keep them in registers)."""
         shape = {PRESYNAPTIC: (batch, n_pre), PER_SYNAPSE: (batch, n, n_pre)}
         storage = {s: PRESYNAPTIC for s in self.presynaptic} | {s: PER_SYNAPSE for s in self.per_synapse}
         shapes = {f"eps_{s}": shape[storage[s]] for s in self.presynaptic + self.per_synapse}
-        if not fused:  # fused kernels keep the old values in registers
+        if copies:
             shapes.update({f"old_{s}": shape[storage[s]] for s in self.saved})
         return shapes
 
@@ -181,7 +184,7 @@ class PlanSummary:
                 count *= extent
             return count
 
-        traces = self.trace_shapes(batch, n, n_pre, fused)
+        traces = self.trace_shapes(batch, n, n_pre, copies=not fused)
         buffers = self.buffers(batch, n, n_pre, filtered=filtered, sequence_sum=sequence_sum,
                                regulariser=regulariser, fused=fused)
         labels = {"ebar": "filtered eligibility", "seq_sum": "sequence sum", "scratch": "scratch",
@@ -264,7 +267,7 @@ class TracePlan:
                     None if source is None else a.names[source], **extra)
 
     # -- the rows every backend prints -------------------------------------------------------
-    @property
+    @functools.cached_property
     def updates(self) -> list[TraceUpdate]:
         """Each planned component's update, in the planned order."""
         saved, done, updates = set(self.saved), set(), []
@@ -278,19 +281,19 @@ class TracePlan:
             done.add(k)
         return updates
 
-    @property
+    @functools.cached_property
     def adjoint(self) -> list[AdjointRow]:
         """BPTT's rows for the components that matter to a gradient (``relevant``)."""
         return [AdjointRow(self.analysis.names[j], self._term("h", j),
                            tuple(t for t in (self._term("D", k, j, k) for k in self.relevant) if t))
                 for j in self.relevant]
 
-    @property
+    @functools.cached_property
     def eligibility(self) -> list[Term]:
         """e_t = sum_k h_k eps_k,t: h_k on source k, for each eligible component."""
         return [self._term("h", k, source=k) for k in self.eligible]
 
-    @property
+    @functools.cached_property
     def input_terms(self) -> list[tuple[Term, Term | None]]:
         """(c_k, h_k) of each component the input feeds: dL/dI = sum_k c_k g_k and
         dz/dI = sum_k h_k c_k."""
@@ -298,7 +301,7 @@ class TracePlan:
         return [(self._term("c", k, source=k), self._term("h", k)) for k in range(len(a.c))
                 if not a.c[k].is_zero]
 
-    @property
+    @functools.cached_property
     def param_traces(self) -> list[ParamTrace]:
         traces = []
         for p in self.analysis.q:
@@ -311,7 +314,8 @@ class TracePlan:
             traces.append(ParamTrace(p.name, rows, readout, self._term("dz", p)))
         return traces
 
-    def summary(self) -> PlanSummary:
+    @functools.cached_property
+    def _summary(self) -> PlanSummary:
         names = self.analysis.names
         return PlanSummary(
             states=tuple(names),
@@ -319,9 +323,13 @@ class TracePlan:
             per_synapse=tuple(names[k] for k in self.per_synapse),
             saved=tuple(names[k] for k in self.saved),
             eligible=tuple(names[k] for k in self.eligible),
+            readout=tuple((h.source, h.entry) for h in self.eligibility),
             param_traces=tuple((pt.param, tuple(r.state for r in pt.rows)) for pt in self.param_traces),
             entry_kinds={n: e.kind for n, e in self.analysis.entries().items()},
         )
+
+    def summary(self) -> PlanSummary:
+        return self._summary
 
     def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, **flags) -> dict:
         """Bytes e-prop keeps for one layer (see ``PlanSummary.memory`` for the flags)."""

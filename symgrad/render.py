@@ -59,9 +59,6 @@ class Generated:
     kernels: tuple  # Kernel descriptions, in the order the CUDA source defines them
     texts: dict  # backend name -> file text
 
-    def kernel(self, name: str) -> Kernel:
-        return next(k for k in self.kernels if k.name == name)
-
     def filename(self, backend: str) -> str:
         return TARGETS[backend].filename
 

@@ -164,9 +164,8 @@ def context(blueprint: Blueprint) -> dict:
                           for s in summary.presynaptic]
                          + [(f"eps_{s}", "(batch, post, pre), per-synapse") for s in summary.per_synapse],
         "scratch": per_synapse,
-        "trace_arrays": [f"self.{name} = np.zeros({_shape(shape)}, dtype)"
-                         for name, shape in summary.trace_shapes("batch", "n", "n_pre").items()
-                         if name.startswith("eps_")]
+        "trace_arrays": [f"self.{name} = np.zeros(({', '.join(shape)}), dtype)"
+                         for name, shape in summary.trace_shapes("batch", "n", "n_pre", copies=False).items()]
                         + [f"self.old_{s} = np.empty_like(self.eps_{s})  # read after eps_{s} is updated"
                            for s in summary.saved],
         "trace_update": [line for u in plan.updates for line in trace_update(u)],
@@ -181,7 +180,3 @@ def context(blueprint: Blueprint) -> dict:
         "backward_step": backward_step(blueprint),
         "param_gradients": param_gradients(blueprint),
     }
-
-
-def _shape(shape: tuple) -> str:
-    return "(" + ", ".join(shape) + ")"

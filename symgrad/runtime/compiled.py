@@ -20,14 +20,6 @@ _LOADED: dict[str, object] = {}
 _GENERATED: dict[tuple, render.Generated] = {}
 
 
-def repository_generated() -> Path:
-    return store.repository_generated()
-
-
-def array_module(backend: str):
-    return backends.array_module(backend)
-
-
 def _spec(model: NeuronModel) -> tuple:
     """What determines a model's generated code (its equations, names and parameter roles)."""
     return (model.name, tuple(model.states.items()), tuple(model.params.items()),

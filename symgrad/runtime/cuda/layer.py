@@ -47,7 +47,7 @@ class CudaLayer:
         self.LEARNABLE = [p.name for p in self.model.learnable]
         self.INITIAL = {s.name: v for s, v in self.model.states.items()}
         self.PRESYNAPTIC, self.PER_SYNAPSE = list(plan.presynaptic), list(plan.per_synapse)
-        self.DYNAMIC, self.ELIGIBLE = plan.dynamic, list(plan.eligible)
+        self.DYNAMIC, self._readout = plan.dynamic, plan.readout
         self._kind = plan.entry_kinds
         self._param_rows = plan.param_traces
         self._per_neuron = {p.name for p in self.model.neuron_params}
@@ -177,8 +177,8 @@ class CudaLayer:
             for target, signal in ((buffers.reg_sum, buffers.ones), (buffers.grad, L)):
                 if target is None or signal is None:
                     continue
-                for s in self.ELIGIBLE:
-                    h = J[f"h_{s}"] if f"h_{s}" in J else K[f"h_{s}"]
+                for s, entry in self._readout:
+                    h = J[entry] if entry in J else K[entry]
                     self.xp.matmul((signal * h).T, getattr(traces, f"eps_{s}"), out=buffers.product)
                     target += buffers.product
             return
