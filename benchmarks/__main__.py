@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff"}
-THREADED = ("numpy", "torch", "jax")
+THREADED = ("numpy", "numba", "torch", "jax")
 
 
 def parse(argv):
@@ -45,7 +45,8 @@ def limit_threads(n: int):
     if loaded:
         raise SystemExit(f"--threads must be set before {', '.join(loaded)} is imported; "
                          "run it as python -m benchmarks")
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SYMGRAD_WORKERS"):
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                     "SYMGRAD_WORKERS"):
         os.environ[variable] = str(n)
     if n == 1:  # XLA has a switch for its Eigen pool, not a count
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()

@@ -15,7 +15,7 @@ import numpy as np
 from symgrad import models
 from symgrad.analysis import Analysis
 from symgrad.plan import TracePlan
-from symgrad.runtime import Network, bptt, eprop
+from symgrad.runtime import Network, backends, bptt, eprop
 
 # Input-weight gain that keeps each built-in model firing on 30% input spikes (as in the tests):
 # a silent network has zero gradients, and a cosine or a gradient check on it proves nothing.
@@ -38,6 +38,7 @@ class Problem:
     rate: float = 0.05  # input spike probability per channel and step
     gain: float = 1.0  # multiplies the initial W_in
     seed: int = 0
+    backend: str = backends.DEFAULT
 
     def network(self, dense: bool = False, fresh: bool = False) -> Network:
         """This problem's network, shared by every caller unless ``fresh``: building one renders
@@ -46,7 +47,7 @@ class Problem:
         if fresh:
             net = Network(models.builtin(self.model), self.n_in, self.hidden, self.n_out,
                           recurrent=self.recurrent, kappa=self.kappa, seed=self.seed, dtype=self.dtype,
-                          dense=dense)
+                          dense=dense, backend=self.backend)
             net.params["W_in"] *= self.gain
             return net
         return _shared_network(replace(self, steps=0, rate=0.0), dense)
@@ -225,23 +226,25 @@ def machine() -> dict:
 # -- reporting -------------------------------------------------------------------------------
 @dataclass
 class Target:
-    """A figure the project aims for: met when value <= limit."""
+    """A figure the project aims for: met when value <= limit (value >= limit if ``higher``)."""
 
     name: str
     value: float
     limit: float
     unit: str = ""
+    higher: bool = False
 
     @property
     def met(self) -> bool:
-        return bool(self.value <= self.limit)
+        return bool(self.value >= self.limit if self.higher else self.value <= self.limit)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "value": self.value, "limit": self.limit, "met": self.met}
 
     def line(self) -> str:
         verdict = "met" if self.met else "NOT met"
-        return f"- {self.name}: {self.value:.3g}{self.unit} (target <= {self.limit:g}{self.unit}): **{verdict}**"
+        bound = ">=" if self.higher else "<="
+        return f"- {self.name}: {self.value:.3g}{self.unit} (target {bound} {self.limit:g}{self.unit}): **{verdict}**"
 
 
 @dataclass

@@ -65,6 +65,7 @@ class Kernel:
     lines: tuple = ()
     stores: tuple = ()  # (array, local)
     results: tuple = ()  # lines whose value is written out (e, e^p)
+    dynamic: tuple = ()  # dynamic entries read per sample (arguments J_<name>)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ class _Reads:
     def fixed(self) -> tuple:
         return tuple((n, t.kind) for n, t in self.terms.items() if t.kind != DYNAMIC)
 
+    def dynamic(self) -> tuple:
+        return tuple(n for n, t in self.terms.items() if t.kind == DYNAMIC)
+
     def args(self) -> list[KernelArg]:
         dynamic = [KernelArg(f"J_{n}", "const real*", f"{n}_t (batch, n)")
                    for n, t in self.terms.items() if t.kind == DYNAMIC]
@@ -216,7 +220,7 @@ def _synapse_kernel(plan: TracePlan) -> Kernel:
     ]
     stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates if u.state in per_synapse)
     return Kernel("synapse_step", "synapse", tuple(args), reads.fixed(), loads, uses_input, lines,
-                  stores, (e,))
+                  stores, (e,), reads.dynamic())
 
 
 def _presynaptic_kernel(plan: TracePlan) -> Kernel | None:
@@ -235,7 +239,7 @@ def _presynaptic_kernel(plan: TracePlan) -> Kernel | None:
     loads = tuple((f"eps_{s}", f"trace_{s}", False) for s in plan.summary().states if s in read)
     stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates)
     return Kernel("presynaptic_step", "sample, pre", tuple(args), reads.fixed(), loads, uses_input,
-                  lines, stores)
+                  lines, stores, (), reads.dynamic())
 
 
 def _param_kernel(plan: TracePlan) -> Kernel | None:
@@ -264,4 +268,4 @@ def _param_kernel(plan: TracePlan) -> Kernel | None:
         args.append(KernelArg("n", "int", "neurons"))
     args += reads.args() + arrays
     return Kernel("param_traces", "sample, neuron", tuple(args), reads.fixed(), tuple(loads), False,
-                  tuple(lines), tuple(stores), tuple(results))
+                  tuple(lines), tuple(stores), tuple(results), reads.dynamic())

@@ -63,7 +63,7 @@ def test_alignment_is_exact_without_recurrence(quick_run):
 def test_speed_times_every_installed_implementation(quick_run):
     section = quick_run[1]["benchmarks"]["speed"]
     figures = section["figures"]
-    expected = {"symgrad e-prop", "symgrad e-prop, 1 thread", "symgrad BPTT"}
+    expected = {"symgrad e-prop", "symgrad e-prop, 1 thread", "symgrad BPTT", "symgrad e-prop, NumPy backend"}
     if "JAX" not in section["skipped"]:
         expected |= {"JAX BPTT", "JAX e-prop (per-synapse)"}
         assert max(figures["peer_checks"]["JAX"].values()) < 1e-8

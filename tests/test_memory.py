@@ -24,16 +24,17 @@ def peak_bytes(fn) -> int:
         tracemalloc.stop()
 
 
-def pass_peak(rule, steps, loss="ce_mean", kappa=0.9):
-    net = network("alif", recurrent=True, hidden=24, kappa=kappa)
+def pass_peak(rule, steps, loss="ce_mean", kappa=0.9, backend="numpy"):
+    net = network("alif", recurrent=True, hidden=24, kappa=kappa, backend=backend)
     x, labels = batch(steps=steps)
     assert rule(net, x, labels, loss=loss).spikes[0] > 0, "a silent network proves nothing"
     return peak_bytes(lambda: rule(net, x, labels, loss=loss))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("loss", ["ce", "ce_mean", "ce_last"])
-def test_eprop_memory_is_independent_of_sequence_length(loss):
-    short, long = pass_peak(eprop, 20, loss), pass_peak(eprop, 400, loss)
+def test_eprop_memory_is_independent_of_sequence_length(loss, backend):
+    short, long = pass_peak(eprop, 20, loss, backend=backend), pass_peak(eprop, 400, loss, backend=backend)
     assert long <= short * 1.05 + 4096, (short, long)
     grown = pass_peak(bptt, 400, loss) - pass_peak(bptt, 20, loss)
     assert grown > 10 * short, "BPTT should store every step: is the measurement working?"

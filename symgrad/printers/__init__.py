@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import cuda_code, numpy_code
+from . import cuda_code, numba_code, numpy_code
 
 
 @dataclass(frozen=True)
@@ -25,4 +25,5 @@ class Target:
 TARGETS = {t.name: t for t in (
     Target("numpy", "layer.py", "numpy_layer.py", numpy_code.context, True),
     Target("cuda", "layer.cu", "cuda_layer.cu", cuda_code.context, False),
+    Target("numba", "layer.py", "numba_layer.py", numba_code.context, True),
 )}

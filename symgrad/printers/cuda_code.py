@@ -42,6 +42,7 @@ def _kernel(kernel: Kernel | None) -> dict | None:
     if kernel is None:
         return None
     index = _INDEX.get(kernel.space, {})
+    store = index.get(True, index.get(False))
     return {
         "kernel": kernel,
         "parameters": parameter_lines(kernel),
@@ -49,8 +50,10 @@ def _kernel(kernel: Kernel | None) -> dict | None:
                   for name, kind in kernel.fixed],
         "loads": [f"const real {local} = {array}[{index[own]}];" for local, array, own in kernel.loads],
         "lines": [dict(target=line.target, code=code(line), equation=line.equation) for line in kernel.lines],
-        "stores": [f"{array}[{index[True] if kernel.space == 'synapse' else index[False]}] = {local};"
-                   for array, local in kernel.stores],
+        "stores": [f"{array}[{store}] = {local};" for array, local in kernel.stores],
+        # a line stored as soon as it is computed (the presynaptic step)
+        "direct": [f"{array}[{store}] = {code(line)};  // {line.equation}"
+                   for line, (array, _) in zip(kernel.lines, kernel.stores)],
         "results": [dict(target=line.target, code=code(line), equation=line.equation) for line in kernel.results],
     }
 

@@ -16,7 +16,7 @@ from .. import render, store
 from ..model import NeuronModel
 from . import backends
 
-_LOADED: dict[str, object] = {}
+_LOADED: dict = {}
 _GENERATED: dict[tuple, render.Generated] = {}
 
 
@@ -45,19 +45,34 @@ def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
     """
     kind = backends.get(backend)
     code = generated(model, dense)
-    module = _numpy_module(code)
+    module = _module(code, "numpy")
     if kind.source == "numpy":
         return module
+    if kind.source == "numba":
+        return _numba_layer(code, module)
     from . import cuda
 
     return cuda.load(code, backend, module)
 
 
-def _numpy_module(code: render.Generated):
-    text = code.texts["numpy"]
-    key = f"{code.model.name}-{store.digest(text)}"
+def _module(code: render.Generated, backend: str):
+    """The generated Python module of ``backend`` ("numpy" or "numba"), imported once per text."""
+    text = code.texts[backend]
+    key = f"{code.model.name}-{backend}-{store.digest(text)}"
     if key not in _LOADED:
-        _LOADED[key] = _import(store.committed_or_cached(code.model.name, code.filename("numpy"), text), key)
+        _LOADED[key] = _import(store.committed_or_cached(code.model.name, code.filename(backend), text), key)
+    return _LOADED[key]
+
+
+def _numba_layer(code: render.Generated, numpy_module):
+    from .kernel_layer import KernelLayer
+    from .numba_layer import NumbaKernels
+
+    key = ("numba-layer", code.texts["numba"], tuple(p.name for p in code.model.neuron_params))
+    if key not in _LOADED:
+        module = _module(code, "numba")
+        kernels = NumbaKernels(Path(module.__file__), {k.name: k for k in code.kernels}, module, code.model.name)
+        _LOADED[key] = KernelLayer(code, numpy_module, kernels)
     return _LOADED[key]
 
 

@@ -1,7 +1,7 @@
 """The contract between the runtime and a layer's generated code, whatever the backend.
 
 The generated NumPy module provides it as module attributes; the CUDA layer
-(``symgrad.runtime.cuda.layer.CudaLayer``) as an object over the generated kernels. e-prop and
+(``symgrad.runtime.kernel_layer.KernelLayer``) as an object over the generated kernels. e-prop and
 BPTT use nothing else. Arrays are NumPy or CuPy arrays; states and entries are (batch, n).
 """
 from __future__ import annotations

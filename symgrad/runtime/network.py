@@ -51,6 +51,7 @@ class Network:
                  kappa=0.0, feedback="symmetric", seed=0, dtype="float64", backend="numpy",
                  params: dict | None = None, neuron_params: dict | None = None, dense: bool = False):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        backend = backends.resolve(backend)
         self.dtype = np.dtype(dtype)
         self.kappa = float(kappa)
         self.backend = backend

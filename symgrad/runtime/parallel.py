@@ -1,4 +1,5 @@
-"""Data-parallel gradient passes: a batch split into shards that run on threads.
+"""Gradient passes on several threads: the fused kernels' own threads, or a batch split into
+shards that run on threads (the NumPy backend).
 
 Samples are independent in e-prop and BPTT alike, so the gradient of a batch is the
 size-weighted mean of its shards' gradients. NumPy releases the GIL inside its array
@@ -34,6 +35,35 @@ def default_workers(backend: str) -> int:
             raise UserError(f"SYMGRAD_WORKERS must be a whole number of threads (1 or more), got {given!r}")
         return int(given)
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+def gradient_pass(net, workers: int, shard: bool):
+    """How a batch's gradient runs on ``workers`` threads. The fused kernels (backend "numba")
+    thread over post neurons themselves, each thread owning its gradient rows, so the result
+    does not depend on the thread count; the NumPy backend's whole-array steps are sharded over
+    the batch where ``shard`` says they sweep per-synapse arrays."""
+    if net.backend == "numba":
+        return FusedThreads(workers)
+    return Sharded(workers if shard else 1)
+
+
+class FusedThreads:
+    """Calls ``rule(net, x, target, **options)`` with Numba's pool set to ``workers`` threads
+    and BLAS held to one: between the kernels the matrix products are small, and two pools
+    spinning for the same cores slow each other down many times over."""
+
+    def __init__(self, workers: int):
+        from threadpoolctl import ThreadpoolController
+
+        self.workers = int(workers)
+        self.blas = ThreadpoolController()
+
+    def __call__(self, rule, net, x, target, **options) -> Result:
+        import numba
+
+        numba.set_num_threads(max(1, min(self.workers, numba.config.NUMBA_NUM_THREADS)))
+        with self.blas.limit(limits=1, user_api="blas"):
+            return rule(net, x, target, **options)
 
 
 def shardable(options: dict) -> bool:

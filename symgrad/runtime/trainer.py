@@ -24,7 +24,7 @@ from .bptt import bptt
 from .eprop import eprop, sweeps_synapses
 from .network import Network
 from .optim import OPTIMIZERS
-from .parallel import Sharded, default_workers
+from .parallel import default_workers, gradient_pass
 
 CHECKPOINT, CONFIG, METRICS, CURVES = "checkpoint.npz", "config.json", "metrics.json", "curves.png"
 
@@ -125,7 +125,7 @@ class Trainer:
         self.net = build_network(config, model, train.channels, train.outputs)
         # Threads pay off for e-prop's per-synapse sweeps; BPTT's step is a few small products.
         shard = config.rule == "eprop" and sweeps_synapses(self.net, loss)
-        self.gradient_pass = Sharded(config.workers if shard else 1)
+        self.gradient_pass = gradient_pass(self.net, config.workers, shard)
         options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
         self.optimizer = OPTIMIZERS[config.optimizer](**options)
         self.metrics = {"train_loss": [], "train_acc": [], "test_acc": []}

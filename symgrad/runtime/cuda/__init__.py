@@ -2,11 +2,11 @@
 
 * ``build``: compiling a .cu for the CPU through the host shim, and the library cache;
 * ``launch``: binding values to kernel arguments by name, through ctypes or CuPy;
-* ``layer``: ``CudaLayer``, the kernels behind the runtime's ``LayerCode`` interface.
+* ``layer``: loading a model's kernels into a ``KernelLayer`` (``runtime/kernel_layer.py``).
 """
 from .build import build_host_library, instantiations, shim_path, source_file
 from .launch import BLOCK, traffic
-from .layer import CudaLayer, load
+from .layer import load
 
-__all__ = ["CudaLayer", "load", "build_host_library", "instantiations", "shim_path", "source_file",
+__all__ = ["load", "build_host_library", "instantiations", "shim_path", "source_file",
            "traffic", "BLOCK"]

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernel_layer import Kernels
 from .build import PRECISIONS, build_host_library
 
 BLOCK = 256  # threads per block for every kernel
-CTYPES = {np.dtype("float32"): "float", np.dtype("float64"): "double"}
+
+
+def _grid(count: int) -> int:
+    """Blocks for one thread per item."""
+    return (count + BLOCK - 1) // BLOCK
 
 
 def traffic(kernel, values: dict) -> int:
@@ -22,45 +27,6 @@ def traffic(kernel, values: dict) -> int:
     read (a presynaptic trace, a per-neuron entry) counts once: it is served from cache."""
     return sum(values[a.name].nbytes * (2 if a.written else 1) for a in kernel.args
                if a.array and values.get(a.name) is not None)
-
-
-class Kernels:
-    """Launches the kernels of one generated source; subclasses say how to pass arguments."""
-
-    xp = np
-
-    def __init__(self, path: Path, kernels: dict):
-        self.path, self.kernels = path, kernels
-
-    def launch(self, name: str, dtype, count: int, values: dict) -> None:
-        """Run kernel ``name`` with one thread per item of ``count``; arguments from ``values``."""
-        if count <= 0:
-            return
-        dtype = np.dtype(dtype)
-        if dtype not in CTYPES:
-            raise TypeError(f"the CUDA backends run float32 or float64, not {dtype}")
-        kernel = self.kernels[name]
-        args = [self._arg(kernel, a, values[a.name], dtype) for a in kernel.args]
-        grid = (count + BLOCK - 1) // BLOCK
-        self._run(name, CTYPES[dtype], grid, args)
-
-    def _arg(self, kernel, arg, value, dtype):
-        if arg.ctype == "int":
-            if not 0 <= value < 2**31:
-                raise ValueError(f"{kernel.name}: {arg.name} = {value} does not fit the kernel's int")
-            return self._int(value)
-        if arg.ctype == "real":
-            return self._real(value, dtype)
-        if value is None:
-            return self._null()
-        if not isinstance(value, self.xp.ndarray):
-            raise TypeError(f"{kernel.name}: {arg.name} must be a {self.xp.__name__} array, "
-                            f"not {type(value).__name__}")
-        if value.dtype != dtype:
-            raise TypeError(f"{kernel.name}: {arg.name} is {value.dtype}, expected {dtype}")
-        if not value.flags.c_contiguous:
-            raise ValueError(f"{kernel.name}: {arg.name} must be C-contiguous")
-        return self._pointer(value)
 
 
 class HostKernels(Kernels):
@@ -89,11 +55,11 @@ class HostKernels(Kernels):
     def _null(self):
         return None
 
-    def _pointer(self, array):
+    def _pointer(self, array, kernel):
         return array.ctypes.data
 
-    def _run(self, name, real, grid, args):
-        self.functions[name, real](grid, BLOCK, *args)
+    def _run(self, name, real, count, args):
+        self.functions[name, real](_grid(count), BLOCK, *args)
 
 
 class CupyKernels(Kernels):
@@ -118,14 +84,14 @@ class CupyKernels(Kernels):
     def _null(self):
         return np.uint64(0)  # a null pointer (None would not be one: cupy issue 9046)
 
-    def _pointer(self, array):
+    def _pointer(self, array, kernel):
         return array
 
-    def _run(self, name, real, grid, args):
+    def _run(self, name, real, count, args):
         key = f"{name}<{real}>"
         if key not in self.functions:
             self.functions[key] = self.module.get_function(key)
-        self.functions[key]((grid,), (BLOCK,), tuple(args))
+        self.functions[key]((_grid(count),), (BLOCK,), tuple(args))
 
 
 LAUNCHERS = {"cuda-host": HostKernels, "cupy": CupyKernels}

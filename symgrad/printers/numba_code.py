@@ -1,0 +1,84 @@
+"""The Numba backend's printer: the CUDA kernels' lines, as fused loops compiled for the CPU.
+
+Each kernel has the CUDA kernel's arguments. What one CUDA thread does becomes one iteration of
+a loop: ``prange`` over the post neurons in the synapse step, then the batch, then the
+presynaptic inputs, so that each thread owns the gradient rows it writes. Entries,
+fixed or dynamic, are loaded into locals named after them before the loop that uses them, so
+every line reads like its equation.
+"""
+from __future__ import annotations
+
+from .. import printing
+from ..analysis import CONSTANT
+from ..kernels import Blueprint, Kernel, Line
+from ..surrogates import Spike
+
+# Where one iteration reads and writes: the synapse step indexes (batch, n, pre) arrays by their
+# three axes, so that the inner loop over pre is a plain stride-1 loop the compiler vectorises;
+# the small kernels index flat arrays, one item per iteration, as a CUDA thread does.
+_INDEX = {"synapse": {True: "sample, post, pre", False: "sample, pre"},
+          "sample, pre": {False: "bj"}, "sample, neuron": {False: "bi"}}
+_ENTRY = {"synapse": "sample, post"}  # where a dynamic entry is read (else the flat index bi)
+
+
+def flat(kernel: Kernel) -> bool:
+    """Whether ``kernel`` takes its arrays flat (else with their (batch, n[, pre]) axes)."""
+    return kernel.space != "synapse"
+
+
+
+def code(line: Line) -> str:
+    """``D_a_v * eps_v + D_a_a * eps_a``: every entry is a local by now."""
+    parts = [term.entry if operand is None else operand if term.unit else f"{term.entry} * {operand}"
+             for term, operand in line.terms]
+    return " + ".join(parts) if parts else "0.0"
+
+
+def _kernel(kernel: Kernel | None) -> dict | None:
+    if kernel is None:
+        return None
+    index = _INDEX.get(kernel.space, {})
+    store = index.get(True, index.get(False))
+    return {
+        "kernel": kernel,
+        "parameters": ", ".join(a.name for a in kernel.args),
+        "fixed": [f"{name} = K_{name}[{0 if kind == CONSTANT else 'post'}]  # {kind}"
+                  for name, kind in kernel.fixed],
+        "dynamic": [f"{name} = J_{name}[{_ENTRY.get(kernel.space, 'bi')}]" for name in kernel.dynamic],
+        "loads": [f"{local} = {array}[{index[own]}]" for local, array, own in kernel.loads],
+        "lines": [f"{line.target} = {code(line)}  # {line.equation}" for line in kernel.lines],
+        "stores": [f"{array}[{store}] = {local}" for array, local in kernel.stores],
+        # a line stored as soon as it is computed (the presynaptic step)
+        "direct": [f"{array}[{store}] = {code(line)}  # {line.equation}"
+                   for line, (array, _) in zip(kernel.lines, kernel.stores)],
+        "results": [dict(target=line.target, code=code(line), equation=line.equation) for line in kernel.results],
+    }
+
+
+def helper(cls: type) -> tuple[str, str, str]:
+    """(name, arguments, body) of a scalar spike or surrogate helper."""
+    if issubclass(cls, Spike):
+        return "spike", "x", "1.0 if x > 0 else 0.0"
+    return printing.numpy_helper(cls)
+
+
+def context(blueprint: Blueprint) -> dict:
+    """What templates/numba/layer.py.j2 places."""
+    model = blueprint.model
+    functions = printing.used_functions([s.expr for s in blueprint.step + blueprint.fixed])
+    kernels = {k.name: k for k in blueprint.kernels}
+    return {
+        "input": model.input.name,
+        "helpers": [helper(cls) for cls in functions],
+        "fixed_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.fixed_params],
+        "fixed": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.fixed],
+        "step_states": blueprint.step_states,
+        "step_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.step_params],
+        "step_per_neuron": any(p.per_neuron for p in blueprint.step_params),
+        "uses_input": blueprint.uses_input,
+        "step": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.step],
+        "states": blueprint.analysis.names,
+        "dynamic": blueprint.plan.summary().dynamic,
+        **{name: _kernel(kernels.get(name)) for name in
+           ("fixed_entries", "neuron_step", "synapse_step", "presynaptic_step", "param_traces")},
+    }

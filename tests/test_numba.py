@@ -1,0 +1,102 @@
+"""The fused CPU backend (Numba): the CUDA kernels' descriptions, compiled for the CPU.
+
+It equals the NumPy backend to 1e-12 in float64 (1e-4 in float32) in every case the CUDA host
+tests cover, e-prop on it still equals BPTT where e-prop is exact, and a kernel Numba cannot
+compile is a one-line error.
+"""
+import numpy as np
+import pytest
+
+from symgrad import models
+from symgrad.model import ModelError
+from symgrad.runtime import bptt, eprop
+from helpers import batch, network, relative_error
+from test_cuda import _user_models, compare
+
+pytest.importorskip("numba")
+MODELS = list(models.BUILTIN)
+EXACT = 1e-12
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.8])
+@pytest.mark.parametrize("name", MODELS)
+def test_eprop_matches_numpy(name, kappa):
+    compare(name, "numba", eprop, kappa=kappa, tolerance=EXACT)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_recurrent_eprop_and_bptt_match_numpy(name):
+    compare(name, "numba", eprop, kappa=0.8, recurrent=True, hidden=8, tolerance=EXACT)
+    compare(name, "numba", bptt, kappa=0.6, recurrent=True, hidden=8, tolerance=EXACT)
+
+
+@pytest.mark.parametrize("loss, kappa", [("ce_mean", 0.0), ("ce_mean", 0.9), ("ce_last", 0.9)])
+@pytest.mark.parametrize("name", ["lif", "alif", "se_adlif"])
+def test_sequence_losses_match_numpy(name, kappa, loss):
+    compare(name, "numba", eprop, loss=loss, kappa=kappa, steps=20, tolerance=EXACT)
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.5])
+@pytest.mark.parametrize("name", ["lif", "alif", "cuba_lif", "brf"])
+def test_mse_and_rate_regulariser_match_numpy(name, kappa):
+    compare(name, "numba", eprop, loss="mse", kappa=kappa, reg=0.5, steps=20, tolerance=EXACT)
+
+
+def test_dense_traces_and_two_layers_match_numpy():
+    compare("alif", "numba", eprop, kappa=0.8, dense=True, tolerance=EXACT)
+    compare("cuba_lif", "numba", eprop, kappa=0.0, dense=True, tolerance=EXACT)
+    compare("alif", "numba", eprop, kappa=0.7, hidden=(8, 6), tolerance=EXACT)
+    compare("se_adlif", "numba", bptt, kappa=0.7, hidden=(8, 6), tolerance=EXACT)
+
+
+def test_user_models_match_numpy():
+    from symgrad.runtime import Network
+
+    x, labels = batch()
+    for model in _user_models():
+        nets = [Network(model, 6, 5, 4, recurrent=True, kappa=0.7, seed=2, backend=b) for b in ("numpy", "numba")]
+        for net in nets:
+            net.params["W_in"] *= 3.0
+        for rule, reg in ((eprop, 0.3), (bptt, 0.0)):
+            expected, got = (rule(net, x, labels, reg=reg) for net in nets)
+            assert abs(expected.spikes[0]) > 0
+            for key, value in expected.grads.items():
+                assert relative_error(got.grads[key], value) <= EXACT, (model.name, key)
+
+
+def test_float32_matches_numpy_float32():
+    got = compare("alif", "numba", eprop, kappa=0.8, dtype="float32", tolerance=1e-4)
+    assert got.grads["W_in"].dtype == np.float32
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.8])
+@pytest.mark.parametrize("name", ["alif", "se_adlif", "brf"])
+def test_eprop_on_numba_equals_bptt_where_exact(name, kappa):
+    net = network(name, kappa=kappa, backend="numba")
+    x, labels = batch()
+    fast, reference = eprop(net, x, labels), bptt(net, x, labels)
+    assert fast.spikes[0] > 0
+    for key in reference.grads:
+        assert np.abs(reference.grads[key]).max() > 0, key
+        assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-6, key
+
+
+def test_a_kernel_numba_cannot_compile_is_one_line():
+    from numba import njit
+
+    from symgrad.runtime.numba_layer import NumbaKernels
+
+    net = network("lif", backend="numba")
+    layer = net.layers[0].code
+
+    @njit
+    def broken(*args):
+        return undefined_function(args)  # noqa: F821
+
+    kernels = NumbaKernels(layer.kernels.path, layer.kernels.kernels, type("M", (), {
+        name: broken for name in layer.kernels.kernels}), "lif")
+    with pytest.raises(ModelError) as caught:
+        kernels.launch("fixed_entries", "float64", 1, {a.name: 1 if a.ctype == "int" else np.zeros(1)
+                                                       for a in layer.kernels.kernels["fixed_entries"].args})
+    message = str(caught.value)
+    assert "\n" not in message and "undefined_function" in message and "--backend numpy" in message
