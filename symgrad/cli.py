@@ -68,6 +68,8 @@ def cmd_generate(args) -> int:
 def cmd_grads(args) -> int:
     from . import arrays
     from .runtime import RULES, Network
+    from .runtime.eprop import sweeps_synapses
+    from .runtime.parallel import default_workers, gradient_pass
 
     model = _model(args.model)
     given = arrays.read_inputs(args.inputs, model)
@@ -76,7 +78,9 @@ def cmd_grads(args) -> int:
                   kappa=given.kappa, dtype=args.dtype, backend=args.backend,
                   neuron_params=given.neuron_params)
     net.set_params({k: v for k, v in values.items() if k in net.params})
-    result = RULES[args.rule](net, given.x, given.labels, loss="ce")
+    shard = args.rule == "eprop" and sweeps_synapses(net, "ce")
+    run = gradient_pass(net, default_workers(net.backend), shard)
+    result = run(RULES[args.rule], net, net.xp.asarray(given.x), net.xp.asarray(given.labels), loss="ce")
     out = {"loss": np.asarray(result.loss)}
     out.update({name: np.asarray(_host(result.grads[name])) for name in values})
     store.write_npz(args.out, out)

@@ -100,3 +100,59 @@ def test_a_kernel_numba_cannot_compile_is_one_line():
                                                        for a in layer.kernels.kernels["fixed_entries"].args})
     message = str(caught.value)
     assert "\n" not in message and "undefined_function" in message and "--backend numpy" in message
+
+
+SECOND_RUN = """
+import sympy as sp
+from symgrad import NeuronModel, spike
+from symgrad.runtime import Network, eprop
+from helpers import batch
+
+v, a, I, alpha = sp.symbols("v a I alpha")
+model = NeuronModel("cached_twice", {v: 0.0, a: 0.0}, {alpha: 0.9},
+                    {v: alpha * v + I - spike(v - 1), a: 0.95 * a + spike(v - 1)}, spike(v - 1 - 0.2 * a))
+net = Network(model, 6, 5, 4, kappa=0.8, backend="numba")
+x, labels = batch()
+eprop(net, x, labels)
+stats = [f.stats for f in net.layers[0].code.kernels.functions.values()]
+print(sum(len(s.cache_misses) for s in stats), sum(len(s.cache_hits) for s in stats))
+"""
+
+
+def test_a_second_run_compiles_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, SYMGRAD_CACHE=str(tmp_path), PYTHONPATH=str(Path(__file__).parent))
+    runs = [subprocess.run([sys.executable, "-c", SECOND_RUN], env=env, capture_output=True, text=True)
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    (first_misses, _), (second_misses, second_hits) = (map(int, r.stdout.split()) for r in runs)
+    assert first_misses > 0 and second_misses == 0 and second_hits > 0
+    assert list(tmp_path.rglob("*.nbi")), "the compiled kernels are cached beside the generated module"
+
+
+def test_without_numba_the_numpy_backend_runs_and_says_so(monkeypatch, capsys):
+    from symgrad.runtime import backends
+
+    monkeypatch.setitem(__import__("sys").modules, "numba", None)  # import numba now fails
+    monkeypatch.setattr(backends, "_FELL_BACK", set())
+    net = network("lif", backend="numba")
+    assert net.backend == "numpy"
+    net2 = network("alif", backend="numba")
+    assert net2.backend == "numpy"
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Numba is not usable" in err and "NumPy backend" in err
+
+
+def test_the_fused_backend_is_the_default_where_numba_is_installed():
+    from symgrad.cli import build_parser
+    from symgrad.runtime import backends
+    from symgrad.runtime.trainer import Config
+
+    assert backends.DEFAULT == "numba" and Config().backend == "numba"
+    grads = build_parser().parse_args(["grads", "lif", "--inputs", "a.npz", "--out", "b.npz"])
+    assert grads.backend == "numba"

@@ -12,6 +12,7 @@ from .. import printing
 from ..analysis import CONSTANT, DYNAMIC
 from ..kernels import Blueprint, Kernel, KernelArg, Line
 from ..model import ModelError
+from . import kernel_frame
 
 # What one thread's index is called in each index space, and where a trace load reads.
 _INDEX = {"synapse": {True: "bij", False: "bj"}, "sample, pre": {False: "bj"}, "sample, neuron": {False: "bi"}}
@@ -60,26 +61,14 @@ def _kernel(kernel: Kernel | None) -> dict | None:
 
 def context(blueprint: Blueprint) -> dict:
     """What templates/cuda/layer.cu.j2 places."""
-    model = blueprint.model
-    functions = printing.used_functions([s.expr for s in blueprint.step + blueprint.fixed])
-    kernels = {k.name: k for k in blueprint.kernels}
-    ctx = {
-        "input": model.input.name,
-        "helpers": [(*printing.cuda_helper(cls), _first_line(inspect.getdoc(cls))) for cls in functions],
-        "fixed_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.fixed_params],
-        "fixed": [dict(name=s.name, code=printing.cuda_code(s.expr), source=s.source) for s in blueprint.fixed],
-        "step_states": blueprint.step_states,
-        "step_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.step_params],
-        "step_per_neuron": any(p.per_neuron for p in blueprint.step_params),
-        "uses_input": blueprint.uses_input,
-        "step": [dict(name=s.name, code=printing.cuda_code(s.expr), source=s.source) for s in blueprint.step],
-        "states": blueprint.analysis.names,
-        "dynamic": blueprint.plan.summary().dynamic,
-        **{name: _kernel(kernels.get(name)) for name in
-           ("fixed_entries", "neuron_step", "synapse_step", "presynaptic_step", "param_traces")},
-    }
+    ctx = kernel_frame.context(blueprint, printing.cuda_code, _kernel, helper)
     _check_names(blueprint, ctx)
     return ctx
+
+
+def helper(cls: type) -> tuple:
+    """(name, parameters, body, the first line of its doc) of a spike or surrogate helper."""
+    return (*printing.cuda_helper(cls), _first_line(inspect.getdoc(cls)))
 
 
 def _first_line(doc: str | None) -> str:

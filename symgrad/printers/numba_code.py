@@ -12,6 +12,7 @@ from .. import printing
 from ..analysis import CONSTANT
 from ..kernels import Blueprint, Kernel, Line
 from ..surrogates import Spike
+from . import kernel_frame
 
 # Where one iteration reads and writes: the synapse step indexes (batch, n, pre) arrays by their
 # three axes, so that the inner loop over pre is a plain stride-1 loop the compiler vectorises;
@@ -64,21 +65,4 @@ def helper(cls: type) -> tuple[str, str, str]:
 
 def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
-    model = blueprint.model
-    functions = printing.used_functions([s.expr for s in blueprint.step + blueprint.fixed])
-    kernels = {k.name: k for k in blueprint.kernels}
-    return {
-        "input": model.input.name,
-        "helpers": [helper(cls) for cls in functions],
-        "fixed_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.fixed_params],
-        "fixed": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.fixed],
-        "step_states": blueprint.step_states,
-        "step_params": [(p.name, "neuron" if p.per_neuron else "0") for p in blueprint.step_params],
-        "step_per_neuron": any(p.per_neuron for p in blueprint.step_params),
-        "uses_input": blueprint.uses_input,
-        "step": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.step],
-        "states": blueprint.analysis.names,
-        "dynamic": blueprint.plan.summary().dynamic,
-        **{name: _kernel(kernels.get(name)) for name in
-           ("fixed_entries", "neuron_step", "synapse_step", "presynaptic_step", "param_traces")},
-    }
+    return kernel_frame.context(blueprint, printing.numpy_code, _kernel, helper)

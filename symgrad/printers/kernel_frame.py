@@ -1,0 +1,37 @@
+"""What every kernel backend's template places, printed with that backend's printers.
+
+The CUDA and Numba templates lay out the same kernels; they differ only in how an expression
+and a kernel's lines are printed (``expression`` and ``kernel``), so their contexts are built here.
+"""
+from __future__ import annotations
+
+from .. import printing
+from ..kernels import Blueprint
+
+KERNELS = ("fixed_entries", "neuron_step", "synapse_step", "presynaptic_step", "param_traces")
+
+
+def context(blueprint: Blueprint, expression, kernel, helper) -> dict:
+    """expression: SymPy -> text; kernel: Kernel or None -> its printed parts; helper: the
+    spike or surrogate class -> (name, arguments, body[, ...])."""
+    model = blueprint.model
+    functions = printing.used_functions([s.expr for s in blueprint.step + blueprint.fixed])
+    kernels = {k.name: k for k in blueprint.kernels}
+
+    def where(param):  # a parameter's element: its neuron's, or the one shared value
+        return "neuron" if param.per_neuron else "0"
+
+    return {
+        "input": model.input.name,
+        "helpers": [helper(cls) for cls in functions],
+        "fixed_params": [(p.name, where(p)) for p in blueprint.fixed_params],
+        "fixed": [dict(name=s.name, code=expression(s.expr), source=s.source) for s in blueprint.fixed],
+        "step_states": blueprint.step_states,
+        "step_params": [(p.name, where(p)) for p in blueprint.step_params],
+        "step_per_neuron": any(p.per_neuron for p in blueprint.step_params),
+        "uses_input": blueprint.uses_input,
+        "step": [dict(name=s.name, code=expression(s.expr), source=s.source) for s in blueprint.step],
+        "states": blueprint.analysis.names,
+        "dynamic": blueprint.plan.summary().dynamic,
+        **{name: kernel(kernels.get(name)) for name in KERNELS},
+    }
