@@ -97,8 +97,9 @@ def time_major(x):
 def predict(net: Network, dataset, batch: int = 256):
     """Class predictions (argmax of the mean readout) or readouts (T, samples, K) for regression."""
     outputs = []
+    forward = gradient_pass(net, 1, shard=False)  # a forward pass is BLAS's work: leave it the cores
     for start in range(0, len(dataset), batch):
-        ys, _ = net.forward(time_major(dataset.x[start:start + batch]))
+        ys, _ = forward(lambda net, x, _: net.forward(x), net, time_major(dataset.x[start:start + batch]), None)
         ys = ys.get() if hasattr(ys, "get") else ys
         outputs.append(ys.mean(axis=0).argmax(axis=1) if dataset.kind == "classification" else ys)
     return np.concatenate(outputs, axis=0 if dataset.kind == "classification" else 1)
