@@ -119,6 +119,10 @@ class Analysis:
             return self.dz[k]
         return {"c": self.c, "h": self.h}[kind][k]
 
+    def D_c_entries(self) -> list[Entry]:
+        """The entries taken at the previous state: D and c."""
+        return [e for row in self.D for e in row] + list(self.c)
+
     def of_output(self, name: str) -> bool:
         """Whether the entry ``name`` derives the output (h, dz): it is taken at the new state."""
         return self._keys[name][0] in ("h", "dz")

@@ -25,7 +25,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import sympy as sp
+
 from .analysis import CONSTANT, ZERO, Analysis
+from .surrogates import Pseudo
 
 UNREACHABLE, PRESYNAPTIC, PER_SYNAPSE = "unreachable", "presynaptic", "per-synapse"
 
@@ -203,6 +206,26 @@ class PlanSummary:
         return figures
 
 
+@dataclass(frozen=True)
+class Quiescence:
+    """What a (sample, post) row's per-synapse work reduces to while every surrogate derivative
+    it reads is zero (a spiking neuron far from threshold, with a compact surrogate).
+
+    decays: for each per-synapse trace component, the fixed factor it is multiplied by on such a
+    step (eps_k,t = decay_k eps_k,t-1); the eligibility e_t is zero then, so the filtered
+    eligibility only decays by kappa and the sums gain nothing. None with ``reason`` when the
+    model's rows never reduce to that.
+    """
+
+    decays: dict | None
+    reason: str = ""
+    at_rest: tuple = ()  # the surrogate derivatives that are zero at rest, with time indices
+
+    @property
+    def event_driven(self) -> bool:
+        return self.decays is not None
+
+
 class TracePlan:
     """Storage and update order of the eligibility traces of ``analysis``'s model."""
 
@@ -330,6 +353,44 @@ class TracePlan:
 
     def summary(self) -> PlanSummary:
         return self._summary
+
+    @functools.cached_property
+    def quiescence(self) -> Quiescence:
+        """Whether rows whose surrogate derivatives are all zero can be skipped exactly, their
+        traces decayed lazily by a fixed factor (derived by setting every surrogate to zero in
+        D, c and h)."""
+        a, names = self.analysis, self.analysis.names
+
+        def resting(entry):
+            expr = entry.expr.replace(lambda e: isinstance(e, Pseudo), lambda e: sp.S.Zero)
+            return sp.simplify(expr) if expr.free_symbols else expr
+
+        surrogates = {type(p) for e in a.entries().values() for p in e.expr.atoms(Pseudo)}
+        if not surrogates:
+            return Quiescence(None, "no surrogate derivative in its Jacobians: every row is always active")
+        if not all(cls.compact for cls in surrogates):
+            names_ = ", ".join(sorted(cls.__name__ for cls in surrogates if not cls.compact))
+            return Quiescence(None, f"{names_} is never zero: no row is ever at rest")
+        for k in self.eligible:
+            if resting(a.h[k]) != 0:
+                return Quiescence(None, f"h_{names[k]} does not vanish with the surrogate: "
+                                        f"{resting(a.h[k])}")
+        decays = {}
+        for k in self.per_synapse:
+            if resting(a.c[k]) != 0:
+                return Quiescence(None, f"eps_{names[k]} keeps hearing its input at rest "
+                                        f"(c_{names[k]} = {resting(a.c[k])})")
+            for j in self.reachable:
+                if j != k and resting(a.D[k][j]) != 0:
+                    return Quiescence(None, f"eps_{names[k]} keeps hearing eps_{names[j]} at rest")
+            decay = resting(a.D[k][k])
+            if decay.free_symbols & (set(a.model.states) | {a.model.input}):
+                return Quiescence(None, f"eps_{names[k]}'s decay at rest depends on the state: {decay}")
+            decays[names[k]] = decay
+        model = a.model
+        previous = {model.previous(p) for e in a.D_c_entries() for p in e.expr.atoms(Pseudo)}
+        current = {model.current(p) for e in a.h for p in e.expr.atoms(Pseudo)}
+        return Quiescence(decays, at_rest=tuple(sorted(previous)) + tuple(sorted(current - previous)))
 
     def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, **flags) -> dict:
         """Bytes e-prop keeps for one layer (see ``PlanSummary.memory`` for the flags)."""

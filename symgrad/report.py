@@ -77,6 +77,14 @@ def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int,
         if coefs["c"] != 0:
             terms.append(f"{sp.sstr(coefs['c'])} * u")
         out.append(f"  filter of eps_{name}: eps_{name},t = " + " + ".join(terms))
+    rest = plan.quiescence
+    if rest.event_driven:
+        out += ["", "rows at rest (sample, neuron with every surrogate derivative zero at step t):"]
+        out += [f"  when {condition} = 0" for condition in rest.at_rest]
+        out += [f"  eps_{name},t = {sp.sstr(decay)} * eps_{name},t-1" for name, decay in rest.decays.items()]
+        out.append("  e_t = 0: the filtered eligibility only decays by kappa, and no sum grows")
+    else:
+        out += ["", f"rows at rest: none ({rest.reason})"]
     out += ["", f"trace memory per layer (batch {batch}, {n} neurons, {n_pre} presynaptic, "
                 f"{itemsize}-byte floats):"]
     for label, filtered in (("instantaneous readout (kappa = 0)", False), ("leaky readout", True)):

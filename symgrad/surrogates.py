@@ -41,6 +41,8 @@ class Pseudo(sp.Function):
 
     symbol = r"\psi"
 
+    compact = False  # zero outside a bounded interval, so a neuron far from threshold rests
+
     @classmethod
     def formula(cls, x, *params) -> sp.Expr:
         raise NotImplementedError
@@ -71,6 +73,8 @@ class triangle_psi(Pseudo):
     """gamma / width * max(0, 1 - |x| / width): the e-prop pseudo-derivative (Bellec et al. 2020)."""
 
     nargs = 3
+
+    compact = True
 
     @classmethod
     def formula(cls, x, gamma, width):

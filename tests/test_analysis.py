@@ -172,3 +172,39 @@ def test_jacobians_match_finite_differences(name):
         checked += 1
     assert checked == 6
     assert largest_h > 1e-3, "the points never reach the surrogate: the check would be vacuous"
+
+
+def test_rows_at_rest_are_derived_for_the_models_that_have_them():
+    rest = {name: TracePlan(Analysis(models.builtin(name))).quiescence for name in models.BUILTIN}
+    assert {n for n, q in rest.items() if q.event_driven} == {"lif", "alif", "sigma_delta"}
+    assert "fast_sigmoid_psi is never zero" in rest["cuba_lif"].reason
+    assert {k: str(v) for k, v in rest["alif"].decays.items()} == {"a": "rho"}
+    assert "c_u" in rest["se_adlif"].reason and "no surrogate" in rest["leaky_tanh"].reason
+    assert rest["alif"].at_rest == ("triangle_psi(-a_{t-1}*beta - v_th + v_{t-1}, 0.3, v_th)",
+                                    "triangle_psi(-a_t*beta + v_t - v_th, 0.3, v_th)")
+
+
+@pytest.mark.parametrize("name", ["lif", "alif", "sigma_delta"])
+def test_a_row_at_rest_does_what_the_plan_says(name):
+    """Far below threshold the generated step's entries are exactly the resting ones: per-synapse
+    traces decay by their factor, hear nothing else, and the eligibility is zero."""
+    import numpy as np
+
+    from symgrad.runtime import compiled
+
+    model = models.builtin(name)
+    plan = TracePlan(Analysis(model))
+    code = compiled.load(model)
+    p = {q.name: np.asarray(v) for q, v in model.params.items()}
+    K = code.fixed_entries(p)
+    s = {state: np.full((1, 1), -5.0 if i == 0 else 0.0) for i, state in enumerate(code.STATES)}
+    _, z, J = code.neuron_step(s, np.zeros((1, 1)), p)
+    assert not z.any()
+    entries = {**K, **J}
+    analysis = plan.analysis
+    for k in plan.eligible:
+        assert float(np.asarray(entries[analysis.entry_name("h", k)]).ravel()[0]) == 0.0
+    for name_k, decay in plan.quiescence.decays.items():
+        k = analysis.names.index(name_k)
+        value = float(decay.subs({q: v for q, v in model.params.items()}))
+        assert float(np.asarray(entries[analysis.entry_name("D", k, k)]).ravel()[0]) == value
