@@ -66,6 +66,8 @@ class Kernel:
     stores: tuple = ()  # (array, local)
     results: tuple = ()  # lines whose value is written out (e, e^p)
     dynamic: tuple = ()  # dynamic entries read per sample (arguments J_<name>)
+    cpu_only: bool = False  # printed by the Numba backend only
+    rests: tuple = ()  # event kernels: (entry, its value at rest as a local) for each dynamic entry
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,14 @@ def blueprint(analysis: Analysis, plan: TracePlan) -> Blueprint:
     fixed_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in _free(fixed)]
     uses_input = model.input.name in read
     step_states = [s for s in analysis.names if s in read]
+    synapse = _synapse_kernel(plan)
     kernels = [
         _fixed_kernel(analysis, fixed, fixed_params),
         _neuron_kernel(analysis, step_states, step_params, uses_input),
-        _synapse_kernel(plan),
+        synapse,
         _presynaptic_kernel(plan),
         _param_kernel(plan),
+        *_event_kernels(plan, synapse),
     ]
     return Blueprint(analysis, plan, step, fixed, [k for k in kernels if k], step_states,
                      step_params, fixed_params, uses_input)
@@ -269,3 +273,38 @@ def _param_kernel(plan: TracePlan) -> Kernel | None:
     args += reads.args() + arrays
     return Kernel("param_traces", "sample, neuron", tuple(args), reads.fixed(), tuple(loads), False,
                   tuple(lines), tuple(stores), tuple(results), reads.dynamic())
+
+
+def _event_kernels(plan: TracePlan, synapse: Kernel) -> list[Kernel]:
+    """The synapse step that skips rows at rest (``plan.quiescence``), and ``settle``, which
+    brings every skipped row up to date; [] when the model has no rows at rest.
+
+    A row (sample, post) is at rest at a step when every dynamic entry the synapse step reads
+    holds its resting value (its surrogate derivatives are zero): its per-synapse traces then
+    only decay by a fixed factor and its eligibility is zero. ``last`` holds the step a row was
+    last brought up to date at, ``pend`` the learning signal its skipped steps owe the gradient:
+    sum_s L_s kappa^(s - last), to be multiplied by its filtered eligibility when it wakes.
+    """
+    rest = plan.quiescence
+    if not rest.event_driven:
+        return []
+    names = plan.analysis.names
+    diagonal = {plan.analysis.entry_name("D", names.index(k), names.index(k)): f"decay_{k}" for k in rest.decays}
+    rests = tuple((name, diagonal.get(name, "0")) for name in synapse.dynamic)
+    decays = [KernelArg(f"decay_{s}", "real", f"eps_{s} decays by this factor at rest")
+              for s in rest.decays]
+    bookkeeping = [
+        KernelArg("step", "int", "this step's index t"),
+        KernelArg("last", "real*", "(batch, n): the step each row was last brought up to date at"),
+        KernelArg("pend", "real*", "(batch, n): sum_s L_s kappa^(s - last) over the row's skipped steps"),
+    ]
+    per_synapse = tuple(f"trace_{s}" for s in rest.decays)
+    args = synapse.args + tuple(bookkeeping + decays)
+    skipping = Kernel("synapse_events", "synapse", args, synapse.fixed, synapse.loads, synapse.input,
+                      synapse.lines, synapse.stores, synapse.results, synapse.dynamic, True, rests)
+    settle_args = (synapse.args[1:3] + tuple(a for a in synapse.args if a.name in per_synapse)
+                   + tuple(a for a in synapse.args if a.name in ("ebar", "grad", "kappa"))
+                   + tuple(bookkeeping + decays))
+    settle = Kernel("settle", "synapse", (KernelArg("batch", "int", "samples"),) + settle_args,
+                    cpu_only=True)
+    return [skipping, settle]

@@ -156,12 +156,14 @@ class PlanSummary:
         return shapes
 
     def buffers(self, batch: int, n: int, n_pre: int, *, filtered: bool = False,
-                sequence_sum: bool = False, regulariser: bool = False, fused: bool = False) -> dict:
+                sequence_sum: bool = False, regulariser: bool = False, fused: bool = False,
+                events: bool = False) -> dict:
         """The arrays e-prop allocates for one layer besides the traces, by name.
 
         filtered: a filtered eligibility ebar per synapse; sequence_sum: a weighted sum of the
         eligibility over the sequence; regulariser: the firing-rate regulariser's sums; fused:
-        the backend's kernel needs no scratch array for products.
+        the backend's kernel needs no scratch array for products; events: the kernels skip rows
+        at rest and keep, per row, the step it is up to date at and what it owes the gradient.
         """
         synapses = (batch, n, n_pre)
         shapes = {"grad": (n, n_pre), "product": (n, n_pre)}
@@ -174,10 +176,13 @@ class PlanSummary:
         if regulariser:
             shapes["reg_sum"] = (n, n_pre)
             shapes["ones"] = (batch, n)
+        if events:
+            shapes["last"] = shapes["pend"] = (batch, n)
         return shapes
 
     def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, filtered: bool = True,
-               sequence_sum: bool = False, regulariser: bool = False, fused: bool = False) -> dict:
+               sequence_sum: bool = False, regulariser: bool = False, fused: bool = False,
+               events: bool = False) -> dict:
         """Bytes e-prop keeps for one layer, from ``trace_shapes`` and ``buffers``: what the
         runtime allocates. With an instantaneous readout, a per-step loss and no per-synapse
         component, the gradient is a matrix product and nothing per-synapse is stored."""
@@ -189,10 +194,10 @@ class PlanSummary:
 
         traces = self.trace_shapes(batch, n, n_pre, copies=not fused)
         buffers = self.buffers(batch, n, n_pre, filtered=filtered, sequence_sum=sequence_sum,
-                               regulariser=regulariser, fused=fused)
+                               regulariser=regulariser, fused=fused, events=events)
         labels = {"ebar": "filtered eligibility", "seq_sum": "sequence sum", "scratch": "scratch",
                   "grad": "gradient", "product": "gradient", "reg_sum": "regulariser",
-                  "ones": "regulariser"}
+                  "ones": "regulariser", "last": "rows at rest", "pend": "rows at rest"}
         figures = dict.fromkeys(["presynaptic traces", "per-synapse traces", "filtered eligibility",
                                  "sequence sum", "scratch", "parameter traces", "gradient"], 0)
         for name, shape in traces.items():
@@ -354,17 +359,19 @@ class TracePlan:
     def summary(self) -> PlanSummary:
         return self._summary
 
+    @staticmethod
+    def resting(entry) -> sp.Expr:
+        """An entry's value at rest: every surrogate derivative in it set to zero."""
+        expr = entry.expr.replace(lambda e: isinstance(e, Pseudo), lambda e: sp.S.Zero)
+        return sp.simplify(expr) if expr.free_symbols else expr
+
     @functools.cached_property
     def quiescence(self) -> Quiescence:
         """Whether rows whose surrogate derivatives are all zero can be skipped exactly, their
         traces decayed lazily by a fixed factor (derived by setting every surrogate to zero in
         D, c and h)."""
         a, names = self.analysis, self.analysis.names
-
-        def resting(entry):
-            expr = entry.expr.replace(lambda e: isinstance(e, Pseudo), lambda e: sp.S.Zero)
-            return sp.simplify(expr) if expr.free_symbols else expr
-
+        resting = self.resting
         surrogates = {type(p) for e in a.entries().values() for p in e.expr.atoms(Pseudo)}
         if not surrogates:
             return Quiescence(None, "no surrogate derivative in its Jacobians: every row is always active")
@@ -384,8 +391,9 @@ class TracePlan:
                 if j != k and resting(a.D[k][j]) != 0:
                     return Quiescence(None, f"eps_{names[k]} keeps hearing eps_{names[j]} at rest")
             decay = resting(a.D[k][k])
-            if decay.free_symbols & (set(a.model.states) | {a.model.input}):
-                return Quiescence(None, f"eps_{names[k]}'s decay at rest depends on the state: {decay}")
+            if decay.free_symbols - set(a.model.params) or decay.free_symbols & set(a.model.neuron_params):
+                return Quiescence(None, f"eps_{names[k]}'s decay at rest is not one number for the "
+                                        f"layer: {decay}")
             decays[names[k]] = decay
         model = a.model
         previous = {model.previous(p) for e in a.D_c_entries() for p in e.expr.atoms(Pseudo)}

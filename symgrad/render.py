@@ -96,7 +96,7 @@ def render(model: NeuronModel, backend: str = "numpy", dense: bool = False) -> s
 
 def cuda_kernels(model: NeuronModel, dense: bool = False) -> list[Kernel]:
     """The kernels that the generated .cu of ``model`` defines, in order."""
-    return list(generate_code(model, dense, ()).kernels)
+    return [k for k in generate_code(model, dense, ()).kernels if not k.cpu_only]
 
 
 def generate(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> list[Path]:

@@ -156,3 +156,65 @@ def test_the_fused_backend_is_the_default_where_numba_is_installed():
     assert backends.DEFAULT == "numba" and Config().backend == "numba"
     grads = build_parser().parse_args(["grads", "lif", "--inputs", "a.npz", "--out", "b.npz"])
     assert grads.backend == "numba"
+
+
+# -- event-driven rows: skipped at rest, exactly ---------------------------------------------
+def rest_record(name, x, monkeypatch, **kwargs):
+    """For each step, which (sample, neuron) rows are at rest (every entry the synapse step reads
+    holds its resting value), recorded from the fused layer's own neuron step."""
+    net = network(name, backend="numba", **kwargs)
+    code = net.layers[0].code
+    kernel = code.kernels.kernels["synapse_events"]
+    decays = code.fixed_entries(net.neuron_params(net.layers[0]))
+    seen, step = [], code.neuron_step
+
+    def recording(s, I, p):
+        new, z, J = step(s, I, p)
+        rest = np.ones(z.shape, bool)
+        for entry, value in kernel.rests:
+            rest &= J[entry] == (0.0 if value == "0" else float(decays[value]))
+        seen.append(rest)
+        return new, z, J
+
+    monkeypatch.setattr(code, "neuron_step", recording)
+    return net, seen
+
+
+@pytest.mark.parametrize("loss, kappa", [("ce", 0.8), ("ce", 0.0), ("ce_mean", 0.9), ("ce_last", 0.9),
+                                         ("mse", 0.5)])
+@pytest.mark.parametrize("name", ["lif", "alif", "sigma_delta"])
+def test_skipping_rows_at_rest_is_exact(name, loss, kappa, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = (rng.random((40, 3, 6)) < 0.3).astype(float)
+    x[8:30] = 0.0  # a long silence: rows rest, then wake
+    target = rng.standard_normal((40, 3, 4)) if loss == "mse" else rng.integers(0, 4, 3)
+    reg = 0.3 if loss == "mse" else 0.0
+    kwargs = dict(kappa=kappa, recurrent=True, hidden=8)
+    net, seen = rest_record(name, x, monkeypatch, **kwargs)
+    skipping = eprop(net, x, target, loss=loss, reg=reg)
+    rest = np.array(seen)  # (T, B, N), before other networks share the layer's code
+    dense = eprop(network(name, backend="numba", events=False, **kwargs), x, target, loss=loss, reg=reg)
+    reference = eprop(network(name, **kwargs), x, target, loss=loss, reg=reg)
+    assert skipping.spikes[0] > 0 and 0.2 < rest.mean() < 0.98, rest.mean()
+    assert rest.all(axis=0).any(), "some row should rest the whole sequence"
+    woke = [rest[t - 10:t].all(axis=0) & ~rest[t] for t in range(10, len(rest))]
+    assert np.any(woke), "some row should wake after ten or more steps at rest"
+    for key in dense.grads:
+        assert relative_error(skipping.grads[key], dense.grads[key]) <= EXACT, key
+        assert relative_error(skipping.grads[key], reference.grads[key]) <= EXACT, key
+    assert skipping.loss == pytest.approx(reference.loss, rel=EXACT)
+
+
+def test_skipping_rows_is_exact_with_online_updates_and_two_layers():
+    x, labels = batch(steps=30)
+    x[10:22] = 0.0
+    for kwargs, options in ((dict(kappa=0.8), dict(update_every=7)), (dict(kappa=0.7, hidden=(8, 6)), {})):
+        applied = {True: [], False: []}
+        for events in (True, False):
+            net = network("alif", backend="numba", events=events, **kwargs)
+            apply = (lambda grads, events=events: applied[events].append({k: v.copy() for k, v in grads.items()}))
+            result = eprop(net, x, labels, apply=apply if options else None, **options)
+            applied[events].append(result.grads)
+        for got, expected in zip(*applied.values()):
+            for key in expected:
+                assert relative_error(got[key], expected[key]) <= EXACT, key

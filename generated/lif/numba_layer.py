@@ -117,3 +117,71 @@ def presynaptic_step(size, u, trace_v, K_D_v_v):
         u_j = u[bj]
         eps_v = trace_v[bj]
         trace_v[bj] = D_v_v * eps_v + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
+
+
+def rest_decays(p):
+    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero)."""
+    return {
+    }
+
+
+@njit(parallel=True, cache=True)
+def synapse_events(batch, n, n_pre, u, trace_v, J_h_v, K_D_v_v, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend):
+    """synapse_step, skipping the rows at rest: a (sample, post) row whose entries all hold their
+    resting values (its surrogate derivatives are zero) has e_t = 0, and its per-synapse traces
+    only decay. Such a row's arrays are not touched: last records the step it is up to date at,
+    pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
+    filtered eligibility when it wakes (or in settle). The result equals synapse_step's."""
+    for post in prange(n):
+        D_v_v = K_D_v_v[0]  # constant
+        for sample in range(batch):
+            h_v = J_h_v[sample, post]
+            if L is not None:
+                L_i = L[sample, post]
+            if h_v == 0:  # at rest
+                if L is not None and ebar is not None:
+                    pend[sample, post] += L_i * kappa ** (step - last[sample, post])
+                continue
+            skipped = step - 1 - last[sample, post]  # steps since the row was up to date
+            catch_ebar = kappa ** skipped
+            owed = pend[sample, post]
+            pend[sample, post] = 0.0
+            last[sample, post] = step
+            for pre in range(n_pre):
+                u_j = u[sample, pre]
+                eps_v = trace_v[sample, pre]
+                eps_v_new = D_v_v * eps_v + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
+                e = h_v * eps_v_new  # e_t = h_t . eps_t
+                elig = e
+                if ebar is not None:
+                    held = ebar[sample, post, pre]  # ebar at step last
+                    if L is not None:
+                        grad[post, pre] += owed * held
+                    elig = kappa * (catch_ebar * held) + e
+                    ebar[sample, post, pre] = elig
+                if L is not None:
+                    grad[post, pre] += L_i * elig
+                if seq_sum is not None:
+                    seq_sum[sample, post, pre] += seq_weight * elig
+                if reg_sum is not None:
+                    reg_sum[post, pre] += e
+
+
+@njit(parallel=True, cache=True)
+def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
+    """Bring every row synapse_events skipped up to date at step: decay its traces and filtered
+    eligibility over the steps it skipped, and add what they owe the gradient."""
+    for post in prange(n):
+        for sample in range(batch):
+            skipped = step - last[sample, post]
+            if skipped <= 0:
+                continue
+            catch_ebar = kappa ** skipped
+            owed = pend[sample, post]
+            pend[sample, post] = 0.0
+            last[sample, post] = step
+            for pre in range(n_pre):
+                if ebar is not None:
+                    held = ebar[sample, post, pre]
+                    grad[post, pre] += owed * held
+                    ebar[sample, post, pre] = catch_ebar * held

@@ -56,6 +56,25 @@ def _kernel(kernel: Kernel | None) -> dict | None:
     }
 
 
+def _events(kernel: Kernel | None, settle: Kernel | None) -> dict | None:
+    """The row-skipping synapse step: the dense step's lines, behind a test for rows at rest, with
+    the per-synapse traces of a row that wakes scaled by the decay of the steps it skipped."""
+    if kernel is None:
+        return None
+    printed = _kernel(kernel)
+    decays = [a.name[len("decay_"):] for a in kernel.args if a.name.startswith("decay_")]
+    index = _INDEX[kernel.space]
+    printed.update(
+        rest=" and ".join(f"{name} == {value}" for name, value in kernel.rests),
+        catch=[f"catch_{s} = decay_{s} ** skipped" for s in decays],
+        loads=[f"{local} = {array}[{index[own]}]" + (f" * catch_{local[len('eps_'):]}" if own else "")
+               for local, array, own in kernel.loads],
+        settle=_kernel(settle),
+        scale=[f"trace_{s}[{index[True]}] *= catch_{s}" for s in decays],
+    )
+    return printed
+
+
 def helper(cls: type) -> tuple[str, str, str]:
     """(name, arguments, body) of a scalar spike or surrogate helper."""
     if issubclass(cls, Spike):
@@ -65,4 +84,9 @@ def helper(cls: type) -> tuple[str, str, str]:
 
 def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
-    return kernel_frame.context(blueprint, printing.numpy_code, _kernel, helper)
+    kernels = {k.name: k for k in blueprint.kernels}
+    rest = blueprint.plan.quiescence
+    return {**kernel_frame.context(blueprint, printing.numpy_code, _kernel, helper),
+            "synapse_events": _events(kernels.get("synapse_events"), kernels.get("settle")),
+            "decays": [(s, printing.numpy_code(d)) for s, d in (rest.decays or {}).items()],
+            "decay_params": sorted({q.name for d in (rest.decays or {}).values() for q in d.free_symbols})}

@@ -52,11 +52,16 @@ class _LayerState:
         fused = hasattr(code, "synapse_step")
         self.synapse_step = code.synapse_step if fused else functools.partial(
             synapse_step, per_synapse=bool(layer.plan.per_synapse))
+        # Rows at rest are skipped where the kernels can and the step sweeps per-synapse arrays.
+        events = (net.events and getattr(code, "EVENTS", False) and not (ebar and seq_sum)
+                  and bool(layer.plan.per_synapse or ebar or seq_sum))
         shapes = layer.plan.buffers(batch, layer.n, layer.n_pre, filtered=ebar, sequence_sum=seq_sum,
-                                    regulariser=reg, fused=fused)
+                                    regulariser=reg, fused=fused, events=events)
         arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
         if reg:
             arrays["ones"][...] = 1
+        if events:
+            arrays["last"][...] = -1  # every row is up to date before the first step
         self.buffers = SynapseBuffers(u=xp.zeros((batch, layer.n_pre), dtype), **arrays)
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
@@ -67,6 +72,7 @@ class _LayerState:
             self.psum = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
             self.preg = {p: xp.zeros(layer.n, dtype) for p in self.learnable}
         self.J = None
+        self.steps = 0
 
     def step(self, net: Network, inp):
         layer, u = self.layer, self.buffers.u
@@ -74,6 +80,8 @@ class _LayerState:
         if layer.recurrent:
             u[:, layer.n_in:] = self.z
         I = net.synaptic_input(layer, inp, self.z)
+        self.buffers.step = self.steps
+        self.steps += 1
         self.s, self.z, self.J = layer.code.neuron_step(self.s, I, self.p)
         self.rate_sum += self.z.sum(axis=0)
         if self.learnable:
@@ -99,6 +107,11 @@ class _LayerState:
                 self.psum[name] += weight * elig
             if buffers.reg_sum is not None:
                 self.preg[name] += e[name].sum(axis=0)
+
+    def settle(self, kappa):
+        """Bring rows the kernels skipped at rest up to date (before any sum is read)."""
+        if self.buffers.last is not None:
+            self.layer.code.settle(self.traces, self.K, self.buffers, kappa)
 
     def gradients(self, net: Network) -> dict:
         layer = self.layer
@@ -201,11 +214,15 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
                 gain = state.layer.code.input_gain(state.J, state.K)
                 L = (L * gain) @ net.params[state.layer.key("W_in")]
         if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
+            for state in layers:
+                state.settle(net.kappa)
             apply(_collect(net, layers, g_out, g_b))
             for state in layers:
                 state.zero()
             g_out[...] = 0
             g_b[...] = 0
+    for state in layers:
+        state.settle(net.kappa)
     readout = y_sum / steps
     if sequence:
         final = kind.reduce(y_sum, y, steps)

@@ -81,6 +81,8 @@ class KernelLayer:
         fixed = kernels.kernels.get("fixed_entries")
         self._fixed_names, self._fixed_params = _names(fixed, "K_"), _names(fixed, "p_")
         self._step_params = _names(kernels.kernels["neuron_step"], "p_")
+        # Event-driven kernels (Numba, for models with rows at rest) skip rows at rest.
+        self.EVENTS = "synapse_events" in kernels.kernels
         self.Traces = functools.partial(Traces, self)
         self.ParamTraces = functools.partial(ParamTraces, self)
         # element-wise array code: runs on NumPy and CuPy arrays alike
@@ -111,14 +113,18 @@ class KernelLayer:
     def fixed_entries(self, p: dict) -> dict:
         """Jacobian entries that depend on parameters only, as (n) arrays (constant ones: (1))."""
         if not self._fixed_names:
-            return {}
+            return self._decays(p)
         dtype = self._dtype(p)
         params = {q: self._param(p, q, dtype) for q in self._fixed_params}
         n = max((v.size for q, v in params.items() if q in self._per_neuron), default=1)
         K = {f: self.xp.empty(n, dtype) for f in self._fixed_names}
         values = {"n": n, **{f"p_{q}": v for q, v in params.items()}, **{f"K_{f}": K[f] for f in K}}
         self.kernels.launch("fixed_entries", dtype, n, values)
-        return K
+        return K | self._decays(p)
+
+    def _decays(self, p: dict) -> dict:
+        """decay_<s>: the factor each per-synapse trace decays by at rest (event kernels)."""
+        return self.kernels.rest_decays(p) if self.EVENTS else {}
 
     def _dtype(self, p: dict):
         dtypes = {v.dtype for v in p.values() if hasattr(v, "dtype")}
@@ -172,6 +178,11 @@ class KernelLayer:
             values = self.synapse_values(traces, J, K, u, L, kappa, ebar, seq_sum, grad, reg_sum,
                                          seq_weight)
             self.kernels.launch("synapse_step", traces.dtype, n * n_pre, values)
+        self._presynaptic(traces, J, K, u)
+
+    def _presynaptic(self, traces, J: dict, K: dict, u) -> None:
+        """presynaptic_step, after the synapse step has read the traces' previous values."""
+        batch, n, n_pre = traces.shape
         if self.PRESYNAPTIC:
             kernel = self.kernels.kernels["presynaptic_step"]
             values = {"size": batch * n_pre, "u": u, **self._entries(kernel, J, K, n)}
@@ -209,8 +220,35 @@ class KernelLayer:
                     self.xp.matmul((signal * h).T, getattr(traces, f"eps_{s}"), out=buffers.product)
                     target += buffers.product
             return
+        if buffers.last is not None:
+            self._events(traces, J, K, buffers, L, kappa, weight)
+            return
         self.advance(traces, J, K, buffers.u, L=L, kappa=kappa, ebar=buffers.ebar,
                      seq_sum=buffers.seq_sum, grad=buffers.grad, reg_sum=buffers.reg_sum, seq_weight=weight)
+
+    def _events(self, traces, J, K, buffers: SynapseBuffers, L, kappa, weight) -> None:
+        """synapse_events, then the presynaptic traces: the step with rows at rest skipped."""
+        batch, n, n_pre = traces.shape
+        u = self.xp.ascontiguousarray(buffers.u, dtype=traces.dtype)
+        values = self.synapse_values(traces, J, K, u, L, kappa, buffers.ebar, buffers.seq_sum,
+                                     buffers.grad, buffers.reg_sum, weight)
+        values.update(self._bookkeeping(K, buffers))
+        self.kernels.launch("synapse_events", traces.dtype, n * n_pre, values)
+        self._presynaptic(traces, J, K, u)
+
+    def _bookkeeping(self, K: dict, buffers: SynapseBuffers) -> dict:
+        return {"step": buffers.step, "last": buffers.last, "pend": buffers.pend,
+                **{name: value for name, value in K.items() if name.startswith("decay_")}}
+
+    def settle(self, traces, K: dict, buffers: SynapseBuffers, kappa) -> None:
+        """Bring the rows synapse_events skipped up to date at the last step taken."""
+        if buffers.last is None:
+            return
+        batch, n, n_pre = traces.shape
+        values = {"batch": batch, "n": n, "n_pre": n_pre, "kappa": kappa, "ebar": buffers.ebar,
+                  "grad": buffers.grad, **self._bookkeeping(K, buffers)}
+        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in self.PER_SYNAPSE})
+        self.kernels.launch("settle", traces.dtype, n * n_pre, values)
 
 
 class Traces:

@@ -51,3 +51,6 @@ class SynapseBuffers:
     seq_sum: Any = None  # (batch, post, pre): += w_t e_t over the sequence
     reg_sum: Any = None  # (post, pre): += sum_b e for the firing-rate regulariser
     ones: Any = None  # (batch, post): the regulariser's learning signal
+    last: Any = None  # (batch, post): event-driven kernels: the step each row is up to date at
+    pend: Any = None  # (batch, post): what a row's skipped steps owe the gradient
+    step: int = 0  # this step's index

@@ -44,14 +44,17 @@ class Layer:
 class Network:
     """Layers of generated neurons and a leaky readout y_t = kappa y_{t-1} + W_out z_t + b_out.
 
-    dense=True ignores the trace plan and keeps every trace per synapse (for benchmarks).
+    dense=True ignores the trace plan and keeps every trace per synapse (for benchmarks);
+    events=False sweeps every row every step even where the kernels could skip rows at rest.
     """
 
     def __init__(self, model: NeuronModel, n_in: int, hidden, n_out: int, *, recurrent=True,
                  kappa=0.0, feedback="symmetric", seed=0, dtype="float64", backend="numpy",
-                 params: dict | None = None, neuron_params: dict | None = None, dense: bool = False):
+                 params: dict | None = None, neuron_params: dict | None = None, dense: bool = False,
+                 events: bool = True):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         backend = backends.resolve(backend)
+        self.events = events  # skip rows at rest where the backend's kernels can (exact either way)
         self.dtype = np.dtype(dtype)
         self.kappa = float(kappa)
         self.backend = backend

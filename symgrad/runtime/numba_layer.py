@@ -23,6 +23,7 @@ class NumbaKernels(Kernels):
         super().__init__(path, kernels)
         self.functions = {name: getattr(module, name) for name in kernels}
         self.model_name = model_name
+        self.rest_decays = getattr(module, "rest_decays", None)  # models with rows at rest
 
     def _int(self, value):
         return int(value)

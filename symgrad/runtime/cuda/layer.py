@@ -16,7 +16,7 @@ def load(code: Generated, backend: str, numpy_module) -> KernelLayer:
     source = code.texts["cuda"]
     key = (backend, source, tuple(p.name for p in code.model.neuron_params))
     if key not in _LAYERS:
-        kernels = {k.name: k for k in code.kernels}
+        kernels = {k.name: k for k in code.kernels if not k.cpu_only}
         path = source_file(code.model, source)
         _LAYERS[key] = KernelLayer(code, numpy_module, LAUNCHERS[backend](path, kernels))
     return _LAYERS[key]
