@@ -372,6 +372,8 @@ class TracePlan:
         D, c and h)."""
         a, names = self.analysis, self.analysis.names
         resting = self.resting
+        if not self.eligible:
+            return Quiescence(None, "the input reaches no state the output depends on: e is always zero")
         surrogates = {type(p) for e in a.entries().values() for p in e.expr.atoms(Pseudo)}
         if not surrogates:
             return Quiescence(None, "no surrogate derivative in its Jacobians: every row is always active")

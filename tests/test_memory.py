@@ -61,7 +61,7 @@ def test_the_plan_predicts_exactly_what_eprop_allocates(name, loss, kappa):
     layer, kind = net.layers[0], loss_kind(loss)
     flags = dict(filtered=kind.keeps_filtered(kappa), sequence_sum=kind.keeps_sum)
     state = _LayerState(net, layer, 3, flags["filtered"], flags["sequence_sum"], False)
-    arrays = [a for key, a in vars(state.buffers).items() if key != "u" and a is not None]
+    arrays = [a for key, a in vars(state.buffers).items() if key != "u" and isinstance(a, np.ndarray)]
     arrays += [a for a in vars(state.traces).values() if isinstance(a, np.ndarray)]
     if layer.model.learnable:
         arrays += [a for a in vars(state.ptraces).values() if isinstance(a, np.ndarray)]
