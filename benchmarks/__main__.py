@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff"}
+MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff", "events": "events"}
 THREADED = ("numpy", "numba", "torch", "jax")
 
 

@@ -25,6 +25,9 @@ from .layer_code import SynapseBuffers
 from .network import Layer, Network
 
 _PER_STEP_NAMES = " or ".join(PER_STEP)  # for messages: "ce or mse"
+# Above this fraction of active rows the dense fused step beats skipping rows at rest
+# (benchmarks/events.py, ALIF on two cores: the two meet between 60% and 70%).
+EVENTS_CROSSOVER = 0.6
 
 
 @dataclass
@@ -52,9 +55,12 @@ class _LayerState:
         fused = hasattr(code, "synapse_step")
         self.synapse_step = code.synapse_step if fused else functools.partial(
             synapse_step, per_synapse=bool(layer.plan.per_synapse))
-        # Rows at rest are skipped where the kernels can and the step sweeps per-synapse arrays.
-        events = (net.events and getattr(code, "EVENTS", False) and not (ebar and seq_sum)
-                  and bool(layer.plan.per_synapse or ebar or seq_sum))
+        # Rows at rest are skipped where the kernels can, the step sweeps per-synapse arrays, and
+        # the last pass was quiet enough for skipping to pay (benchmarks/events.py: the crossover).
+        self.measure = net.events and getattr(code, "EVENTS", False) and not (ebar and seq_sum) and bool(
+            layer.plan.per_synapse or ebar or seq_sum)
+        events = self.measure and (layer.active is None or layer.active < EVENTS_CROSSOVER)
+        self.active = 0.0
         shapes = layer.plan.buffers(batch, layer.n, layer.n_pre, filtered=ebar, sequence_sum=seq_sum,
                                     regulariser=reg, fused=fused, events=events)
         arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
@@ -84,6 +90,8 @@ class _LayerState:
         self.steps += 1
         self.s, self.z, self.J = layer.code.neuron_step(self.s, I, self.p)
         self.rate_sum += self.z.sum(axis=0)
+        if self.measure:
+            self.active += layer.code.active_fraction(self.J, self.K)
         if self.learnable:
             self.ptraces.update(self.J, self.K)
         return self.z
@@ -109,9 +117,12 @@ class _LayerState:
                 self.preg[name] += e[name].sum(axis=0)
 
     def settle(self, kappa):
-        """Bring rows the kernels skipped at rest up to date (before any sum is read)."""
+        """Bring rows the kernels skipped at rest up to date (before any sum is read), and keep
+        this pass's activity for choosing the next pass's path."""
         if self.buffers.last is not None:
             self.layer.code.settle(self.traces, self.K, self.buffers, kappa)
+        if self.measure and self.steps:
+            self.layer.active = self.active / self.steps
 
     def gradients(self, net: Network) -> dict:
         layer = self.layer

@@ -236,6 +236,14 @@ class KernelLayer:
         self.kernels.launch("synapse_events", traces.dtype, n * n_pre, values)
         self._presynaptic(traces, J, K, u)
 
+    def active_fraction(self, J: dict, K: dict) -> float:
+        """The fraction of (sample, post) rows not at rest this step (event kernels only)."""
+        rest = None
+        for entry, value in self.kernels.kernels["synapse_events"].rests:
+            here = J[entry] == (0.0 if value == "0" else K[value])
+            rest = here if rest is None else rest & here
+        return 1.0 - float(rest.mean())
+
     def _bookkeeping(self, K: dict, buffers: SynapseBuffers) -> dict:
         return {"step": buffers.step, "last": buffers.last, "pend": buffers.pend,
                 **{name: value for name, value in K.items() if name.startswith("decay_")}}

@@ -32,6 +32,7 @@ class Layer:
     index: int
     code: object = field(repr=False)  # the generated code (see layer_code.LayerCode)
     plan: object = field(repr=False)  # its plan.PlanSummary: storage and buffers
+    active: float | None = None  # the fraction of rows not at rest in the last e-prop pass
 
     def key(self, name: str) -> str:
         return name if self.index == 0 else f"{name}_{self.index}"
