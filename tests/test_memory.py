@@ -50,17 +50,19 @@ def test_the_mean_loss_keeps_no_filtered_eligibility():
     assert leaky < plain + per_synapse / 2, (leaky, plain, per_synapse)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("loss, kappa", [("ce", 0.0), ("ce", 0.8), ("ce_mean", 0.9), ("ce_last", 0.9)])
 @pytest.mark.parametrize("name", ["lif", "alif", "brf", "se_adlif"])
-def test_the_plan_predicts_exactly_what_eprop_allocates(name, loss, kappa):
+def test_the_plan_predicts_exactly_what_eprop_allocates(name, loss, kappa, backend):
     """TracePlan.memory and e-prop's buffers come from one description: they cannot drift."""
     from symgrad.runtime.eprop import _LayerState
     from symgrad.runtime.losses import loss_kind
 
-    net = network(name, kappa=kappa, recurrent=True, hidden=5)
+    net = network(name, kappa=kappa, recurrent=True, hidden=5, backend=backend)
     layer, kind = net.layers[0], loss_kind(loss)
     flags = dict(filtered=kind.keeps_filtered(kappa), sequence_sum=kind.keeps_sum)
     state = _LayerState(net, layer, 3, flags["filtered"], flags["sequence_sum"], False)
+    flags.update(fused=backend == "numba", events=state.buffers.last is not None)
     arrays = [a for key, a in vars(state.buffers).items() if key != "u" and isinstance(a, np.ndarray)]
     arrays += [a for a in vars(state.traces).values() if isinstance(a, np.ndarray)]
     if layer.model.learnable:
