@@ -25,9 +25,8 @@ CHANNELS, DT, STEPS = 40, 0.01, 100  # symgrad's fsdd defaults
 
 def features(folder: str, kind: str):
     """(n, STEPS, CHANNELS) float32 inputs, labels and speakers for every recording in folder."""
-    recordings = fsdd.list_recordings(folder)
-    levels = np.stack([fsdd.compress(db, STEPS)
-                       for db in fsdd.band_powers(recordings, CHANNELS, DT, STEPS)])
+    recordings, dbs = fsdd.band_powers(fsdd.list_recordings(folder), CHANNELS, DT, STEPS)
+    levels = np.stack([fsdd.compress(db, STEPS) for db in dbs])
     x = levels if kind == "levels" else fsdd.encode(levels, DT)
     labels = np.array([digit for _, digit, _, _ in recordings])
     speakers = np.array([speaker for _, _, speaker, _ in recordings])

@@ -7,12 +7,12 @@ same names and shapes.
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import store
 from .errors import UserError
 from .model import NeuronModel
 
@@ -94,10 +94,11 @@ def _param_overrides(data, model: NeuronModel, n: int, where: str) -> dict:
 
 
 def _load_npz(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: a directory, not an .npz file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise UserError(f"{path}: not a readable .npz file ({err})") from None
+        return store.read_npz(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except store.NotNpz as err:
+        raise UserError(f"{path}: {err}") from None

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from .errors import UserError
 from .model import ModelError
 from .render import GenerationError
 from .runtime import backends
+from .runtime.config import SETTINGS, count
 from .runtime.losses import LOSSES
 
 
@@ -72,6 +74,9 @@ def cmd_grads(args) -> int:
     from .runtime.parallel import default_workers, gradient_pass
 
     model = _model(args.model)
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a directory; name the file to write, such as "
+                        f"{Path(args.out) / 'grads.npz'}")
     given = arrays.read_inputs(args.inputs, model)
     values = {k: v for k, v in given.weights.items()}
     net = Network(model, given.n_in, given.n, given.n_out, recurrent="W_rec" in values,
@@ -110,30 +115,39 @@ def _load_task(config, data_dir, progress=True, everything=False):
         raise UserError(str(err)) from None
 
 
+# Settings a resumed run may change: how long it trains and where its data now lives.
+RESUMABLE = ("epochs", "data")
+
+
 def cmd_train(args) -> int:
     from dataclasses import asdict
 
     from .data import TASKS
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, Diverged, Trainer
 
-    run_dir = Path(args.out or f"runs/{args.model}-{args.task}-seed{args.seed if args.seed is not None else 0}")
+    spec = _model_spec(args.model)
+    model = _model(spec)
+    task = args.task or "randman"
+    run_dir = Path(args.out or f"runs/{model.name}-{task}-seed{args.seed if args.seed is not None else 0}")
     if args.resume:
         config = Config.load(run_dir / CONFIG)
-        if args.epochs:
-            config.epochs = args.epochs
+        _refuse_changes(config, args, spec, run_dir / CONFIG)
+        config.epochs, config.data = args.epochs or config.epochs, args.data or config.data
+        if not (run_dir / CHECKPOINT).exists():
+            raise UserError(f"{run_dir} holds no checkpoint: no epoch of it finished, so there is "
+                            f"nothing to resume; start it again without --resume")
     else:
         if (run_dir / CHECKPOINT).exists():
             raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, "
                             f"or choose another --out")
-        values = dict(model=args.model, task=args.task, data=args.data)
-        values.update(TASKS[args.task].defaults if args.task in TASKS else {})
+        values = dict(model=spec, task=task, data=args.data)
+        values.update(TASKS[task].defaults if task in TASKS else {})
         values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
         values["task_settings"] = {**values.get("task_settings", {}), **dict(args.set or [])}
         config = Config(**values)
-    model = _model(config.model)
-    split = _load_task(config, args.data or config.data, progress=not args.quiet)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    split = _load_task(config, config.data, progress=not args.quiet)
     trainer = Trainer(config, model, split, run_dir, progress=not args.quiet)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if args.resume:
         trainer.restore()
         print(f"resuming {run_dir} at epoch {trainer.epoch}/{config.epochs}")
@@ -145,13 +159,41 @@ def cmd_train(args) -> int:
     try:
         metrics = trainer.fit()
     except Diverged as err:
-        print(f"symgrad: training stopped: {err}; the last good checkpoint "
-              f"(epoch {trainer.epoch}) is kept in {run_dir / CHECKPOINT}", file=sys.stderr)
+        kept = (f"the last good checkpoint (epoch {trainer.epoch}) is kept in {run_dir / CHECKPOINT}"
+                if (run_dir / CHECKPOINT).exists() else
+                f"no epoch finished, so {run_dir} holds no checkpoint (only {CONFIG}); "
+                f"start again with other settings")
+        print(f"symgrad: training stopped: {err}; {kept}", file=sys.stderr)
         return 3
     if metrics["test_acc"]:
         print(f"final test {'accuracy' if split.train.kind == 'classification' else 'score'}: "
               + _format_score(metrics["test_acc"][-1], split.train.kind))
     return 0
+
+
+def _model_spec(spec: str) -> str:
+    """A model as the run's config keeps it: a built-in name, or a file as an absolute path,
+    so the run resumes from any working directory."""
+    path, colon, name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
+    return str(Path(path).resolve()) + colon + name if path.endswith(".py") else spec
+
+
+def _refuse_changes(config, args, spec: str, where: Path):
+    """One line listing each setting given on the command line that differs from the run's
+    (only RESUMABLE settings may change when resuming)."""
+    kept = {**vars(config), "model": _model_spec(config.model)}
+    given = {"model": spec, "task": args.task}
+    given.update({k: getattr(args, k) for k in TRAIN_OPTIONS if k not in RESUMABLE + ("recurrent",)})
+    differ = [f"{'model' if k == 'model' else '--' + k.replace('_', '-')} {value} (the run has {kept[k]})"
+              for k, value in given.items() if value is not None and value != kept[k]]
+    if args.recurrent is False and config.recurrent:
+        differ.append("--no-recurrent (the run has a recurrent projection)")
+    differ += [f"--set {k}={v} (the run has {config.task_settings.get(k, 'no ' + k)})"
+               for k, v in args.set or [] if k not in config.task_settings or config.task_settings[k] != v]
+    if differ:
+        raise UserError(f"--resume continues the run in {where.parent} with its own settings; these "
+                        f"differ from {where}: {'; '.join(differ)} (only --epochs and --data may "
+                        f"change on resume)")
 
 
 def _task_setting(text: str):
@@ -175,15 +217,26 @@ def _format_score(value, kind):
 
 
 def cmd_evaluate(args) -> int:
-    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer, score
+    from .data import TASKS
+    from .runtime.trainer import CHECKPOINT, CONFIG, CheckpointMismatch, Config, Trainer, score
 
     run_dir = Path(args.run)
     config = Config.load(run_dir / CONFIG)
-    if args.task:
+    trained_on = config.task
+    if args.task and args.task != trained_on:
+        accepted = TASKS[args.task].settings if args.task in TASKS else []
         config.task = args.task
+        config.task_settings = {k: v for k, v in config.task_settings.items() if k in accepted}
     split = _load_task(config, args.data or config.data, everything=True)
     trainer = Trainer(config, _model(config.model), split, run_dir, progress=False)
-    trainer.restore()
+    try:
+        trainer.restore()
+    except CheckpointMismatch as err:
+        if config.task == trained_on:
+            raise
+        raise UserError(f"{run_dir} was trained on task {trained_on!r}, and its network does not fit "
+                        f"task {config.task!r} ({split.test.channels} input channels, "
+                        f"{split.test.outputs} outputs): {err}") from None
     value = score(trainer.net, split.test)
     print(f"{config.task}: {_format_score(value, split.test.kind)} on {len(split.test)} examples "
           f"(run {run_dir}, epoch {trainer.epoch}, checkpoint {run_dir / CHECKPOINT})")
@@ -195,14 +248,19 @@ def _host(array):
 
 
 # -- parser ----------------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _typed(rule):
+    """An argparse type that parses and checks a value by ``rule`` (a config.Rule)."""
+    def parse(text: str):
+        try:
+            return rule.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+def _setting(name: str):
+    """The argparse type of a training setting: its rule in SETTINGS, the one owner of it."""
+    return _typed(SETTINGS[name])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's Jacobians, their classes and the trace plan")
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
-    p.add_argument("--batch", type=int, default=32, help="batch size for the memory figures")
-    p.add_argument("--hidden", type=int, default=256, help="neurons per layer for the memory figures")
-    p.add_argument("--inputs", type=int, default=140, help="input channels for the memory figures")
+    p.add_argument("--batch", type=_setting("batch"), default=32, help="batch size for the memory figures")
+    p.add_argument("--hidden", type=_setting("hidden"), default=256, help="neurons per layer for the memory figures")
+    p.add_argument("--inputs", type=_typed(count(1)), default=140, help="input channels for the memory figures")
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false",
                    help="size the memory figures without a recurrent projection")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -233,33 +291,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a network on a task, writing a run folder")
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")
-    p.add_argument("--task", default="randman", help="fsdd, shd, ssc, randman, evidence or pattern "
+    p.add_argument("--task", help="fsdd, shd, ssc, randman, evidence or pattern "
                    "(default: randman, generated, needs no download)")
     p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")
-    p.add_argument("--hidden", type=_positive, help="neurons per layer")
-    p.add_argument("--layers", type=_positive, help="number of hidden layers")
-    p.add_argument("--epochs", type=_positive)
-    p.add_argument("--batch", type=_positive)
+    p.add_argument("--hidden", type=_setting("hidden"), help="neurons per layer")
+    p.add_argument("--layers", type=_setting("layers"), help="number of hidden layers")
+    p.add_argument("--epochs", type=_setting("epochs"))
+    p.add_argument("--batch", type=_setting("batch"))
     p.add_argument("--rule", choices=["eprop", "bptt"])
     p.add_argument("--backend", choices=list(backends.BACKENDS))
-    p.add_argument("--workers", type=_positive, metavar="N",
+    p.add_argument("--workers", type=_setting("workers"), metavar="N",
                    help="threads for e-prop's gradient pass (default: the CPU count, at most 8)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--seed", type=_setting("seed"))
+    p.add_argument("--lr", type=_setting("lr"), help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "sgd"])
     p.add_argument("--schedule", choices=["cosine", "constant"], help="learning rate over epochs")
-    p.add_argument("--kappa", type=float, help="readout leak (0: instantaneous readout)")
+    p.add_argument("--kappa", type=_setting("kappa"),
+                   help="readout leak, in [0, 1) (0: instantaneous readout)")
     p.add_argument("--loss", choices=list(LOSSES))
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None)
-    p.add_argument("--update-every", type=_positive, metavar="K", help="update the weights every K steps")
+    p.add_argument("--update-every", type=_setting("update_every"), metavar="K", help="update the weights every K steps")
     p.add_argument("--feedback", choices=["symmetric", "random"])
-    p.add_argument("--reg", type=float, help="firing-rate regularisation strength")
+    p.add_argument("--reg", type=_setting("reg"),
+                   help="firing-rate regularisation strength")
     p.add_argument("--dtype", choices=["float32", "float64"])
     p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_task_setting,
-                   help="a setting of the task's loader, e.g. test_speaker=jackson or augment=0 for "
-                        "fsdd, pool=5 for shd (repeatable)")
-    p.add_argument("--out", metavar="RUNDIR", help="run folder (default: runs/MODEL-TASK-seedS)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
+                   help="a setting of the task's loader, e.g. test_speaker=jackson, augment=0 or "
+                        "skip_unreadable=true for fsdd, pool=5 for shd (repeatable)")
+    p.add_argument("--out", metavar="RUNDIR", help="run folder (default: runs/NAME-TASK-seedS, NAME the model's name)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUNDIR with the settings in its config.json; only "
+                        "--epochs and --data may differ from them")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -280,7 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each, like the errors: they are meant for the user, not a developer."""
+    print(f"symgrad: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv=None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -294,6 +362,10 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped early, like head
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as err:  # the system refused a read or write: its message names the file
+        print(f"symgrad: error: {err.strerror or err}"
+              + (f": {err.filename}" if getattr(err, "filename", None) else ""), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("symgrad: interrupted", file=sys.stderr)
         return 130

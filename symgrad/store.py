@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import zipfile
 from pathlib import Path
 from typing import Callable, IO
 
@@ -43,7 +44,7 @@ def write_atomic(path, write: Callable[[IO], None] | str | bytes, binary: bool =
     if isinstance(write, (str, bytes)):
         content, binary = write, isinstance(write, bytes)
         write = lambda handle: handle.write(content)  # noqa: E731
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             write(handle)
@@ -52,6 +53,17 @@ def write_atomic(path, write: Callable[[IO], None] | str | bytes, binary: bool =
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new file next to ``path``, created as ``open`` creates files: mode 0666 less the
+    umask (``tempfile.mkstemp`` would make it 0600, and the rename would keep that)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_if_changed(path, text: str) -> Path:
@@ -69,6 +81,31 @@ def write_json(path, value) -> Path:
 def write_npz(path, arrays: dict, compressed: bool = False) -> Path:
     save = np.savez_compressed if compressed else np.savez
     return write_atomic(path, lambda handle: save(handle, **arrays), binary=True)
+
+
+class NotNpz(ValueError):
+    """A file that is not a readable .npz archive; the message says why, in a few words."""
+
+
+def read_npz(path) -> dict:
+    """Every array of an .npz archive, loaded without pickles.
+
+    Raises FileNotFoundError, or NotNpz saying what the file is instead (a single .npy
+    array, text, a truncated or corrupt archive), so each caller can name its file's role.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        raise NotNpz("a single .npy array, not an .npz archive of named arrays" if magic == b"\x93NUMPY"
+                     else "not an .npz archive" if magic else "empty, not an .npz archive")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        raise NotNpz(f"a corrupt .npz archive ({type(err).__name__}: {err})") from None
 
 
 def digest(text: str, length: int = 16) -> str:

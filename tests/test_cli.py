@@ -159,7 +159,7 @@ def test_grads_bad_inputs_name_the_file_and_array(tmp_path):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a zip file")
     out = run("grads", "lif", "--inputs", str(corrupt), "--out", str(tmp_path / "o.npz"))
-    assert out.returncode == 1 and "not a readable .npz" in out.stderr
+    assert out.returncode == 1 and "not an .npz archive" in out.stderr
     assert not (tmp_path / "o.npz").exists()
 
 

@@ -193,11 +193,11 @@ def test_fsdd_augmented_copies(fsdd_dir, cache, tmp_path):
 
 
 @pytest.mark.parametrize("setting, value, match", [
-    ("channels", 0, "channels must be a positive integer"),
-    ("channels", "abc", "channels must be a positive integer"),
-    ("steps", 2.5, "steps must be a positive integer"),
-    ("dt", -0.01, "dt must be a positive number"),
-    ("dt", "fast", "dt must be a positive number"),
+    ("channels", 0, "channels must be a whole number of at least 1"),
+    ("channels", "abc", "channels must be a whole number of at least 1"),
+    ("steps", 2.5, "steps must be a whole number of at least 1"),
+    ("dt", -0.01, "dt must be a number above 0"),
+    ("dt", "fast", "dt must be a number above 0"),
 ])
 def test_fsdd_bad_settings(fsdd_dir, cache, setting, value, match):
     with pytest.raises(DataError, match=match):
@@ -348,8 +348,8 @@ def test_real_fsdd_files():
     recordings = fsdd.list_recordings(REAL_FSDD)
     assert len(recordings) == 2500
     assert sum(r[3] < 5 for r in recordings) == 250 and {r[1] for r in recordings} == set(range(10))
-    spikes, copies = fsdd.convert(recordings[::500], 40, 0.01, 100, augment=2, progress=False)
-    assert spikes.shape == (5, 100, 40) and spikes.sum(1).mean() > 2
+    kept, spikes, copies = fsdd.convert(recordings[::500], 40, 0.01, 100, augment=2, progress=False)
+    assert kept == recordings[::500] and spikes.shape == (5, 100, 40) and spikes.sum(1).mean() > 2
     assert copies.shape == (5, 2, 100, 40) and copies.sum(2).mean() > 2
 
 

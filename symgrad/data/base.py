@@ -6,6 +6,8 @@ regression), time-major within each sample.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +21,25 @@ class DataError(Exception):
     The message always names the offending file or folder, so that it can be shown to the
     user as it is, without a traceback.
     """
+
+
+def whole(task: str, name: str, value, least: int = 1) -> int:
+    """A loader's setting that counts something: a whole number of at least ``least``."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least):
+        raise DataError(f"{task}: {name} must be a whole number of at least {least}, got {value!r}")
+    return int(value)
+
+
+def real(task: str, name: str, value, low: float = 0.0, high: float = math.inf, *,
+         open_low: bool = True) -> float:
+    """A loader's setting that measures something: a finite number above ``low`` (or at least
+    ``low`` when not ``open_low``) and at most ``high``."""
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if open_low else value >= low) and value <= high)
+    if not ok:
+        bounds = f"{'above' if open_low else 'at least'} {low:g}" + (f" and at most {high:g}" if high < math.inf else "")
+        raise DataError(f"{task}: {name} must be a number {bounds}, got {value!r}")
+    return float(value)
 
 
 @dataclass

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import re
 import warnings
 import wave
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -52,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import store
-from .base import DataError, Dataset, Split
+from .base import DataError, Dataset, Split, real, whole
 
 NAME_RE = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)
 TEST_INDICES = (0, 1, 2, 3, 4)  # the official split: indices 0-4 test, the rest train
@@ -113,22 +111,33 @@ def list_recordings(data_dir) -> list[tuple[Path, int, str, int]]:
     return found
 
 
+class UnreadableWav(DataError):
+    """A recording that is not a complete, non-empty PCM WAV; ``reason`` says why."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"fsdd: {path} {reason}")
+        self.path, self.reason = path, reason
+
+
 def read_wav(path) -> tuple[np.ndarray, int]:
     """A PCM WAV as mono float64 in [-1, 1] and its sample rate.
 
-    Raises DataError for anything that is not a complete, non-empty PCM WAV.
+    Raises UnreadableWav for anything that is not a complete, non-empty PCM WAV.
     """
     try:
         with wave.open(str(path), "rb") as w:
             n_channels, width, rate, n_frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             raw = w.readframes(n_frames)
     except (wave.Error, EOFError, OSError, ValueError) as err:
-        raise DataError(f"fsdd: {path} is not a readable PCM WAV file ({err})") from None
+        # wave's EOFError carries no message: a file cut inside its header.
+        reason = str(err) or ("the file is empty" if Path(path).stat().st_size == 0
+                              else "the file ends inside its header")
+        raise UnreadableWav(path, f"is not a readable PCM WAV file ({reason})") from None
     if n_frames == 0 or not raw:
-        raise DataError(f"fsdd: {path} holds no audio samples")
+        raise UnreadableWav(path, "holds no audio samples")
     if len(raw) < n_frames * n_channels * width:
-        raise DataError(f"fsdd: {path} is truncated: its header declares {n_frames} frames "
-                        f"but it holds {len(raw) // (n_channels * width)}")
+        raise UnreadableWav(path, f"is truncated: its header declares {n_frames} frames "
+                                  f"but it holds {len(raw) // (n_channels * width)}")
     if width == 1:  # 8-bit WAV is unsigned
         audio = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
     elif width == 2:
@@ -139,7 +148,7 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     elif width == 4:
         audio = np.frombuffer(raw, "<i4") / 2.0**31
     else:
-        raise DataError(f"fsdd: {path} has an unsupported sample width of {width} bytes")
+        raise UnreadableWav(path, f"has an unsupported sample width of {width} bytes")
     return audio.reshape(-1, n_channels).mean(axis=1), rate
 
 
@@ -256,15 +265,18 @@ def cache_key(recordings, settings: dict) -> str:
 CACHE_FIELDS = ("spikes", "labels", "speakers", "indices", "files")
 
 
-def _read_cache(path: Path, n: int, augment: int):
-    """The cached arrays, or None if the file is missing, corrupt or does not fit."""
+def _read_cache(path: Path, names: list[str], augment: int, skip_unreadable: bool):
+    """The cached arrays, or None if the file is missing, corrupt or does not fit: it must
+    hold every recording named, or with ``skip_unreadable`` some of them."""
     fields = CACHE_FIELDS + (("variants",) if augment else ())
     try:
-        with np.load(path, allow_pickle=False) as f:
-            cached = {key: f[key] for key in fields}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        arrays = store.read_npz(path)
+        cached = {key: arrays[key] for key in fields}
+    except (OSError, store.NotNpz, KeyError):
         return None
-    if any(len(v) != n for v in cached.values()):
+    files = list(cached["files"])
+    fits = set(files) <= set(names) if skip_unreadable else files == names
+    if not fits or any(len(v) != len(files) for v in cached.values()):
         return None
     return cached
 
@@ -283,30 +295,51 @@ def _write_cache(path: Path, arrays: dict) -> None:
 # ---------------------------------------------------------------------------- loading
 
 def band_powers(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
-                progress: bool = True) -> list:
-    """Each recording's ``(frames, channels)`` band power in dB, less its speaker's colour.
+                progress: bool = True, skip_unreadable: bool = False) -> tuple[list, list]:
+    """The recordings kept and each one's ``(frames, channels)`` band power in dB, less its
+    speaker's colour.
 
     Steps 1-3 of the module docstring, then (with ``speaker_norm``) speaker normalisation.
+    An unreadable recording raises DataError, which counts them all, or with
+    ``skip_unreadable`` is left out with a warning that says how many were.
     """
-    dbs = [band_power_db(*read_wav(path), channels, dt, steps)
-           for path, *_ in tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress)]
+    kept, dbs, unreadable = [], [], []
+    for recording in tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress):
+        try:
+            audio, rate = read_wav(recording[0])
+        except UnreadableWav as err:
+            unreadable.append(err)
+            continue
+        kept.append(recording)
+        dbs.append(band_power_db(audio, rate, channels, dt, steps))
+    if unreadable:
+        count = f"{len(unreadable)} of {len(recordings)} recordings"
+        if not skip_unreadable:
+            raise DataError(f"{unreadable[0]}; {count} are unreadable (--set skip_unreadable=true "
+                            f"leaves them out)")
+        if not kept:
+            raise DataError(f"{unreadable[0]}; all {len(recordings)} recordings are unreadable")
+        first = unreadable[0]
+        warnings.warn(f"fsdd: skipped {count}, which are unreadable (the first, {first.path}, "
+                      f"{first.reason})")
     if speaker_norm:
-        speakers = [speaker for _, _, speaker, _ in recordings]
+        speakers = [speaker for _, _, speaker, _ in kept]
         colour = speaker_colours(dbs, speakers)
         # Keeping each speaker's average level keeps digital silence at the silence floor.
         dbs = [db - colour[s] + colour[s].mean() for db, s in zip(dbs, speakers)]
-    return dbs
+    return kept, dbs
 
 
 def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
-            augment: int = 0, progress: bool = True):
-    """Spikes for the given recordings: ``(n, steps, channels)`` uint8, and with ``augment``
-    also ``(n, augment, steps, channels)`` recoloured copies (else None).
+            augment: int = 0, progress: bool = True, skip_unreadable: bool = False):
+    """The recordings kept (see :func:`band_powers`), their spikes ``(n, steps, channels)``
+    uint8, and with ``augment`` also ``(n, augment, steps, channels)`` recoloured copies
+    (else None).
 
     Copy k of a file depends only on its name and k (and, with ``speaker_norm``, on the
     other recordings of its speaker).
     """
-    dbs = band_powers(recordings, channels, dt, steps, speaker_norm, progress)
+    recordings, dbs = band_powers(recordings, channels, dt, steps, speaker_norm, progress, skip_unreadable)
     spikes = np.zeros((len(recordings), steps, channels), np.uint8)
     variants = np.zeros((len(recordings), augment, steps, channels), np.uint8) if augment else None
     for i, ((path, *_), db) in enumerate(zip(recordings, dbs)):
@@ -315,27 +348,19 @@ def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool
             seed = zlib.crc32(path.name.encode())
             copies = [compress(recolour(db, np.random.default_rng([seed, k])), steps) for k in range(augment)]
             variants[i] = encode(np.stack(copies), dt)
-    return spikes, variants
-
-
-def _is_whole(value, least: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+    return recordings, spikes, variants
 
 
 def _check_settings(channels, dt, steps, augment):
-    if not _is_whole(channels, 1):
-        raise DataError(f"fsdd: channels must be a positive integer, got {channels!r}")
-    if not _is_whole(steps, 1):
-        raise DataError(f"fsdd: steps must be a positive integer, got {steps!r}")
-    if not isinstance(dt, numbers.Real) or not dt > 0:
-        raise DataError(f"fsdd: dt must be a positive number of seconds, got {dt!r}")
-    if not _is_whole(augment, 0):
-        raise DataError(f"fsdd: augment must be a whole number of copies (0 for none), got {augment!r}")
+    whole("fsdd", "channels", channels)
+    whole("fsdd", "steps", steps)
+    real("fsdd", "dt", dt)
+    whole("fsdd", "augment", augment, least=0)
 
 
 def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
                   speaker_norm: bool = True, augment: int = 0, cache_dir=None,
-                  progress: bool = True) -> Dataset:
+                  progress: bool = True, skip_unreadable: bool = False) -> Dataset:
     """Every ``{digit}_{speaker}_{index}.wav`` in ``data_dir`` as one Dataset.
 
     ``data_dir`` is the FSDD folder or its ``recordings/`` folder (or any folder of such
@@ -343,29 +368,38 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
     docstring). ``augment`` recoloured copies per recording go to the Dataset's ``variants``.
     ``cache_dir`` defaults to symgrad's ``fsdd`` cache folder (``$SYMGRAD_CACHE/fsdd`` if that
     variable is set, else ``~/.cache/symgrad/fsdd``). ``meta`` holds ``speaker``,
-    ``index`` and ``file`` (name) per sample.
+    ``index`` and ``file`` (name) per sample. One unreadable recording stops the loading
+    (the error counts them all) unless ``skip_unreadable``, which leaves them out and warns.
     """
     _check_settings(channels, dt, steps, augment)
     if not isinstance(speaker_norm, (bool, np.bool_)):
         raise DataError(f"fsdd: speaker_norm must be true or false, got {speaker_norm!r}")
+    if not isinstance(skip_unreadable, (bool, np.bool_)):
+        raise DataError(f"fsdd: skip_unreadable must be true or false, got {skip_unreadable!r}")
     channels, steps, dt, augment = int(channels), int(steps), float(dt), int(augment)
     recordings = list_recordings(data_dir)
     settings = _front_end_settings(channels, dt, steps, bool(speaker_norm), augment)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else store.cache_dir("fsdd")
-    cache_file = cache / f"fsdd-{cache_key(recordings, settings)}.npz"
-    arrays = _read_cache(cache_file, len(recordings), augment)
+    # A cache written while skipping may lack recordings: it has a key of its own.
+    key = cache_key(recordings, {**settings, "skip_unreadable": True} if skip_unreadable else settings)
+    cache_file = cache / f"fsdd-{key}.npz"
+    arrays = _read_cache(cache_file, [r[0].name for r in recordings], augment, bool(skip_unreadable))
     if arrays is None:
-        spikes, variants = convert(recordings, channels, dt, steps, bool(speaker_norm), augment, progress)
+        kept, spikes, variants = convert(recordings, channels, dt, steps, bool(speaker_norm), augment,
+                                         progress, bool(skip_unreadable))
         arrays = dict(
             spikes=spikes,
-            labels=np.array([r[1] for r in recordings], np.int64),
-            speakers=np.array([r[2] for r in recordings]),
-            indices=np.array([r[3] for r in recordings], np.int64),
-            files=np.array([r[0].name for r in recordings]),
+            labels=np.array([r[1] for r in kept], np.int64),
+            speakers=np.array([r[2] for r in kept]),
+            indices=np.array([r[3] for r in kept], np.int64),
+            files=np.array([r[0].name for r in kept]),
         )
         if augment:
             arrays["variants"] = variants
         _write_cache(cache_file, arrays)
+    elif len(arrays["files"]) < len(recordings):
+        warnings.warn(f"fsdd: skipped {len(recordings) - len(arrays['files'])} of {len(recordings)} "
+                      f"recordings, which are unreadable (as when the cache was written)")
     meta = dict(speaker=arrays["speakers"], index=arrays["indices"], file=arrays["files"],
                 settings=settings)
     return Dataset("fsdd", arrays["spikes"].astype(np.float32), arrays["labels"].astype(np.int64),
@@ -374,7 +408,7 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
 
 def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
               speaker_norm: bool = True, augment: int = 0, test_speaker: str | None = None,
-              cache_dir=None, progress: bool = True) -> Split:
+              cache_dir=None, progress: bool = True, skip_unreadable: bool = False) -> Split:
     """FSDD as spike trains, split into training and test sets.
 
     By default the split is the official one: recording index 0-4 test, the rest train.
@@ -384,7 +418,8 @@ def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
     :func:`recolour`); the test set is never augmented. Other arguments as for
     :func:`load_fsdd_all`.
     """
-    full = load_fsdd_all(data_dir, channels, dt, steps, speaker_norm, augment, cache_dir, progress)
+    full = load_fsdd_all(data_dir, channels, dt, steps, speaker_norm, augment, cache_dir, progress,
+                         skip_unreadable)
     if test_speaker is None:
         test = np.isin(full.meta["index"], TEST_INDICES)
         if not test.any() or test.all():

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .base import DataError, Dataset, Split
+from .base import DataError, Dataset, Split, real, whole
 
 UNITS = 700  # channels of the cochlea model used for SHD and SSC
 # name: (training file, test file, classes). SSC's ssc_valid.h5 is not used.
@@ -93,9 +93,10 @@ def load_shd(data_dir, name: str = "shd", steps: int = 100, max_time: float = 1.
         raise DataError(f"shd: unknown data set {name!r}; known: {', '.join(FILES)}")
     if data_dir is None:
         raise DataError(f"{name}: no data folder given (the folder holding {FILES[name][0]})")
-    if int(steps) != steps or steps < 1 or int(pool) != pool or pool < 1 or not max_time > 0:
-        raise DataError(f"{name}: steps and pool must be positive integers and max_time positive; "
-                        f"got steps={steps!r}, pool={pool!r}, max_time={max_time!r}")
+    steps, pool = whole(name, "steps", steps), whole(name, "pool", pool)
+    max_time = real(name, "max_time", max_time)
+    if not isinstance(counts, (bool, np.bool_)):
+        raise DataError(f"{name}: counts must be true or false, got {counts!r}")
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataError(f"{name}: data folder {folder} does not exist")
@@ -106,7 +107,7 @@ def load_shd(data_dir, name: str = "shd", steps: int = 100, max_time: float = 1.
         times, units, labels, speakers = _read(path, name)
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise DataError(f"{name}: {path} has labels outside 0-{n_classes - 1}")
-        x = bin_spikes(times, units, int(steps), float(max_time), int(pool), counts, str(path))
+        x = bin_spikes(times, units, steps, max_time, pool, counts, str(path))
         meta = dict(file=file) if speakers is None else dict(file=file, speaker=np.asarray(speakers))
         parts.append(Dataset(name, x, labels, "classification", n_classes, meta))
     return Split(*parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Dataset, Split
+from .base import DataError, Dataset, Split, real, whole
 
 
 def _streams(seed: int, n: int) -> list[np.random.Generator]:
@@ -34,6 +34,13 @@ def pattern_generation(seed: int = 0, samples: int = 1, steps: int = 1000, chann
     Hz with amplitudes drawn from [0.5, 2] and phases from [0, 2 pi). The network has to
     memorise the mapping, so the test set is the training set.
     """
+    seed = whole("pattern", "seed", seed, least=0)
+    samples = whole("pattern", "samples", samples)
+    steps = whole("pattern", "steps", steps)
+    channels = whole("pattern", "channels", channels)
+    outputs = whole("pattern", "outputs", outputs)
+    dt = real("pattern", "dt", dt)
+    rate = real("pattern", "rate", rate, 0.0, 1.0 / dt, open_low=False)  # at most one spike a step
     rng = np.random.default_rng(seed)
     x = (rng.random((samples, steps, channels)) < rate * dt).astype(np.float32)
     freqs = np.asarray(freqs, np.float64)
@@ -64,8 +71,19 @@ def evidence_accumulation(seed: int = 0, samples: int = 500, test_samples: int =
     ``meta["recall"]`` is the (start, stop) step range of the recall cue, where the
     decision is due.
     """
+    seed = whole("evidence", "seed", seed, least=0)
+    samples = whole("evidence", "samples", samples)
+    test_samples = whole("evidence", "test_samples", test_samples)
+    cues = whole("evidence", "cues", cues)
+    population = whole("evidence", "population", population)
+    cue_steps = whole("evidence", "cue_steps", cue_steps)
+    gap_steps = whole("evidence", "gap_steps", gap_steps, least=0)
+    delay_steps = whole("evidence", "delay_steps", delay_steps, least=0)
+    recall_steps = whole("evidence", "recall_steps", recall_steps)
+    cue_rate = real("evidence", "cue_rate", cue_rate, 0.0, 1.0)
+    noise_rate = real("evidence", "noise_rate", noise_rate, 0.0, 1.0, open_low=False)
     if cues % 2 == 0:
-        raise ValueError(f"evidence_accumulation: cues must be odd so that one side wins, got {cues}")
+        raise DataError(f"evidence: cues must be odd so that one side wins, got {cues}")
     period = cue_steps + gap_steps
     steps = cues * period + delay_steps + recall_steps
     recall = (steps - recall_steps, steps)
@@ -124,6 +142,15 @@ def randman(seed: int = 0, samples: int = 500, test_samples: int = 200, n_classe
 
     Harder variants: larger ``dim``, smaller ``alpha``, more classes, fewer steps.
     """
+    seed = whole("randman", "seed", seed, least=0)
+    samples = whole("randman", "samples", samples)
+    test_samples = whole("randman", "test_samples", test_samples)
+    n_classes = whole("randman", "n_classes", n_classes, least=2)
+    channels = whole("randman", "channels", channels)
+    steps = whole("randman", "steps", steps)
+    dim = whole("randman", "dim", dim)
+    harmonics = whole("randman", "harmonics", harmonics)
+    alpha = real("randman", "alpha", alpha, open_low=False)
     structure, train_rng, test_rng = _streams(seed, 3)
     amp, phase = _manifold_params(structure, n_classes, channels, dim, alpha, harmonics)
     reference = [_manifold(amp[c], phase[c], structure.random((1024, dim))) for c in range(n_classes)]

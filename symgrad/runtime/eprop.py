@@ -168,6 +168,18 @@ def synapse_step(traces, J: dict, K: dict, b: SynapseBuffers, L, kappa, weight=1
         b.grad += b.product
 
 
+def unsupported(loss: str, layers: int, update_every: int | None = None) -> str | None:
+    """Why e-prop cannot train with these settings, or None if it can: a sequence loss
+    (known only at the end) cannot send learning signals down several layers or online."""
+    if loss_kind(loss).per_step:
+        return None
+    if layers > 1:
+        return f"e-prop with several layers needs a per-step loss ({_PER_STEP_NAMES}), not {loss}"
+    if update_every:
+        return f"online updates (update_every) need a per-step loss ({_PER_STEP_NAMES}), not {loss}"
+    return None
+
+
 def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
           update_every: int | None = None, apply=None) -> Result:
     """e-prop gradients of ``loss`` for the batch x (T, B, M) and its target.
@@ -184,10 +196,9 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     steps, batch = x.shape[:2]
     kind = loss_kind(loss)
     sequence = not kind.per_step
-    if sequence and len(net.layers) > 1:
-        raise ValueError(f"e-prop with several layers needs a per-step loss ({_PER_STEP_NAMES})")
-    if sequence and update_every:
-        raise ValueError(f"online updates (update_every) need a per-step loss ({_PER_STEP_NAMES})")
+    refused = unsupported(loss, len(net.layers), update_every)
+    if refused:
+        raise ValueError(refused)
     ebar = kind.keeps_filtered(net.kappa)
     weights = kind.sum_weights(net.kappa, steps)
     layers = [_LayerState(net, layer, batch, ebar, kind.keeps_sum, reg > 0) for layer in net.layers]

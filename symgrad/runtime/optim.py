@@ -36,6 +36,12 @@ class SGD:
     def state(self) -> dict:
         return {f"velocity/{k}": v for k, v in self.velocity.items()}
 
+    def state_layout(self, params: dict) -> dict:
+        """``{name: (shape, dtype)}`` of ``state()`` once a step has updated ``params``."""
+        if not self.momentum:
+            return {}
+        return {f"velocity/{k}": (p.shape, p.dtype) for k, p in params.items()}
+
     def load_state(self, state: dict):
         self.velocity = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("velocity/")}
 
@@ -70,6 +76,12 @@ class Adam:
         out.update({f"v/{k}": a for k, a in self.v.items()})
         out["t"] = np.array(self.t)
         return out
+
+    def state_layout(self, params: dict) -> dict:
+        """``{name: (shape, dtype)}`` of ``state()`` once a step has updated ``params``."""
+        layout = {f"{moment}/{k}": (p.shape, p.dtype) for moment in ("m", "v") for k, p in params.items()}
+        layout["t"] = ((), np.dtype(np.int64))
+        return layout
 
     def load_state(self, state: dict):
         self.m = {k[2:]: a for k, a in state.items() if k.startswith("m/")}

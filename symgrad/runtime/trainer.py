@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from collections import deque
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from tqdm import tqdm
 
 from .. import store
 from ..errors import UserError
-from . import backends
 from .bptt import bptt
-from .eprop import eprop, sweeps_synapses
+from .config import Config
+from .eprop import eprop, sweeps_synapses, unsupported
+from .losses import PER_STEP
 from .network import Network
 from .optim import OPTIMIZERS
 from .parallel import default_workers, gradient_pass
@@ -30,49 +32,15 @@ CHECKPOINT, CONFIG, METRICS, CURVES = "checkpoint.npz", "config.json", "metrics.
 
 
 class Diverged(Exception):
-    """Training produced a non-finite or exploding loss; the last good checkpoint is kept."""
+    """Training diverged (see ``Trainer._check``); the last good checkpoint is kept."""
 
 
-@dataclass
-class Config:
-    model: str = "alif"
-    task: str = "randman"
-    data: str | None = None
-    hidden: int = 128
-    layers: int = 1
-    recurrent: bool = True
-    epochs: int = 20
-    batch: int = 32
-    rule: str = "eprop"
-    backend: str = backends.DEFAULT
-    workers: int | None = None  # threads for e-prop's gradient pass; None: the CPU count (<= 8)
-    seed: int = 0
-    lr: float = 0.01
-    schedule: str = "cosine"  # learning rate over epochs: "cosine" (to lr/20) or "constant"
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    clip: float | None = 10.0
-    kappa: float = 0.9
-    loss: str = "ce_mean"
-    reg: float = 0.0
-    rate_target: float = 0.01
-    update_every: int | None = None
-    feedback: str = "symmetric"
-    dtype: str = "float32"
-    task_settings: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> "Config":
-        try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file (is this a run folder?)") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"{path}: unknown setting {sorted(unknown)[0]!r}")
-        return cls(**values)
+# Diverged: the mean loss of the last DIVERGENCE_WINDOW batches (at most one epoch's) above
+# DIVERGENCE_FACTOR times the untrained network's loss. A learning run stays below its
+# starting loss on average; one whose steps are far too large (Adam's step is about lr,
+# whatever the gradient) sits well above it, near a saturated readout's loss, without ever
+# producing a NaN.
+DIVERGENCE_FACTOR, DIVERGENCE_WINDOW = 10.0, 20
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -122,6 +90,13 @@ class Trainer:
         self.config, self.split, self.run_dir, self.progress = config, split, Path(run_dir), progress
         train = split.train
         loss = config.loss if train.kind == "classification" else "mse"
+        if config.update_every and config.rule != "eprop":
+            raise UserError("online updates (--update-every) need --rule eprop: BPTT has a gradient "
+                            "only at the end of each sequence")
+        refused = unsupported(loss, config.layers, config.update_every) if config.rule == "eprop" else None
+        if refused:
+            raise UserError(f"{refused}: choose --loss {' or --loss '.join(PER_STEP)}"
+                            + ("" if config.update_every else ", or --rule bptt"))
         self.loss = loss
         self.net = build_network(config, model, train.channels, train.outputs)
         # Threads pay off for e-prop's per-synapse sweeps; BPTT's step is a few small products.
@@ -131,28 +106,53 @@ class Trainer:
         self.optimizer = OPTIMIZERS[config.optimizer](**options)
         self.metrics = {"train_loss": [], "train_acc": [], "test_acc": []}
         self.epoch = 0
+        self.baseline = None  # the loss of the run's first batch, before any update
+        self.recent_losses = deque(maxlen=min(DIVERGENCE_WINDOW, math.ceil(len(train) / config.batch)))
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self):
         state = {f"param/{k}": _host(v) for k, v in self.net.params.items()}
         state.update({f"optim/{k}": _host(v) for k, v in self.optimizer.state().items()})
         state["epoch"] = np.array(self.epoch)
-        store.write_npz(self.run_dir / CHECKPOINT, state)
+        if self.baseline is not None:
+            state["baseline_loss"] = np.array(self.baseline)
+        # Metrics first: a run killed between the two writes resumes from the older
+        # checkpoint, and restore() drops the metrics of epochs after it.
         store.write_json(self.run_dir / METRICS, self.metrics)
+        store.write_npz(self.run_dir / CHECKPOINT, state)
 
     def restore(self):
+        """Weights, optimiser state, epoch and metrics of the run folder's checkpoint, each
+        checked against what this run's config builds, before anything is changed."""
         path = self.run_dir / CHECKPOINT
         state = load_checkpoint(path)
+        check_arrays(state, self._checkpoint_layout(state), path)
+        epoch = int(state["epoch"])
+        metrics = read_metrics(self.run_dir / METRICS, epoch)
         self.net.set_params({k[6:]: v for k, v in state.items() if k.startswith("param/")})
         self.optimizer.load_state({k[6:]: self.net.xp.asarray(v) for k, v in state.items()
                                    if k.startswith("optim/")})
-        self.epoch = int(state["epoch"])
-        metrics_path = self.run_dir / METRICS
-        if metrics_path.is_file():
-            self.metrics = {k: v[:self.epoch] for k, v in json.loads(metrics_path.read_text()).items()}
+        self.epoch, self.metrics = epoch, metrics
+        self.baseline = float(state["baseline_loss"]) if "baseline_loss" in state else None
+
+    def _checkpoint_layout(self, state: dict) -> dict:
+        """``{array: (shape, dtype)}`` a checkpoint of this run holds; dtype None: any integer."""
+        layout = {f"param/{k}": (v.shape, np.dtype(v.dtype)) for k, v in self.net.params.items()}
+        layout["epoch"] = ((), None)
+        if "epoch" in state and np.ndim(state["epoch"]) == 0 and int(state["epoch"]) > 0:
+            layout.update({f"optim/{k}": (shape, np.dtype(dtype)) for k, (shape, dtype)
+                           in self.optimizer.state_layout(self.net.params).items()})
+        if "baseline_loss" in state:  # absent in checkpoints written before it was kept
+            layout["baseline_loss"] = ((), np.dtype(np.float64))
+        return layout
 
     # -- training ------------------------------------------------------------------------
     def fit(self, log=print):
+        # Overflows and NaNs are _check's and _apply's to report, as one Diverged.
+        with np.errstate(all="ignore"):
+            return self._fit(log)
+
+    def _fit(self, log):
         config, train = self.config, self.split.train
         rule = eprop if config.rule == "eprop" else bptt
         online = {"update_every": config.update_every, "apply": self._apply} if config.update_every else {}
@@ -171,6 +171,8 @@ class Trainer:
                 target = train.y[index] if train.kind == "classification" else time_major(train.y[index])
                 result = self.gradient_pass(rule, self.net, x, self.net.xp.asarray(target), loss=self.loss,
                                             reg=config.reg, rate_target=config.rate_target, **online)
+                if self.baseline is None:
+                    self.baseline = result.loss
                 self._check(result.loss, len(losses))
                 self._apply(result.grads)
                 losses.append(result.loss)
@@ -189,13 +191,26 @@ class Trainer:
         return self.metrics
 
     def _apply(self, grads):
-        if not all(bool(np.isfinite(_host(g)).all()) for g in grads.values()):
+        xp = self.net.xp
+        if not all(bool(xp.isfinite(g).all()) for g in grads.values()):
             raise Diverged("a gradient is not finite")
         self.optimizer.step(self.net.params, grads)
+        for name, value in self.net.params.items():
+            if not bool(xp.isfinite(value).all()):
+                raise Diverged(f"{name} overflowed {self.config.dtype} after an update")
 
     def _check(self, loss: float, batch_index: int):
+        where = f"at epoch {self.epoch + 1}, batch {batch_index + 1}"
         if not math.isfinite(loss) or loss > 1e6:
-            raise Diverged(f"loss {loss:.4g} at epoch {self.epoch + 1}, batch {batch_index + 1}")
+            raise Diverged(f"loss {loss:.4g} {where}")
+        self.recent_losses.append(loss)
+        window = self.recent_losses
+        if len(window) == window.maxlen and self.baseline > 0:
+            mean = sum(window) / len(window)
+            if mean > DIVERGENCE_FACTOR * self.baseline:
+                raise Diverged(f"the mean loss of the last {len(window)} batches, {mean:.4g}, is more than "
+                               f"{DIVERGENCE_FACTOR:g} times the untrained network's {self.baseline:.4g} "
+                               f"{where} (is the learning rate too large?)")
 
     def summary(self) -> str:
         m, kind = self.metrics, self.split.train.kind
@@ -207,16 +222,59 @@ class Trainer:
 
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no checkpoint here")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            state = {k: data[k] for k in data.files}
-    except Exception as err:  # zip, header or array errors all mean the same to the user
-        raise UserError(f"{path}: corrupt checkpoint ({type(err).__name__}: {err})") from None
+        state = store.read_npz(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no checkpoint here") from None
+    except store.NotNpz as err:
+        raise UserError(f"{path}: corrupt checkpoint ({err})") from None
     if "epoch" not in state or not any(k.startswith("param/") for k in state):
         raise UserError(f"{path}: not a symgrad checkpoint (no epoch or parameters)")
     return state
+
+
+class CheckpointMismatch(UserError):
+    """A checkpoint whose arrays are not those the run's config builds."""
+
+
+def check_arrays(state: dict, layout: dict, path: Path):
+    """Every array of ``layout`` present in ``state`` with its shape and dtype (None: any
+    integer), finite, and nothing else; else CheckpointMismatch naming the first array."""
+    for name, (shape, dtype) in layout.items():
+        if name not in state:
+            raise CheckpointMismatch(f"{path}: array {name!r} is missing")
+        value = state[name]
+        if value.shape != tuple(shape):
+            raise CheckpointMismatch(f"{path}: array {name!r} has shape {value.shape}, but the network "
+                                     f"built from config.json has {tuple(shape)}")
+        kind_ok = np.issubdtype(value.dtype, np.integer) if dtype is None else value.dtype == dtype
+        if not kind_ok:
+            raise CheckpointMismatch(f"{path}: array {name!r} is {value.dtype}, but the network built "
+                                     f"from config.json needs {dtype or 'an integer'}")
+        if not np.isfinite(value).all():
+            raise CheckpointMismatch(f"{path}: array {name!r} holds values that are not finite")
+    unexpected = sorted(set(state) - set(layout))
+    if unexpected:
+        raise CheckpointMismatch(f"{path}: unexpected array {unexpected[0]!r} (not part of this run)")
+
+
+def read_metrics(path: Path, epochs: int) -> dict:
+    """The per-epoch metrics of a run's first ``epochs`` epochs."""
+    empty = {"train_loss": [], "train_acc": [], "test_acc": []}
+    if epochs == 0 and not path.exists():
+        return empty
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing, but the checkpoint has reached epoch {epochs}; the "
+                        f"checkpoint is untouched; restore metrics.json to resume") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({getattr(err, 'msg', err)}); the checkpoint is "
+                        f"untouched; restore metrics.json to resume") from None
+    if not isinstance(metrics, dict) or set(metrics) != set(empty) or not all(
+            isinstance(v, list) and len(v) >= epochs for v in metrics.values()):
+        raise UserError(f"{path}: expected lists {', '.join(empty)} of at least {epochs} epochs each")
+    return {k: metrics[k][:epochs] for k in empty}
 
 
 def plot_curves(metrics: dict, path: Path):

@@ -1,0 +1,144 @@
+"""A training run's settings (``config.json``), and what each setting may be.
+
+``SETTINGS`` is the one place that says which values a setting accepts: a Config checks
+itself against it when made or loaded, and the command line parses its options with it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from . import backends
+from .losses import LOSSES
+from .optim import OPTIMIZERS
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values a setting accepts: of type ``kind`` and ``accept``-ed (``requirement`` says
+    which in words), or None where ``optional``."""
+
+    kind: type
+    accept: Callable[[Any], bool]
+    requirement: str
+    optional: bool = False
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` is not accepted, or None."""
+        if value is None and self.optional:
+            return None
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not self.kind or not self.accept(value):
+            return f"must be {self.requirement}, got {value!r}"
+        return None
+
+    def parse(self, text: str):
+        """A command-line value: ``text`` as ``kind``, accepted; else ValueError saying why."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise ValueError(f"expected {self.requirement}, got {text!r}") from None
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def count(least: int, optional: bool = False) -> Rule:
+    return Rule(int, lambda v: v >= least, f"a whole number of at least {least}", optional)
+
+
+def _number(accept, requirement: str, optional: bool = False) -> Rule:
+    return Rule(float, lambda v: math.isfinite(v) and accept(v), requirement, optional)
+
+
+def _one_of(names) -> Rule:
+    names = tuple(names)
+    return Rule(str, lambda v: v in names, f"one of {', '.join(names)}")
+
+
+SETTINGS = {
+    "model": Rule(str, bool, "a model name or file"),
+    "task": Rule(str, bool, "a task name"),
+    "data": Rule(str, bool, "a folder", optional=True),
+    "hidden": count(1),
+    "layers": count(1),
+    "recurrent": Rule(bool, lambda v: True, "true or false"),
+    "epochs": count(1),
+    "batch": count(1),
+    "rule": _one_of(("eprop", "bptt")),
+    "backend": _one_of(backends.BACKENDS),
+    "workers": count(1, optional=True),
+    "seed": count(0),
+    "lr": _number(lambda v: v > 0, "a positive number"),
+    "schedule": _one_of(("cosine", "constant")),
+    "optimizer": _one_of(OPTIMIZERS),
+    "weight_decay": _number(lambda v: v >= 0, "zero or a positive number"),
+    "clip": _number(lambda v: v > 0, "a positive number or null", optional=True),
+    "kappa": _number(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "loss": _one_of(LOSSES),
+    "reg": _number(lambda v: v >= 0, "zero or a positive number"),
+    "rate_target": _number(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "update_every": count(1, optional=True),
+    "feedback": _one_of(("symmetric", "random")),
+    "dtype": _one_of(("float32", "float64")),
+    "task_settings": Rule(dict, lambda v: all(isinstance(k, str) for k in v), "an object of settings"),
+}
+
+
+@dataclass
+class Config:
+    model: str = "alif"
+    task: str = "randman"
+    data: str | None = None
+    hidden: int = 128
+    layers: int = 1
+    recurrent: bool = True
+    epochs: int = 20
+    batch: int = 32
+    rule: str = "eprop"
+    backend: str = backends.DEFAULT
+    workers: int | None = None  # threads for e-prop's gradient pass; None: the CPU count (<= 8)
+    seed: int = 0
+    lr: float = 0.01
+    schedule: str = "cosine"  # learning rate over epochs: "cosine" (to lr/20) or "constant"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    clip: float | None = 10.0
+    kappa: float = 0.9
+    loss: str = "ce_mean"
+    reg: float = 0.0
+    rate_target: float = 0.01
+    update_every: int | None = None
+    feedback: str = "symmetric"
+    dtype: str = "float32"
+    task_settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for setting in fields(self):
+            problem = SETTINGS[setting.name].problem(getattr(self, setting.name))
+            if problem:
+                raise UserError(f"setting {setting.name!r} {problem}")
+
+    @classmethod
+    def load(cls, path: Path) -> "Config":
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file (is this a run folder?)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: not valid JSON ({getattr(err, 'msg', err)})") from None
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: expected an object of settings")
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"{path}: unknown setting {sorted(unknown)[0]!r}")
+        try:
+            return cls(**values)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
