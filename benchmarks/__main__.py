@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff", "events": "events"}
+MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff", "events": "events",
+           "mpi": "mpi"}
 THREADED = ("numpy", "numba", "torch", "jax")
 
 

@@ -98,9 +98,10 @@ TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "work
                  "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule")
 
 
-def _load_task(config, data_dir, progress=True, everything=False):
+def _load_task(config, data_dir, progress=True, everything=False, world=None):
     """The run's task with its settings; with ``everything``, every example in ``data_dir``
-    where the task can load them all (for evaluation), else its usual split."""
+    where the task can load them all (for evaluation), else its usual split. The ranks of an
+    MPI ``world`` share the work where the loader can (fsdd's conversion)."""
     from .data import TASKS, DataError, load_task
 
     task = TASKS.get(config.task)  # None: load_task names the unknown task
@@ -110,7 +111,7 @@ def _load_task(config, data_dir, progress=True, everything=False):
     try:
         if everything and task and task.everything:
             return task.everything(data_dir, **settings)
-        return load_task(config.task, data_dir, **settings)
+        return load_task(config.task, data_dir, comm=world, **settings)
     except DataError as err:
         raise UserError(str(err)) from None
 
@@ -120,10 +121,55 @@ RESUMABLE = ("epochs", "data")
 
 
 def cmd_train(args) -> int:
+    from .runtime import distributed
+    from .runtime.trainer import CHECKPOINT, CONFIG, Diverged
+
+    world = distributed.world()
+    say = print if world.rank == 0 else _silent
+    error = None
+    try:
+        trainer = _prepare_run(args, world)
+    except Exception as err:  # noqa: BLE001 - every rank hears of it in agree()
+        if world.size == 1:
+            raise
+        error = err
+    world.agree(error)  # every rank stops here if any failed, so no rank waits for another
+    config, split, run_dir = trainer.config, trainer.split, trainer.run_dir
+    if args.resume:
+        say(f"resuming {run_dir} at epoch {trainer.epoch}/{config.epochs}")
+    devices = world.gather(trainer.device)
+    if devices and devices[0] is not None:
+        say(f"ranks 0-{world.size - 1} on GPUs {', '.join(map(str, devices))}")
+    say(f"training {config.model} on {config.task}: {len(split.train)} train, {len(split.test)} test "
+        f"samples, {split.train.steps} steps, {split.train.channels} channels; rule {config.rule}; "
+        f"run folder {run_dir}" + (f"; {world.size} MPI ranks" if world.size > 1 else ""))
+    try:
+        metrics = trainer.fit(log=say)
+    except Diverged as err:  # every rank sees the same summed loss, so all stop here together
+        kept = (f"the last good checkpoint (epoch {trainer.epoch}) is kept in {run_dir / CHECKPOINT}"
+                if (run_dir / CHECKPOINT).exists() else
+                f"no epoch finished, so {run_dir} holds no checkpoint (only {CONFIG}); "
+                f"start again with other settings")
+        say(f"symgrad: training stopped: {err}; {kept}", file=sys.stderr)
+        return 3
+    timing = trainer.timing
+    if timing["batches"]:
+        per_batch = 1e3 / timing["batches"]
+        say(f"per batch: compute {per_batch * timing['compute']:.1f} ms" if world.size == 1 else
+            f"per batch and rank: compute {per_batch * timing['compute']:.1f} ms, all-reduce (with "
+            f"waiting for the slowest rank) {per_batch * timing['communicate']:.2f} ms")
+    if metrics["test_acc"]:
+        say(f"final test {'accuracy' if split.train.kind == 'classification' else 'score'}: "
+            + _format_score(metrics["test_acc"][-1], split.train.kind))
+    return 0
+
+
+def _prepare_run(args, world):
+    """The Trainer of a new or resumed run, its run folder written (by rank 0)."""
     from dataclasses import asdict
 
     from .data import TASKS
-    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Diverged, Trainer
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer
 
     spec = _model_spec(args.model)
     model = _model(spec)
@@ -145,30 +191,18 @@ def cmd_train(args) -> int:
         values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
         values["task_settings"] = {**values.get("task_settings", {}), **dict(args.set or [])}
         config = Config(**values)
-    split = _load_task(config, config.data, progress=not args.quiet)
-    trainer = Trainer(config, model, split, run_dir, progress=not args.quiet)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    split = _load_task(config, config.data, progress=not args.quiet and world.rank == 0, world=world)
+    trainer = Trainer(config, model, split, run_dir, progress=not args.quiet, world=world)
     if args.resume:
         trainer.restore()
-        print(f"resuming {run_dir} at epoch {trainer.epoch}/{config.epochs}")
-    else:
+    elif world.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
         store.write_json(run_dir / CONFIG, asdict(trainer.config))
-    print(f"training {config.model} on {config.task}: {len(split.train)} train, {len(split.test)} test "
-          f"samples, {split.train.steps} steps, {split.train.channels} channels; rule {config.rule}; "
-          f"run folder {run_dir}")
-    try:
-        metrics = trainer.fit()
-    except Diverged as err:
-        kept = (f"the last good checkpoint (epoch {trainer.epoch}) is kept in {run_dir / CHECKPOINT}"
-                if (run_dir / CHECKPOINT).exists() else
-                f"no epoch finished, so {run_dir} holds no checkpoint (only {CONFIG}); "
-                f"start again with other settings")
-        print(f"symgrad: training stopped: {err}; {kept}", file=sys.stderr)
-        return 3
-    if metrics["test_acc"]:
-        print(f"final test {'accuracy' if split.train.kind == 'classification' else 'score'}: "
-              + _format_score(metrics["test_acc"][-1], split.train.kind))
-    return 0
+    return trainer
+
+
+def _silent(*args, **kwargs):
+    """print's stand-in on the MPI ranks that do not speak for the job."""
 
 
 def _model_spec(spec: str) -> str:
@@ -218,7 +252,8 @@ def _format_score(value, kind):
 
 def cmd_evaluate(args) -> int:
     from .data import TASKS
-    from .runtime.trainer import CHECKPOINT, CONFIG, CheckpointMismatch, Config, Trainer, score
+    from .runtime.checkpoint import CheckpointMismatch
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer, score
 
     run_dir = Path(args.run)
     config = Config.load(run_dir / CONFIG)
@@ -354,21 +389,51 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ModelError, UserError) as err:
-        print(f"symgrad: error: {err}", file=sys.stderr)
-        return 1
+        return _fail(f"error: {err}", err)
     except GenerationError as err:  # symgrad's own fault: one line to report, not a traceback
-        print(f"symgrad: internal error: {err}", file=sys.stderr)
-        return 1
+        return _fail(f"internal error: {err}", err)
     except BrokenPipeError:  # output piped into a reader that stopped early, like head
         sys.stdout = open(os.devnull, "w")
         return 0
     except OSError as err:  # the system refused a read or write: its message names the file
-        print(f"symgrad: error: {err.strerror or err}"
-              + (f": {err.filename}" if getattr(err, "filename", None) else ""), file=sys.stderr)
-        return 1
+        return _fail(f"error: {err.strerror or err}"
+                     + (f": {err.filename}" if getattr(err, "filename", None) else ""), err)
     except KeyboardInterrupt:
         print("symgrad: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a fault in an MPI job: stop every rank rather than leave them waiting
+        if _job() is None:
+            raise
+        return _fail(f"internal error: {type(err).__name__}: {err}", err)
+
+
+def _job():
+    """The MPI job of this process if it is one of several ranks, else None."""
+    if "mpi4py" not in sys.modules:  # no rank has spoken MPI, so none can be waiting
+        return None
+    from .runtime.distributed import world
+
+    job = world()
+    return job if job.size > 1 else None
+
+
+def _fail(message: str, err: BaseException) -> int:
+    """Report a failure in one line and return exit code 1. In an MPI job, a failure every
+    rank shares (RankFailed) is told once, by rank 0; one rank's own failure is told by that
+    rank, which then stops the whole job, since the others cannot hear of it."""
+    from .runtime.distributed import RankFailed
+
+    job = _job()
+    if job is None:
+        print(f"symgrad: {message}", file=sys.stderr)
+        return 1
+    if isinstance(err, RankFailed):
+        if job.rank == 0:
+            print(f"symgrad: {message}", file=sys.stderr)
+        return 1
+    print(f"symgrad: rank {job.rank} of {job.size}: {message}", file=sys.stderr, flush=True)
+    job.abort(1)
+    return 1
 
 
 if __name__ == "__main__":

@@ -41,7 +41,16 @@ class Task:
         """The keyword settings the loader accepts: its parameters but ``data_dir`` and those
         a ``functools.partial`` fixes (shd's and ssc's ``name``)."""
         fixed = set(self.loader.keywords) if isinstance(self.loader, partial) else set()
-        return [p for p in inspect.signature(self.loader).parameters if p not in {"data_dir", *fixed}]
+        return [p for p in self._parameters if p not in {"data_dir", "comm", *fixed}]
+
+    @property
+    def shares_work(self) -> bool:
+        """Whether the ranks of an MPI job share the loading (the loader takes ``comm``)."""
+        return "comm" in self._parameters
+
+    @property
+    def _parameters(self) -> list[str]:
+        return list(inspect.signature(self.loader).parameters)
 
     @property
     def shows_progress(self) -> bool:
@@ -74,11 +83,12 @@ TASKS = {
 }
 
 
-def load_task(name: str, data_dir=None, **settings) -> Split:
+def load_task(name: str, data_dir=None, comm=None, **settings) -> Split:
     """Load task ``name`` (a key of :data:`TASKS`).
 
     ``data_dir`` is required by the tasks that read files and ignored by generated ones.
     ``settings`` go to the task's loader; unknown ones raise DataError listing the valid.
+    ``comm``: the MPI job whose ranks share the loading, where the task can share it.
     """
     if name not in TASKS:
         raise DataError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
@@ -88,6 +98,8 @@ def load_task(name: str, data_dir=None, **settings) -> Split:
     if unknown:
         raise DataError(f"task {name!r}: unknown setting(s) {', '.join(unknown)}; "
                         f"known: {', '.join(known)}")
+    if comm is not None and task.shares_work:
+        settings["comm"] = comm
     if task.needs_data:
         if data_dir is None:
             raise DataError(f"task {name!r} reads files: give the folder holding its data")

@@ -115,8 +115,11 @@ class UnreadableWav(DataError):
     """A recording that is not a complete, non-empty PCM WAV; ``reason`` says why."""
 
     def __init__(self, path, reason: str):
-        super().__init__(f"fsdd: {path} {reason}")
+        super().__init__(path, reason)  # as args, so that it pickles between MPI ranks
         self.path, self.reason = path, reason
+
+    def __str__(self):
+        return f"fsdd: {self.path} {self.reason}"
 
 
 def read_wav(path) -> tuple[np.ndarray, int]:
@@ -294,24 +297,43 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 # ---------------------------------------------------------------------------- loading
 
+def _analyse(recordings, channels: int, dt: float, steps: int, progress: bool, comm=None):
+    """Steps 1-3 for every recording: (recordings read, their band power in dB, the
+    UnreadableWav errors). With a ``comm`` of several ranks each rank reads and analyses every
+    size-th recording, and rank 0 alone gets the whole result (the others get None)."""
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+    results = []
+    for position in tqdm(range(rank, len(recordings), size), desc="fsdd: converting", unit="file",
+                         disable=not progress or rank > 0):
+        try:
+            audio, rate = read_wav(recordings[position][0])
+            results.append((position, band_power_db(audio, rate, channels, dt, steps)))
+        except UnreadableWav as err:
+            results.append((position, err))
+    if size > 1:
+        shares = comm.gather(results)
+        if rank > 0:
+            return None
+        results = sorted((item for share in shares for item in share), key=lambda item: item[0])
+    kept = [(recordings[i], db) for i, db in results if not isinstance(db, UnreadableWav)]
+    unreadable = [err for _, err in results if isinstance(err, UnreadableWav)]
+    return [r for r, _ in kept], [db for _, db in kept], unreadable
+
+
 def band_powers(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
-                progress: bool = True, skip_unreadable: bool = False) -> tuple[list, list]:
+                progress: bool = True, skip_unreadable: bool = False, comm=None):
     """The recordings kept and each one's ``(frames, channels)`` band power in dB, less its
     speaker's colour.
 
     Steps 1-3 of the module docstring, then (with ``speaker_norm``) speaker normalisation.
     An unreadable recording raises DataError, which counts them all, or with
-    ``skip_unreadable`` is left out with a warning that says how many were.
+    ``skip_unreadable`` is left out with a warning that says how many were. With an MPI
+    ``comm``, the ranks share the reading and rank 0 gets the result (the others None).
     """
-    kept, dbs, unreadable = [], [], []
-    for recording in tqdm(recordings, desc="fsdd: converting", unit="file", disable=not progress):
-        try:
-            audio, rate = read_wav(recording[0])
-        except UnreadableWav as err:
-            unreadable.append(err)
-            continue
-        kept.append(recording)
-        dbs.append(band_power_db(audio, rate, channels, dt, steps))
+    analysed = _analyse(recordings, channels, dt, steps, progress, comm)
+    if analysed is None:
+        return None
+    kept, dbs, unreadable = analysed
     if unreadable:
         count = f"{len(unreadable)} of {len(recordings)} recordings"
         if not skip_unreadable:
@@ -331,15 +353,19 @@ def band_powers(recordings, channels: int, dt: float, steps: int, speaker_norm: 
 
 
 def convert(recordings, channels: int, dt: float, steps: int, speaker_norm: bool = True,
-            augment: int = 0, progress: bool = True, skip_unreadable: bool = False):
+            augment: int = 0, progress: bool = True, skip_unreadable: bool = False, comm=None):
     """The recordings kept (see :func:`band_powers`), their spikes ``(n, steps, channels)``
     uint8, and with ``augment`` also ``(n, augment, steps, channels)`` recoloured copies
-    (else None).
+    (else None). With an MPI ``comm``, the ranks share the reading, and rank 0 gets the
+    result (the others None).
 
     Copy k of a file depends only on its name and k (and, with ``speaker_norm``, on the
     other recordings of its speaker).
     """
-    recordings, dbs = band_powers(recordings, channels, dt, steps, speaker_norm, progress, skip_unreadable)
+    powers = band_powers(recordings, channels, dt, steps, speaker_norm, progress, skip_unreadable, comm)
+    if powers is None:
+        return None
+    recordings, dbs = powers
     spikes = np.zeros((len(recordings), steps, channels), np.uint8)
     variants = np.zeros((len(recordings), augment, steps, channels), np.uint8) if augment else None
     for i, ((path, *_), db) in enumerate(zip(recordings, dbs)):
@@ -360,7 +386,7 @@ def _check_settings(channels, dt, steps, augment):
 
 def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
                   speaker_norm: bool = True, augment: int = 0, cache_dir=None,
-                  progress: bool = True, skip_unreadable: bool = False) -> Dataset:
+                  progress: bool = True, skip_unreadable: bool = False, comm=None) -> Dataset:
     """Every ``{digit}_{speaker}_{index}.wav`` in ``data_dir`` as one Dataset.
 
     ``data_dir`` is the FSDD folder or its ``recordings/`` folder (or any folder of such
@@ -370,6 +396,9 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
     variable is set, else ``~/.cache/symgrad/fsdd``). ``meta`` holds ``speaker``,
     ``index`` and ``file`` (name) per sample. One unreadable recording stops the loading
     (the error counts them all) unless ``skip_unreadable``, which leaves them out and warns.
+
+    ``comm``, the ranks of an MPI job: each reads and converts its share of the recordings,
+    rank 0 alone reads and writes the cache, and every rank gets the whole Dataset.
     """
     _check_settings(channels, dt, steps, augment)
     if not isinstance(speaker_norm, (bool, np.bool_)):
@@ -383,32 +412,61 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
     # A cache written while skipping may lack recordings: it has a key of its own.
     key = cache_key(recordings, {**settings, "skip_unreadable": True} if skip_unreadable else settings)
     cache_file = cache / f"fsdd-{key}.npz"
-    arrays = _read_cache(cache_file, [r[0].name for r in recordings], augment, bool(skip_unreadable))
-    if arrays is None:
-        kept, spikes, variants = convert(recordings, channels, dt, steps, bool(speaker_norm), augment,
-                                         progress, bool(skip_unreadable))
-        arrays = dict(
-            spikes=spikes,
-            labels=np.array([r[1] for r in kept], np.int64),
-            speakers=np.array([r[2] for r in kept]),
-            indices=np.array([r[3] for r in kept], np.int64),
-            files=np.array([r[0].name for r in kept]),
-        )
-        if augment:
-            arrays["variants"] = variants
-        _write_cache(cache_file, arrays)
-    elif len(arrays["files"]) < len(recordings):
-        warnings.warn(f"fsdd: skipped {len(recordings) - len(arrays['files'])} of {len(recordings)} "
-                      f"recordings, which are unreadable (as when the cache was written)")
+    names = [r[0].name for r in recordings]
+    lead = comm is None or comm.rank == 0
+    arrays = _read_cache(cache_file, names, augment, bool(skip_unreadable)) if lead else None
+    if comm is not None and comm.size > 1:
+        cached = comm.broadcast(arrays is not None)
+    else:
+        cached = arrays is not None
+    if not cached:
+        outcome = None
+        try:
+            converted = convert(recordings, channels, dt, steps, bool(speaker_norm), augment, progress,
+                                bool(skip_unreadable), comm)
+            if converted is not None:  # on rank 0 only, in an MPI job
+                arrays = _as_arrays(*converted)
+                _write_cache(cache_file, arrays)
+        except DataError as err:
+            outcome = err
+        arrays = _shared(comm, arrays, outcome)
+    else:
+        arrays = _shared(comm, arrays, None)
+        if lead and len(arrays["files"]) < len(recordings):
+            warnings.warn(f"fsdd: skipped {len(recordings) - len(arrays['files'])} of {len(recordings)} "
+                          f"recordings, which are unreadable (as when the cache was written)")
     meta = dict(speaker=arrays["speakers"], index=arrays["indices"], file=arrays["files"],
                 settings=settings)
     return Dataset("fsdd", arrays["spikes"].astype(np.float32), arrays["labels"].astype(np.int64),
                    "classification", N_CLASSES, meta, variants=arrays.get("variants"))
 
 
+def _as_arrays(kept, spikes, variants) -> dict:
+    """The converted recordings as the cache stores them."""
+    arrays = dict(
+        spikes=spikes,
+        labels=np.array([r[1] for r in kept], np.int64),
+        speakers=np.array([r[2] for r in kept]),
+        indices=np.array([r[3] for r in kept], np.int64),
+        files=np.array([r[0].name for r in kept]),
+    )
+    if variants is not None:
+        arrays["variants"] = variants
+    return arrays
+
+
+def _shared(comm, arrays, error):
+    """Rank 0's arrays, or its DataError, on every rank of ``comm`` (None: this process only)."""
+    if comm is not None and comm.size > 1:
+        arrays, error = comm.broadcast((arrays, error))
+    if error is not None:
+        raise error
+    return arrays
+
+
 def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
               speaker_norm: bool = True, augment: int = 0, test_speaker: str | None = None,
-              cache_dir=None, progress: bool = True, skip_unreadable: bool = False) -> Split:
+              cache_dir=None, progress: bool = True, skip_unreadable: bool = False, comm=None) -> Split:
     """FSDD as spike trains, split into training and test sets.
 
     By default the split is the official one: recording index 0-4 test, the rest train.
@@ -419,7 +477,7 @@ def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,
     :func:`load_fsdd_all`.
     """
     full = load_fsdd_all(data_dir, channels, dt, steps, speaker_norm, augment, cache_dir, progress,
-                         skip_unreadable)
+                         skip_unreadable, comm)
     if test_speaker is None:
         test = np.isin(full.meta["index"], TEST_INDICES)
         if not test.any() or test.all():

@@ -43,9 +43,8 @@ class Rule:
             value = self.kind(text)
         except ValueError:
             raise ValueError(f"expected {self.requirement}, got {text!r}") from None
-        problem = self.problem(value)
-        if problem:
-            raise ValueError(problem)
+        if self.problem(value):
+            raise ValueError(f"must be {self.requirement}, got {text}")
         return value
 
 

@@ -9,8 +9,9 @@ exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import math
+import time
+import warnings
 from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,8 +21,11 @@ from tqdm import tqdm
 
 from .. import store
 from ..errors import UserError
+from . import backends
 from .bptt import bptt
+from .checkpoint import check_arrays, load_checkpoint, read_metrics
 from .config import Config
+from .distributed import SINGLE, BatchSum, digest, select_gpu, share, threads_per_rank
 from .eprop import eprop, sweeps_synapses, unsupported
 from .losses import PER_STEP
 from .network import Network
@@ -73,21 +77,34 @@ def predict(net: Network, dataset, batch: int = 256):
     return np.concatenate(outputs, axis=0 if dataset.kind == "classification" else 1)
 
 
-def score(net: Network, dataset) -> float:
-    """Accuracy for classification; negative mean squared error for regression."""
-    predictions = predict(net, dataset)
+def score(net: Network, dataset, world=SINGLE) -> float:
+    """Accuracy for classification; negative mean squared error for regression. Each rank of
+    ``world`` scores its slice of the samples."""
+    mine = dataset.subset(share(np.arange(len(dataset)), world.rank, world.size), variants=False)
+    total = np.zeros(1)
+    if len(mine):
+        predictions = predict(net, mine)
+        if dataset.kind == "classification":
+            total[0] = float((predictions == mine.y).sum())
+        else:
+            total[0] = float(((predictions - time_major(mine.y)) ** 2).sum())
+    total = world.sum(total)[0]
     if dataset.kind == "classification":
-        return float((predictions == dataset.y).mean())
-    target = time_major(dataset.y)
-    return -float(((predictions - target) ** 2).mean())
+        return total / len(dataset)
+    return -total / dataset.y.size
 
 
 class Trainer:
-    def __init__(self, config: Config, model, split, run_dir: Path, progress: bool = True):
+    """Trains a network on a split, writing the run folder; with a ``world`` of several MPI
+    ranks, each rank takes its slice of every batch (see ``distributed``) and rank 0 writes."""
+
+    def __init__(self, config: Config, model, split, run_dir: Path, progress: bool = True, world=SINGLE):
         # The worker count is fixed once and saved: it sets how each batch is summed, so a
         # resumed run repeats an uninterrupted one exactly on any machine.
         config = replace(config, workers=config.workers or default_workers(config.backend))
-        self.config, self.split, self.run_dir, self.progress = config, split, Path(run_dir), progress
+        self.config, self.split, self.run_dir = config, split, Path(run_dir)
+        self.world, self.writer = world, world.rank == 0
+        self.progress = progress and self.writer
         train = split.train
         loss = config.loss if train.kind == "classification" else "mse"
         if config.update_every and config.rule != "eprop":
@@ -97,11 +114,19 @@ class Trainer:
         if refused:
             raise UserError(f"{refused}: choose --loss {' or --loss '.join(PER_STEP)}"
                             + ("" if config.update_every else ", or --rule bptt"))
+        if world.size > 1 and config.reg:
+            raise UserError("the rate regulariser (--reg) penalises the whole batch's firing rate, "
+                            "which no rank sees: run it on one process")
         self.loss = loss
+        self.device = None  # the GPU of this rank, in an MPI job on GPUs
+        if world.size > 1 and backends.get(config.backend).arrays == "cupy":
+            self.device = select_gpu(world)
         self.net = build_network(config, model, train.channels, train.outputs)
         # Threads pay off for e-prop's per-synapse sweeps; BPTT's step is a few small products.
         shard = config.rule == "eprop" and sweeps_synapses(self.net, loss)
-        self.gradient_pass = gradient_pass(self.net, config.workers, shard)
+        self.gradient_pass = gradient_pass(self.net, threads_per_rank(config.workers, world.local_size), shard)
+        self.batch_sum = BatchSum(world, self.net.params, self.net.xp) if world.size > 1 else None
+        self.timing = {"compute": 0.0, "communicate": 0.0, "batches": 0}
         options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
         self.optimizer = OPTIMIZERS[config.optimizer](**options)
         self.metrics = {"train_loss": [], "train_acc": [], "test_acc": []}
@@ -111,6 +136,8 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self):
+        if not self.writer:
+            return
         state = {f"param/{k}": _host(v) for k, v in self.net.params.items()}
         state.update({f"optim/{k}": _host(v) for k, v in self.optimizer.state().items()})
         state["epoch"] = np.array(self.epoch)
@@ -155,7 +182,7 @@ class Trainer:
     def _fit(self, log):
         config, train = self.config, self.split.train
         rule = eprop if config.rule == "eprop" else bptt
-        online = {"update_every": config.update_every, "apply": self._apply} if config.update_every else {}
+        online = {"update_every": config.update_every, "apply": self._apply_summed} if config.update_every else {}
         while self.epoch < config.epochs:
             self.optimizer.lr = learning_rate(config, self.epoch)
             rng = np.random.default_rng([config.seed, self.epoch])
@@ -167,28 +194,87 @@ class Trainer:
             bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
                        disable=not self.progress, unit="batch")
             for index in bar:
-                x = time_major(train.inputs(index, choice))
-                target = train.y[index] if train.kind == "classification" else time_major(train.y[index])
-                result = self.gradient_pass(rule, self.net, x, self.net.xp.asarray(target), loss=self.loss,
-                                            reg=config.reg, rate_target=config.rate_target, **online)
+                loss, grads, right = self._batch(rule, index, choice, online)
                 if self.baseline is None:
-                    self.baseline = result.loss
-                self._check(result.loss, len(losses))
-                self._apply(result.grads)
-                losses.append(result.loss)
-                if train.kind == "classification":
-                    correct += int((_host(result.readout).argmax(axis=1) == train.y[index]).sum())
-                bar.set_postfix(loss=f"{result.loss:.3f}")
+                    self.baseline = loss
+                self._check(loss, len(losses))
+                self._apply(grads)
+                losses.append(loss)
+                correct += right
+                bar.set_postfix(loss=f"{loss:.3f}")
             self.epoch += 1
+            self._check_ranks_agree()
             train_acc = correct / len(train) if train.kind == "classification" else -float(np.mean(losses))
-            test_acc = score(self.net, self.split.test)
+            test_acc = score(self.net, self.split.test, self.world)
             self.metrics["train_loss"].append(float(np.mean(losses)))
             self.metrics["train_acc"].append(train_acc)
             self.metrics["test_acc"].append(test_acc)
             self.save()
-            plot_curves(self.metrics, self.run_dir / CURVES)
-            log(self.summary())
+            if self.writer:
+                plot_curves(self.metrics, self.run_dir / CURVES)
+                log(self.summary())
         return self.metrics
+
+    def _batch(self, rule, index, choice, online: dict):
+        """(loss, gradients, correct count) of the global batch ``index``: this rank's slice
+        of it, summed over the ranks."""
+        config, train, world = self.config, self.split.train, self.world
+        mine = share(index, world.rank, world.size)
+        # A rank whose slice is empty (a last batch smaller than the job) runs one sample with
+        # no weight, so that it joins every online update's sum like the others.
+        self.weight = len(mine) / len(index)
+        chosen = mine if len(mine) else index[:1]
+        started = time.perf_counter()
+        error = result = None
+        try:
+            x = time_major(train.inputs(chosen, choice))
+            target = train.y[chosen] if train.kind == "classification" else time_major(train.y[chosen])
+            result = self.gradient_pass(rule, self.net, x, self.net.xp.asarray(target), loss=self.loss,
+                                        reg=config.reg, rate_target=config.rate_target, **online)
+            right = 0
+            if train.kind == "classification" and len(mine):
+                right = int((_host(result.readout).argmax(axis=1) == train.y[mine]).sum())
+        except Diverged:  # from an online update: the summed gradients, so every rank raises it
+            raise
+        except Exception as err:  # noqa: BLE001 - told to every rank by the sum below
+            if world.size == 1:
+                raise
+            error = err
+        computed = time.perf_counter()
+        self.timing["compute"] += computed - started
+        self.timing["batches"] += 1
+        if world.size == 1:
+            return result.loss, result.grads, right
+        grads, loss, right, failed = self.batch_sum(
+            None if error else result.grads, self.weight, 0.0 if error else result.loss,
+            0 if error else right, failed=error is not None)
+        if failed:
+            world.agree(error)
+        self.timing["communicate"] += time.perf_counter() - computed
+        return loss, grads, right
+
+    def _apply_summed(self, grads):
+        """An online update: this rank's gradients so far, summed over the ranks, applied."""
+        if self.world.size > 1:
+            grads, _, _, failed = self.batch_sum(grads, self.weight)
+            if failed:
+                self.world.agree(None)
+        self._apply(grads)
+
+    def _check_ranks_agree(self):
+        """Every rank must hold the same weights; one checksum per epoch says whether they do.
+        Where the MPI library's sums differ in the last bit between ranks, rank 0's weights
+        are given to all, and a warning says so."""
+        if self.world.size == 1 or self.world.same_everywhere(digest(self.net.params)):
+            return
+        warnings.warn(f"the ranks' weights differed after epoch {self.epoch} (the MPI library's sums "
+                      f"are not the same on every rank); rank 0's weights and optimiser state were "
+                      f"given to all")
+        xp = self.net.xp
+        params, state = self.world.broadcast(({k: _host(v) for k, v in self.net.params.items()},
+                                              {k: _host(v) for k, v in self.optimizer.state().items()}))
+        self.net.set_params(params)
+        self.optimizer.load_state({k: xp.asarray(v) for k, v in state.items()})
 
     def _apply(self, grads):
         xp = self.net.xp
@@ -218,63 +304,6 @@ class Trainer:
         fmt = (lambda v: f"{100 * v:.1f}%") if kind == "classification" else (lambda v: f"{v:.4f}")
         return (f"epoch {self.epoch}/{self.config.epochs}: train loss {m['train_loss'][-1]:.4f}, "
                 f"train {name} {fmt(m['train_acc'][-1])}, test {name} {fmt(m['test_acc'][-1])}")
-
-
-def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    try:
-        state = store.read_npz(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no checkpoint here") from None
-    except store.NotNpz as err:
-        raise UserError(f"{path}: corrupt checkpoint ({err})") from None
-    if "epoch" not in state or not any(k.startswith("param/") for k in state):
-        raise UserError(f"{path}: not a symgrad checkpoint (no epoch or parameters)")
-    return state
-
-
-class CheckpointMismatch(UserError):
-    """A checkpoint whose arrays are not those the run's config builds."""
-
-
-def check_arrays(state: dict, layout: dict, path: Path):
-    """Every array of ``layout`` present in ``state`` with its shape and dtype (None: any
-    integer), finite, and nothing else; else CheckpointMismatch naming the first array."""
-    for name, (shape, dtype) in layout.items():
-        if name not in state:
-            raise CheckpointMismatch(f"{path}: array {name!r} is missing")
-        value = state[name]
-        if value.shape != tuple(shape):
-            raise CheckpointMismatch(f"{path}: array {name!r} has shape {value.shape}, but the network "
-                                     f"built from config.json has {tuple(shape)}")
-        kind_ok = np.issubdtype(value.dtype, np.integer) if dtype is None else value.dtype == dtype
-        if not kind_ok:
-            raise CheckpointMismatch(f"{path}: array {name!r} is {value.dtype}, but the network built "
-                                     f"from config.json needs {dtype or 'an integer'}")
-        if not np.isfinite(value).all():
-            raise CheckpointMismatch(f"{path}: array {name!r} holds values that are not finite")
-    unexpected = sorted(set(state) - set(layout))
-    if unexpected:
-        raise CheckpointMismatch(f"{path}: unexpected array {unexpected[0]!r} (not part of this run)")
-
-
-def read_metrics(path: Path, epochs: int) -> dict:
-    """The per-epoch metrics of a run's first ``epochs`` epochs."""
-    empty = {"train_loss": [], "train_acc": [], "test_acc": []}
-    if epochs == 0 and not path.exists():
-        return empty
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing, but the checkpoint has reached epoch {epochs}; the "
-                        f"checkpoint is untouched; restore metrics.json to resume") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({getattr(err, 'msg', err)}); the checkpoint is "
-                        f"untouched; restore metrics.json to resume") from None
-    if not isinstance(metrics, dict) or set(metrics) != set(empty) or not all(
-            isinstance(v, list) and len(v) >= epochs for v in metrics.values()):
-        raise UserError(f"{path}: expected lists {', '.join(empty)} of at least {epochs} epochs each")
-    return {k: metrics[k][:epochs] for k in empty}
 
 
 def plot_curves(metrics: dict, path: Path):
