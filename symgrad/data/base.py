@@ -30,6 +30,11 @@ def whole(task: str, name: str, value, least: int = 1) -> int:
     return int(value)
 
 
+def counts(task: str, **values) -> list[int]:
+    """Several settings that count something, each a whole number of at least 1, in order."""
+    return [whole(task, name, value) for name, value in values.items()]
+
+
 def real(task: str, name: str, value, low: float = 0.0, high: float = math.inf, *,
          open_low: bool = True) -> float:
     """A loader's setting that measures something: a finite number above ``low`` (or at least

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DataError, Dataset, Split, real, whole
+from .base import DataError, Dataset, Split, counts, real, whole
 
 
 def _streams(seed: int, n: int) -> list[np.random.Generator]:
@@ -35,10 +35,8 @@ def pattern_generation(seed: int = 0, samples: int = 1, steps: int = 1000, chann
     memorise the mapping, so the test set is the training set.
     """
     seed = whole("pattern", "seed", seed, least=0)
-    samples = whole("pattern", "samples", samples)
-    steps = whole("pattern", "steps", steps)
-    channels = whole("pattern", "channels", channels)
-    outputs = whole("pattern", "outputs", outputs)
+    samples, steps, channels, outputs = counts("pattern", samples=samples, steps=steps, channels=channels,
+                                               outputs=outputs)
     dt = real("pattern", "dt", dt)
     rate = real("pattern", "rate", rate, 0.0, 1.0 / dt, open_low=False)  # at most one spike a step
     rng = np.random.default_rng(seed)
@@ -72,11 +70,9 @@ def evidence_accumulation(seed: int = 0, samples: int = 500, test_samples: int =
     decision is due.
     """
     seed = whole("evidence", "seed", seed, least=0)
-    samples = whole("evidence", "samples", samples)
-    test_samples = whole("evidence", "test_samples", test_samples)
-    cues = whole("evidence", "cues", cues)
-    population = whole("evidence", "population", population)
-    cue_steps = whole("evidence", "cue_steps", cue_steps)
+    samples, test_samples, cues, population, cue_steps = counts(
+        "evidence", samples=samples, test_samples=test_samples, cues=cues, population=population,
+        cue_steps=cue_steps)
     gap_steps = whole("evidence", "gap_steps", gap_steps, least=0)
     delay_steps = whole("evidence", "delay_steps", delay_steps, least=0)
     recall_steps = whole("evidence", "recall_steps", recall_steps)
@@ -143,13 +139,10 @@ def randman(seed: int = 0, samples: int = 500, test_samples: int = 200, n_classe
     Harder variants: larger ``dim``, smaller ``alpha``, more classes, fewer steps.
     """
     seed = whole("randman", "seed", seed, least=0)
-    samples = whole("randman", "samples", samples)
-    test_samples = whole("randman", "test_samples", test_samples)
     n_classes = whole("randman", "n_classes", n_classes, least=2)
-    channels = whole("randman", "channels", channels)
-    steps = whole("randman", "steps", steps)
-    dim = whole("randman", "dim", dim)
-    harmonics = whole("randman", "harmonics", harmonics)
+    samples, test_samples, channels, steps, dim, harmonics = counts(
+        "randman", samples=samples, test_samples=test_samples, channels=channels, steps=steps, dim=dim,
+        harmonics=harmonics)
     alpha = real("randman", "alpha", alpha, open_low=False)
     structure, train_rng, test_rng = _streams(seed, 3)
     amp, phase = _manifold_params(structure, n_classes, channels, dim, alpha, harmonics)
