@@ -124,7 +124,14 @@ class Trainer:
         self.net = build_network(config, model, train.channels, train.outputs)
         # Threads pay off for e-prop's per-synapse sweeps; BPTT's step is a few small products.
         shard = config.rule == "eprop" and sweeps_synapses(self.net, loss)
-        self.gradient_pass = gradient_pass(self.net, threads_per_rank(config.workers, world.local_size), shard)
+        threads = threads_per_rank(config.workers, world.local_size)
+        if world.size > 1:
+            # BLAS's own pool would start a thread per core in every rank (scoring is all
+            # matrix products): held for this process's lifetime to the rank's share.
+            from threadpoolctl import threadpool_limits
+
+            self._blas_limit = threadpool_limits(limits=threads, user_api="blas")
+        self.gradient_pass = gradient_pass(self.net, threads, shard)
         self.batch_sum = BatchSum(world, self.net.params, self.net.xp) if world.size > 1 else None
         self.timing = {"compute": 0.0, "communicate": 0.0, "batches": 0}
         options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
