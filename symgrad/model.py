@@ -9,6 +9,7 @@ the previous step's value; ``output`` is evaluated on the new state. So in
 """
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -41,8 +42,9 @@ def spike(x, surrogate: surrogates.Surrogate | None = None) -> sp.Expr:
     return surrogate(x)
 
 
-# Functions whose derivative is undefined or useless for learning. Inside spike() or
-# stop_gradient() they are fine; anywhere else they are rejected.
+# Functions whose derivative is undefined or useless for learning. Inside stop_gradient()
+# they are fine; anywhere else they are rejected, in a spike's argument too, since the
+# surrogate derivative of spike(x) is chained with the derivative of x.
 NON_DIFFERENTIABLE = (
     sp.Heaviside, sp.sign, sp.floor, sp.ceiling, sp.frac, sp.Mod, sp.DiracDelta,
     sp.Piecewise, sp.Max, sp.Min, sp.Abs,
@@ -163,6 +165,8 @@ def _validate(model: NeuronModel) -> None:
     model.input = _input_symbol(model, set(declared))
     if model.input.name in names:
         raise ModelError(f"duplicate name {model.input.name!r}: the input symbol is also a state or parameter")
+    for name in names + [model.input.name]:
+        _check_identifier(name)
 
     known = set(declared) | {model.input}
     known_names = {s.name: s for s in known}
@@ -177,11 +181,23 @@ def _validate(model: NeuronModel) -> None:
         _reject_non_differentiable(expr, place)
     if model.input in model.output.free_symbols:
         raise ModelError(f"output depends on the input {model.input}: it must be a function of the state")
+    if not model.output.free_symbols & set(model.states):
+        raise ModelError(f"output {model.output} depends on no state: it must be a function of the state")
 
     for group, syms in (("learnable", model.learnable), ("per_neuron", model.per_neuron)):
         for p in syms:
             if p not in model.params:
                 raise ModelError(f"{group} entry {p} is not a declared parameter")
+
+
+def _check_identifier(name: str) -> None:
+    """Every backend declares a variable of this name, so it must be one in Python and C++."""
+    if not name.isidentifier():
+        raise ModelError(f"name {name!r} is not an identifier: the generated code declares a variable of "
+                         "each state, parameter and input name")
+    if keyword.iskeyword(name):
+        raise ModelError(f"name {name!r} is a Python keyword: the generated code declares a variable of "
+                         "each state, parameter and input name; rename it")
 
 
 def _input_symbol(model: NeuronModel, declared: set) -> sp.Symbol:
@@ -200,15 +216,20 @@ _LOGICAL = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
             sp.logic.boolalg.BooleanAtom)
 
 
-def _reject_non_differentiable(expr: sp.Expr, place: str) -> None:
-    if isinstance(expr, (Spike, stop_gradient)):
+def _reject_non_differentiable(expr: sp.Expr, place: str, in_spike: bool = False) -> None:
+    if isinstance(expr, stop_gradient):
         return
     if isinstance(expr, NON_DIFFERENTIABLE) or isinstance(expr, _LOGICAL):
+        if in_spike:
+            raise ModelError(f"non-differentiable {expr} inside a spike in {place}: the spike's surrogate "
+                             "derivative passes through its argument; wrap it in stop_gradient()")
         raise ModelError(f"non-differentiable {expr} in {place}: wrap it in spike() or stop_gradient()")
+    if isinstance(expr, Spike):  # its surrogate's own parameters get no derivative
+        return _reject_non_differentiable(expr.args[0], place, in_spike=True)
     if isinstance(expr, Pseudo):
         raise ModelError(f"surrogate derivative {expr} in {place}: use spike() instead")
     for arg in expr.args:
-        _reject_non_differentiable(arg, place)
+        _reject_non_differentiable(arg, place, in_spike)
 
 
 def _is_number(value) -> bool:

@@ -71,16 +71,41 @@ class NumPyPrinter(_ModelFunctions, _SymPyNumPyPrinter):
         return repr(float(expr))
 
 
+class NumbaPrinter(NumPyPrinter):
+    """Scalar code for the Numba kernels: NumPy's, with conditions as Python expressions
+    (Numba has no scalar np.select, which NumPy's printer uses for Piecewise and Heaviside)."""
+
+    def _print_Piecewise(self, expr):
+        text = self._print(sp.nan)
+        for value, condition in reversed(expr.args):
+            value = self._print(value)
+            text = value if condition == sp.true else f"({value} if {self._print(condition)} else {text})"
+        return text
+
+    def _print_Relational(self, expr):
+        return f"({self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)})"
+
+
 _PRINTER = NumPyPrinter()
+_NUMBA_PRINTER = NumbaPrinter()
 
 
 def numpy_code(expr: sp.Expr) -> str:
     return _PRINTER.doprint(expr)
 
 
+def numba_code(expr: sp.Expr) -> str:
+    return _NUMBA_PRINTER.doprint(expr)
+
+
 def used_functions(exprs) -> list[type]:
-    """The spike and surrogate classes appearing in ``exprs``, in a stable order."""
-    found = {type(f) for e in exprs for f in e.atoms(sp.Function) if isinstance(f, (Spike, Pseudo))}
+    """The spike and surrogate classes appearing in ``exprs``, in a stable order.
+
+    Every spike family steps alike, so all of them share one helper, listed as ``Spike``: a
+    model with two surrogate families must not define ``spike`` twice (C++ refuses that).
+    """
+    found = {Spike if isinstance(f, Spike) else type(f)
+             for e in exprs for f in e.atoms(sp.Function) if isinstance(f, (Spike, Pseudo))}
     return sorted(found, key=lambda cls: (issubclass(cls, Pseudo), cls.__name__))
 
 
@@ -155,6 +180,12 @@ class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
                 text = f"pow({self._print(base)}, {self._number(count)})"
             return text if exp > 0 else f"1/{text}"
         return f"pow({self._print(base)}, {self._arg(exp)})"
+
+    def _print_Mod(self, expr):
+        # SymPy's Mod takes the divisor's sign, as Python's % and np.mod do; C's fmod takes the
+        # dividend's, so it is written out with floor.
+        x, y = expr.args
+        return self._print(x - y * sp.floor(x / y))
 
     def _print_math(self, expr):
         if expr.is_number:

@@ -82,3 +82,20 @@ def _check_generated_names(analysis: Analysis) -> None:
     if clash:
         raise ModelError(f"model {model.name!r}: the name(s) {', '.join(clash)} are used by the "
                          "generated code itself; rename them")
+
+
+def step_names(analysis: Analysis) -> set[str]:
+    """The names a model declares in the generated neuron step: its symbols, z, <s>_new and the
+    Jacobian entries."""
+    model = analysis.model
+    names = set(model.state_names) | set(model.param_names) | {model.input.name, "z"}
+    return names | {f"{s}_new" for s in model.state_names} | set(analysis.entries())
+
+
+def check_clashes(analysis: Analysis, internal: set, code: str) -> None:
+    """A model name that is also one of ``internal``, the names the generated ``code`` uses
+    itself, would shadow it (or fail to compile): rejected, naming it."""
+    clash = sorted(step_names(analysis) & internal)
+    if clash:
+        raise ModelError(f"model {analysis.model.name!r}: the name(s) {', '.join(clash)} clash with "
+                         f"names in the generated {code} code; rename them")

@@ -11,7 +11,7 @@ import inspect
 from .. import printing
 from ..analysis import CONSTANT, DYNAMIC
 from ..kernels import Blueprint, Kernel, KernelArg, Line
-from ..model import ModelError
+from ..statements import check_clashes
 from . import kernel_frame
 
 # What one thread's index is called in each index space, and where a trace load reads.
@@ -88,16 +88,6 @@ _CUDA_WORDS = set("""
 
 
 def _check_names(blueprint: Blueprint, ctx: dict) -> None:
-    model = blueprint.model
-    user = set(model.state_names) | set(model.param_names) | {model.input.name, "z"}
-    user |= {f"{s}_new" for s in model.state_names} | {s["name"] for s in ctx["step"]}
-    user |= set(blueprint.analysis.entries())
     internal = set(_CUDA_WORDS) | {name for name, _, _, _ in ctx["helpers"]}
-    internal |= set(printing.cuda_function_names())
-    for name in ("fixed_entries", "neuron_step"):  # their bodies declare the model's names
-        kernel = blueprint.kernel(name)
-        internal |= {a.name for a in kernel.args} if kernel else set()
-    clash = sorted(user & internal)
-    if clash:
-        raise ModelError(f"model {model.name!r}: the name(s) {', '.join(clash)} clash with names in "
-                         "the generated CUDA code; rename them")
+    internal |= set(printing.cuda_function_names()) | kernel_frame.argument_names(blueprint)
+    check_clashes(blueprint.analysis, internal, "CUDA")

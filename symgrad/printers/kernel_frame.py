@@ -35,3 +35,9 @@ def context(blueprint: Blueprint, expression, kernel, helper) -> dict:
         "dynamic": blueprint.plan.summary().dynamic,
         **{name: kernel(kernels.get(name)) for name in KERNELS},
     }
+
+
+def argument_names(blueprint: Blueprint) -> set[str]:
+    """The arguments of the kernels whose bodies declare the model's names."""
+    kernels = (blueprint.kernel(name) for name in ("fixed_entries", "neuron_step"))
+    return {a.name for kernel in kernels if kernel for a in kernel.args}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .. import printing
 from ..analysis import CONSTANT
 from ..kernels import Blueprint, Kernel, Line
+from ..statements import check_clashes
 from ..surrogates import Spike
 from . import kernel_frame
 
@@ -86,7 +87,11 @@ def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
     kernels = {k.name: k for k in blueprint.kernels}
     rest = blueprint.plan.quiescence
-    return {**kernel_frame.context(blueprint, printing.numpy_code, _kernel, helper),
+    frame = kernel_frame.context(blueprint, printing.numba_code, _kernel, helper)
+    # the kernels and rest_decays(p) declare the model's names beside these
+    internal = {"np", "njit", "prange", "range", "bi", "neuron", "p"} | kernel_frame.argument_names(blueprint)
+    check_clashes(blueprint.analysis, internal | {name for name, _, _ in frame["helpers"]}, "Numba")
+    return {**frame,
             "synapse_events": _events(kernels.get("synapse_events"), kernels.get("settle")),
             "decays": [(s, printing.numpy_code(d)) for s, d in (rest.decays or {}).items()],
             "decay_params": sorted({q.name for d in (rest.decays or {}).values() for q in d.free_symbols})}

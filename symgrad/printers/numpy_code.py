@@ -12,6 +12,7 @@ from .. import printing
 from ..analysis import DYNAMIC, PER_NEURON
 from ..kernels import Blueprint
 from ..plan import PRESYNAPTIC, Term, TraceUpdate
+from ..statements import check_clashes
 
 
 def entry(term: Term, at: str = "J") -> str:
@@ -141,6 +142,10 @@ def context(blueprint: Blueprint) -> dict:
     model, plan = blueprint.model, blueprint.plan
     summary = plan.summary()
     per_synapse = bool(summary.per_synapse)
+    helpers = [printing.numpy_helper(cls) for cls in printing.used_functions(
+        [s.expr for s in blueprint.step + blueprint.fixed])]
+    # neuron_step(s, I, p) and fixed_entries(p) declare the model's names beside these
+    check_clashes(blueprint.analysis, {"np", "s", "p"} | {name for name, _, _ in helpers}, "NumPy")
     return {
         "constants": {
             "STATES": json.dumps(list(summary.states)),
@@ -150,8 +155,7 @@ def context(blueprint: Blueprint) -> dict:
             "PRESYNAPTIC": json.dumps(list(summary.presynaptic)),
             "PER_SYNAPSE": json.dumps(list(summary.per_synapse)),
         },
-        "helpers": [printing.numpy_helper(cls) for cls in printing.used_functions(
-            [s.expr for s in blueprint.step + blueprint.fixed])],
+        "helpers": helpers,
         "fixed_params": [p.name for p in blueprint.fixed_params],
         "fixed": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.fixed],
         "step_states": blueprint.step_states,

@@ -68,7 +68,9 @@ def _numba_layer(code: render.Generated, numpy_module):
     from .kernel_layer import KernelLayer
     from .numba_layer import NumbaKernels
 
-    key = ("numba-layer", code.texts["numba"], tuple(p.name for p in code.model.neuron_params))
+    # As for the CUDA layers: the NumPy module's text holds the initial states the layer takes.
+    key = ("numba-layer", code.texts["numba"], code.texts["numpy"],
+           tuple(p.name for p in code.model.neuron_params))
     if key not in _LOADED:
         module = _module(code, "numba")
         kernels = NumbaKernels(Path(module.__file__), {k.name: k for k in code.kernels}, module, code.model.name)

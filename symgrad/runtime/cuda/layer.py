@@ -14,7 +14,9 @@ def load(code: Generated, backend: str, numpy_module) -> KernelLayer:
     if backend not in LAUNCHERS:
         raise ValueError(f"unknown CUDA backend {backend!r}; choose {' or '.join(LAUNCHERS)}")
     source = code.texts["cuda"]
-    key = (backend, source, tuple(p.name for p in code.model.neuron_params))
+    # The layer takes the initial states and the element-wise functions from the NumPy module:
+    # models with the same kernels but other initial states must not share one.
+    key = (backend, source, code.texts["numpy"], tuple(p.name for p in code.model.neuron_params))
     if key not in _LAYERS:
         kernels = {k.name: k for k in code.kernels if not k.cpu_only}
         path = source_file(code.model, source)

@@ -1,0 +1,222 @@
+"""Random neuron models (tests/fuzz_models.py) through the whole of symgrad.
+
+For every drawn model exactly one of two things holds:
+
+* symgrad rejects it with a one-line ModelError, when the model is built or when its code is
+  generated (a name that clashes with the generated code is only known there); or
+* every backend's code is generated and compiles, and on a small spiking network (one layer,
+  float64, inputs scaled until it fires; examples that stay silent are discarded):
+  - e-prop equals BPTT to 1e-9 where e-prop is exact: one layer, no W_rec, a leaky readout
+    with kappa 0 and 0.8, and a drawn loss (ce, mse per step, or ce_mean, ce_last);
+  - BPTT equals central finite differences on the model's smooth variant (with W_rec);
+  - and, in ``test_compiled_backends_equal_numpy``, the generated CUDA compiles with NVRTC as
+    CuPy compiles it, and the Numba and CUDA host-shim backends give NumPy's results.
+
+What a run covers. By default the examples are fixed (``derandomize``), so CI sees the same
+models every time: ``test_random_models`` draws 100 models, of which symgrad accepts 70 and
+these are checked on NumPy (about 35 s on two cores), and ``test_compiled_backends_equal_numpy``
+draws 20 other models, of which 14 are accepted and checked on every backend (about 85 s: Numba
+and the host shim compile each model for seconds, so they see a subset). Silent networks are
+discarded and redrawn; --hypothesis-show-statistics prints the counts and the reasons for
+rejection. The long run draws fresh models instead, as many as the environment asks:
+
+    SYMGRAD_FUZZ_EXAMPLES=5000 SYMGRAD_FUZZ_COMPILED_EXAMPLES=200 python -m pytest -m fuzz tests/test_fuzz.py
+
+(add --hypothesis-seed=N to repeat one). ``-m "not fuzz"`` leaves the whole suite out.
+Every failure Hypothesis shrinks goes to tests/test_fuzz_regressions.py, written out.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
+from symgrad import ModelError, NeuronModel, render
+from symgrad.model import NON_DIFFERENTIABLE
+from symgrad.runtime import Network, bptt, eprop
+from fuzz_models import model_specs
+from helpers import relative_error, smooth_variant
+
+pytestmark = pytest.mark.fuzz
+
+LONG_RUN = "SYMGRAD_FUZZ_EXAMPLES" in os.environ
+EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_EXAMPLES", 100))
+COMPILED_EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_COMPILED_EXAMPLES", 20))
+SCALES = (1.0, 3.0, 10.0, 30.0)  # input weight scales tried until the network fires
+N_IN, HIDDEN, N_OUT, STEPS, BATCH = 3, 4, 3, 12, 2
+
+
+def fuzz_settings(examples: int):
+    return settings(max_examples=examples, derandomize=not LONG_RUN, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                           HealthCheck.data_too_large])
+
+
+# -- building ---------------------------------------------------------------------------------
+def accepted(spec: dict) -> NeuronModel | None:
+    """The model with its code generated for every backend, or None when symgrad rejects it
+    (with a one-line ModelError, which this asserts)."""
+    try:
+        model = NeuronModel(**spec)
+        render.generate_code(model)  # every backend; the Python ones are compiled on the way
+    except ModelError as err:
+        assert "\n" not in str(err), f"a ModelError of several lines: {err}"
+        event("rejected: " + str(err).removeprefix(f"model {spec['name']!r}: ")[:50])
+        return None
+    return model
+
+
+def inputs():
+    """Input spikes at 30% and class labels, the same for every model."""
+    rng = np.random.default_rng(1)
+    x = (rng.random((STEPS, BATCH, N_IN)) < 0.3).astype(float)
+    return x, rng.integers(0, N_OUT, BATCH)
+
+
+def network(model, scale, backend="numpy", recurrent=False, kappa=0.0):
+    """One layer of ``model`` with its input weights scaled by ``scale`` (a model that ignores
+    its input is expected here: its warning is not news)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "model .* reaches no state")
+        net = Network(model, N_IN, HIDDEN, N_OUT, recurrent=recurrent, kappa=kappa, seed=2, backend=backend)
+    net.params["W_in"] *= scale
+    return net
+
+
+def firing_scale(model) -> float:
+    """The smallest input scale at which the network spikes (but not all the time); the
+    example is discarded when none does."""
+    x, _ = inputs()
+    for scale in SCALES:
+        with np.errstate(all="ignore"):
+            readout, spikes = network(model, scale).forward(x)
+        if not np.all(np.isfinite(readout)):
+            break
+        if 0 < spikes[0].mean() < 0.9:
+            return scale
+    assume(False)
+
+
+def has_kinks(model) -> bool:
+    """Whether the model uses a kink (inside stop_gradient): its smooth variant would not."""
+    exprs = list(model.update.values()) + [model.output]
+    return any(e.atoms(*NON_DIFFERENTIABLE) for e in exprs)
+
+
+# -- the checks -------------------------------------------------------------------------------
+def check_eprop_equals_bptt(model, scale, kappa, loss):
+    """Where e-prop is exact (one layer, no W_rec), it equals BPTT to 1e-9."""
+    net = network(model, scale, kappa=kappa)
+    x, labels = inputs()
+    target = np.random.default_rng(3).standard_normal((STEPS, BATCH, N_OUT)) if loss == "mse" else labels
+    fast, reference = eprop(net, x, target, loss=loss), bptt(net, x, target, loss=loss)
+    assert fast.spikes[0] > 0, "the network is silent: this test would prove nothing"
+    assert fast.loss == pytest.approx(reference.loss, rel=1e-12)
+    assert set(fast.grads) == set(reference.grads) == set(net.params)
+    if not np.any(reference.grads["W_in"]):
+        event("W_in gets a zero gradient")
+    for key, value in reference.grads.items():
+        assert relative_error(fast.grads[key], value) <= 1e-9, key
+
+
+def check_bptt_equals_finite_differences(model, scale, points=2):
+    """BPTT on the smooth variant (with W_rec) against central differences of its loss, at
+    ``points`` entries of every parameter."""
+    net = network(smooth_variant(model), scale, recurrent=True, kappa=0.6)
+    x, labels = inputs()
+    reference = bptt(net, x, labels)
+    rng = np.random.default_rng(0)
+    for key, value in net.params.items():
+        for index in [tuple(rng.integers(0, s) for s in value.shape) for _ in range(points)]:
+            original = value[index]
+            h = 1e-6 * max(1.0, abs(original))
+            value[index] = original + h
+            up = bptt(net, x, labels).loss
+            value[index] = original - h
+            down = bptt(net, x, labels).loss
+            value[index] = original
+            numeric = (up - down) / (2 * h)
+            assert reference.grads[key][index] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (key, index)
+
+
+def check_backend_equals_numpy(model, scale, backend):
+    """e-prop (filtered and not, with W_rec and without) and BPTT on ``backend`` against NumPy.
+    Each runs twice on the same network: the first e-prop pass skips rows at rest where the
+    kernels can, the second takes the path that the first pass's activity chose."""
+    x, labels = inputs()
+    for rule, kappa, recurrent in ((eprop, 0.8, True), (bptt, 0.6, True), (eprop, 0.0, False)):
+        expected = rule(network(model, scale, recurrent=recurrent, kappa=kappa), x, labels)
+        assert expected.spikes[0] > 0, "the network is silent: this test would prove nothing"
+        net = network(model, scale, backend, recurrent=recurrent, kappa=kappa)
+        for got in (rule(net, x, labels), rule(net, x, labels)):
+            assert got.spikes == pytest.approx(expected.spikes, rel=1e-12), (backend, rule.__name__)
+            assert got.loss == pytest.approx(expected.loss, rel=1e-9), (backend, rule.__name__)
+            assert set(got.grads) == set(expected.grads)
+            for key, value in expected.grads.items():
+                assert relative_error(got.grads[key], value) <= 1e-9, (backend, rule.__name__, key)
+
+
+def check_cuda_compiles_with_nvrtc(model) -> bool:
+    """The generated .cu, with every kernel in float and double, compiles as CuPy compiles it;
+    False where NVRTC is not found."""
+    lib = nvrtc()
+    if lib is None:
+        return False
+    code = render.generate_code(model, backends=("cuda",))
+    program = ctypes.c_void_p()
+    source = code.texts["cuda"].encode()
+    assert lib.nvrtcCreateProgram(ctypes.byref(program), source, b"fuzz.cu", 0, None, None) == 0
+    for kernel in code.kernels:
+        if not kernel.cpu_only:
+            for real in (b"float", b"double"):
+                assert lib.nvrtcAddNameExpression(program, kernel.name.encode() + b"<" + real + b">") == 0
+    options = [b"--std=c++14", b"-arch=compute_80"]
+    status = lib.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(program, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(program))
+    assert status == 0, log.value.decode()
+    return True
+
+
+def nvrtc():
+    """libnvrtc from the nvidia-cuda-nvrtc wheel, as tests/test_cuda.py finds it; else None."""
+    from test_cuda import _nvrtc
+
+    return _nvrtc()
+
+
+# -- the properties ---------------------------------------------------------------------------
+@fuzz_settings(EXAMPLES)
+@given(spec=model_specs(), loss=st.sampled_from(["ce", "ce_mean", "ce_last", "mse"]))
+def test_random_models(spec, loss):
+    model = accepted(spec)
+    if model is None:
+        return
+    scale = firing_scale(model)
+    for kappa in (0.0, 0.8):
+        check_eprop_equals_bptt(model, scale, kappa, loss)
+    if has_kinks(model):
+        event("kinks inside stop_gradient: no smooth variant")
+    else:
+        check_bptt_equals_finite_differences(model, scale)
+
+
+@fuzz_settings(COMPILED_EXAMPLES)
+@given(spec=model_specs())
+def test_compiled_backends_equal_numpy(spec):
+    model = accepted(spec)
+    if model is None:
+        return
+    scale = firing_scale(model)
+    if not check_cuda_compiles_with_nvrtc(model):
+        event("NVRTC not found: the .cu was compiled for the host only")
+    for backend in ("numba", "cuda-host"):
+        check_backend_equals_numpy(model, scale, backend)
