@@ -1,12 +1,17 @@
-"""Shared test helpers: small active networks, smooth model variants and WAV files."""
+"""Shared test helpers: small active networks, smooth model variants, finite differences,
+NVRTC and WAV files."""
+import ctypes
+import ctypes.util
 import wave
+from pathlib import Path
 
 import numpy as np
+import pytest
 import sympy as sp
 
 from symgrad import NeuronModel, models
 from symgrad.model import stop_gradient
-from symgrad.runtime import Network
+from symgrad.runtime import Network, bptt
 from symgrad.surrogates import Spike
 
 # Input weight scale that makes each built-in model fire with 30% input spikes.
@@ -68,3 +73,61 @@ def tone(freq, seconds=0.25, rate=8000):
     """A Hann-windowed sine: a stand-in for a spoken digit."""
     t = np.arange(int(seconds * rate)) / rate
     return 0.5 * np.sin(2 * np.pi * freq * t) * np.hanning(len(t))
+
+
+def finite_difference_check(net, x, labels, loss="ce", points=3):
+    """BPTT's gradient of every parameter against central differences of its loss, at
+    ``points`` entries of each; returns BPTT's result."""
+    reference = bptt(net, x, labels, loss=loss)
+    rng = np.random.default_rng(0)
+    for key, value in net.params.items():
+        for index in [tuple(rng.integers(0, s) for s in value.shape) for _ in range(points)]:
+            original = value[index]
+            h = 1e-6 * max(1.0, abs(original))
+            value[index] = original + h
+            up = bptt(net, x, labels, loss=loss).loss
+            value[index] = original - h
+            down = bptt(net, x, labels, loss=loss).loss
+            value[index] = original
+            assert reference.grads[key][index] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8), (
+                key, index)
+    return reference
+
+
+def nvrtc():
+    """libnvrtc, as CuPy uses it: from the nvidia-cuda-nvrtc wheel or the system, else None."""
+    candidates = []
+    try:
+        import nvidia.cuda_nvrtc as package
+
+        for folder in package.__path__:
+            candidates += sorted(Path(folder, "lib").glob("libnvrtc.so*"))
+    except ImportError:
+        pass
+    found = ctypes.util.find_library("nvrtc")
+    candidates += [found] if found else []
+    for candidate in candidates:
+        try:
+            return ctypes.CDLL(str(candidate))
+        except OSError:
+            continue
+    return None
+
+
+def nvrtc_compile(lib, source: bytes, name: bytes, expressions) -> ctypes.c_void_p:
+    """Compile a .cu as CuPy does, with the kernel instantiations ``expressions``; fails the
+    test with NVRTC's log. The caller destroys the returned program."""
+    program = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(program), source, name, 0, None, None) == 0
+    for expression in expressions:
+        assert lib.nvrtcAddNameExpression(program, expression) == 0
+    options = [b"--std=c++14", b"-arch=compute_80"]
+    status = lib.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(program, log)
+    if status != 0:
+        lib.nvrtcDestroyProgram(ctypes.byref(program))
+    assert status == 0, log.value.decode()
+    return program

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import re
@@ -25,7 +24,7 @@ import pytest
 
 from symgrad import models, render
 from symgrad.runtime import bptt, cuda, eprop
-from helpers import batch, network, relative_error
+from helpers import batch, network, nvrtc, nvrtc_compile, relative_error
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = list(models.BUILTIN)
@@ -180,43 +179,13 @@ def test_every_generated_cu_compiles_with_nvcc(tmp_path):
                     f"{arch}: {mangled} computes in double")
 
 
-def _nvrtc():
-    """libnvrtc, as CuPy uses it: from the nvidia-cuda-nvrtc wheel or the system, else None."""
-    candidates = []
-    try:
-        import nvidia.cuda_nvrtc as package
-
-        for folder in package.__path__:
-            candidates += sorted(Path(folder, "lib").glob("libnvrtc.so*"))
-    except ImportError:
-        pass
-    found = ctypes.util.find_library("nvrtc")
-    candidates += [found] if found else []
-    for candidate in candidates:
-        try:
-            return ctypes.CDLL(str(candidate))
-        except OSError:
-            continue
-    return None
-
-
-@pytest.mark.skipif(_nvrtc() is None, reason="libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
+@pytest.mark.skipif(nvrtc() is None, reason="libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
 @pytest.mark.parametrize("name", MODELS)
 def test_every_generated_cu_compiles_with_nvrtc_as_cupy_does(name):
-    lib = _nvrtc()
-    program = ctypes.c_void_p()
+    lib = nvrtc()
     source = (ROOT / "generated" / name / "cuda_layer.cu").read_bytes()
-    assert lib.nvrtcCreateProgram(ctypes.byref(program), source, b"cuda_layer.cu", 0, None, None) == 0
     names = [f"{k.name}<{t}>".encode() for k in kernels(name) for t in ("float", "double")]
-    for expression in names:
-        assert lib.nvrtcAddNameExpression(program, expression) == 0
-    options = [b"--std=c++14", b"-arch=compute_80"]
-    status = lib.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(program, log)
-    assert status == 0, log.value.decode()
+    program = nvrtc_compile(lib, source, b"cuda_layer.cu", names)
     for expression in names:
         lowered = ctypes.c_char_p()
         assert lib.nvrtcGetLoweredName(program, expression, ctypes.byref(lowered)) == 0

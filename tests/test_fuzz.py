@@ -40,7 +40,7 @@ from symgrad import ModelError, NeuronModel, render
 from symgrad.model import NON_DIFFERENTIABLE
 from symgrad.runtime import Network, bptt, eprop
 from fuzz_models import model_specs
-from helpers import relative_error, smooth_variant
+from helpers import finite_difference_check, nvrtc, nvrtc_compile, relative_error, smooth_variant
 
 pytestmark = pytest.mark.fuzz
 
@@ -129,19 +129,7 @@ def check_bptt_equals_finite_differences(model, scale, points=2):
     ``points`` entries of every parameter."""
     net = network(smooth_variant(model), scale, recurrent=True, kappa=0.6)
     x, labels = inputs()
-    reference = bptt(net, x, labels)
-    rng = np.random.default_rng(0)
-    for key, value in net.params.items():
-        for index in [tuple(rng.integers(0, s) for s in value.shape) for _ in range(points)]:
-            original = value[index]
-            h = 1e-6 * max(1.0, abs(original))
-            value[index] = original + h
-            up = bptt(net, x, labels).loss
-            value[index] = original - h
-            down = bptt(net, x, labels).loss
-            value[index] = original
-            numeric = (up - down) / (2 * h)
-            assert reference.grads[key][index] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (key, index)
+    finite_difference_check(net, x, labels, points=points)
 
 
 def check_backend_equals_numpy(model, scale, backend):
@@ -168,29 +156,11 @@ def check_cuda_compiles_with_nvrtc(model) -> bool:
     if lib is None:
         return False
     code = render.generate_code(model, backends=("cuda",))
-    program = ctypes.c_void_p()
-    source = code.texts["cuda"].encode()
-    assert lib.nvrtcCreateProgram(ctypes.byref(program), source, b"fuzz.cu", 0, None, None) == 0
-    for kernel in code.kernels:
-        if not kernel.cpu_only:
-            for real in (b"float", b"double"):
-                assert lib.nvrtcAddNameExpression(program, kernel.name.encode() + b"<" + real + b">") == 0
-    options = [b"--std=c++14", b"-arch=compute_80"]
-    status = lib.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(program, log)
+    names = [kernel.name.encode() + b"<" + real + b">" for kernel in code.kernels if not kernel.cpu_only
+             for real in (b"float", b"double")]
+    program = nvrtc_compile(lib, code.texts["cuda"].encode(), b"fuzz.cu", names)
     lib.nvrtcDestroyProgram(ctypes.byref(program))
-    assert status == 0, log.value.decode()
     return True
-
-
-def nvrtc():
-    """libnvrtc from the nvidia-cuda-nvrtc wheel, as tests/test_cuda.py finds it; else None."""
-    from test_cuda import _nvrtc
-
-    return _nvrtc()
 
 
 # -- the properties ---------------------------------------------------------------------------

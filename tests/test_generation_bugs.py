@@ -12,25 +12,7 @@ import sympy as sp
 from symgrad import NeuronModel, render, spike
 from symgrad.analysis import Analysis
 from symgrad.runtime import Network, bptt, eprop
-from helpers import batch, relative_error
-
-
-def finite_difference_check(net, x, labels, loss="ce", points=3):
-    """BPTT's gradient of every parameter against central differences of the forward pass."""
-    reference = bptt(net, x, labels, loss=loss)
-    rng = np.random.default_rng(0)
-    for key, value in net.params.items():
-        for index in [tuple(rng.integers(0, s) for s in value.shape) for _ in range(points)]:
-            original = value[index]
-            h = 1e-6 * max(1.0, abs(original))
-            value[index] = original + h
-            up = bptt(net, x, labels, loss=loss).loss
-            value[index] = original - h
-            down = bptt(net, x, labels, loss=loss).loss
-            value[index] = original
-            assert reference.grads[key][index] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8), (
-                key, index)
-    return reference
+from helpers import batch, finite_difference_check, relative_error
 
 
 def test_entry_names_that_collide_when_joined_stay_apart():

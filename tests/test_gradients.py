@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from symgrad import models
-from symgrad.runtime import Network, bptt, eprop
-from helpers import batch, cosine, network, relative_error, smooth_variant
+from symgrad.runtime import bptt, eprop
+from helpers import batch, cosine, finite_difference_check, network, relative_error, smooth_variant
 
 MODELS = list(models.BUILTIN)
 
@@ -119,20 +119,7 @@ def test_bptt_matches_finite_differences_on_smooth_models(name):
     model = smooth_variant(models.builtin(name))
     net = network(name, model=model, recurrent=True, kappa=0.6, hidden=4, n_in=3, n_out=3)
     x, labels = batch(steps=12, size=2, n_in=3, n_out=3)
-    reference = bptt(net, x, labels)
-    rng = np.random.default_rng(0)
-    for key, value in net.params.items():
-        analytic = reference.grads[key]
-        for index in [tuple(rng.integers(0, s) for s in value.shape) for _ in range(3)]:
-            original = value[index]
-            h = 1e-6 * max(1.0, abs(original))
-            value[index] = original + h
-            up = bptt(net, x, labels).loss
-            value[index] = original - h
-            down = bptt(net, x, labels).loss
-            value[index] = original
-            numeric = (up - down) / (2 * h)
-            assert analytic[index] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (key, index)
+    finite_difference_check(net, x, labels)
 
 
 @pytest.mark.parametrize("name", ["lif", "alif", "cuba_lif", "sigma_delta"])
