@@ -407,6 +407,14 @@ class TracePlan:
         return self.summary().memory(batch, n, n_pre, itemsize, **flags)
 
 
+def unheard_input(input_symbol, eligible) -> str | None:
+    """Why every weight's gradient is zero, where the input reaches no state the output
+    depends on (no ``eligible`` component); None where the input is heard."""
+    if eligible:
+        return None
+    return f"the input {input_symbol} reaches no state the output depends on, so the weights get zero gradients"
+
+
 def _reachable(D, sources) -> set:
     """Components reached from the non-zero ``sources`` entries through non-zero D entries."""
     c = sources

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .analysis import Analysis
-from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan
+from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan, unheard_input
 
 
 def as_json(analysis: Analysis, plan: TracePlan) -> dict:
@@ -72,6 +72,9 @@ def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int,
     out += [f"  dz/d{p.name}  {e.kind:<10}  {sp.sstr(e.expr)}" for p, e in analysis.dz.items()]
     out += ["", "trace plan:"]
     out += [f"  eps_{name}: {kind}" for name, kind in plan.by_name().items()]
+    unheard = unheard_input(model.input, plan.eligible)
+    if unheard:
+        out.append(f"  warning: {unheard}")
     for name, coefs in plan.filter_coefficients().items():
         terms = [f"{sp.sstr(c)} * eps_{j}" for j, c in coefs["D"].items()]
         if coefs["c"] != 0:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symgrad import NeuronModel, render, spike
+from symgrad import NeuronModel, models, render, spike
 from symgrad.analysis import Analysis
 from symgrad.runtime import Network, bptt, eprop
 from helpers import batch, finite_difference_check, relative_error
@@ -86,14 +86,22 @@ def test_an_update_that_ignores_the_input_gives_valid_code_and_zero_weight_gradi
             assert not np.any(result.grads[key]), (rule.__name__, key)
 
 
+def test_inspect_says_when_the_input_is_never_heard():
+    from symgrad import report
+    from symgrad.plan import TracePlan
+
+    text = report.as_text(Analysis(silent_input_model()), TracePlan(Analysis(silent_input_model())), 4, 8, 8, 4)
+    assert "warning: the input I reaches no state the output depends on" in text
+    lif = models.builtin("lif")
+    assert "warning" not in report.as_text(Analysis(lif), TracePlan(Analysis(lif)), 4, 8, 8, 4)
+
+
 def test_every_python_module_is_compiled_before_use(monkeypatch):
     from symgrad.printers import numpy_code
 
     real = numpy_code.input_gain
     monkeypatch.setattr(numpy_code, "input_gain", lambda blueprint: real(blueprint) + " +")
     with pytest.raises(render.GenerationError, match="'lif'.*numpy_layer.py.*bug in symgrad"):
-        from symgrad import models
-
         render.render(models.builtin("lif"))
 
 

@@ -344,3 +344,11 @@ def test_task_settings_are_checked(tmp_path, capsys, task, setting, message):
     code, _, err = cli(capsys, "train", "lif", "--task", task, "--set", setting, "--out", tmp_path / "r")
     assert code == 1 and message in one_line(err)
     assert not (tmp_path / "r").exists()
+
+
+def test_train_help_names_every_task():
+    from symgrad.data import TASKS
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    task = next(action for action in train._actions if "--task" in action.option_strings)
+    assert all(name in task.help for name in TASKS), task.help

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .. import render, store
+from ..plan import unheard_input
 from ..model import NeuronModel
 from . import backends
 
@@ -32,9 +33,9 @@ def generated(model: NeuronModel, dense: bool = False) -> render.Generated:
     key = (_spec(model), dense)
     if key not in _GENERATED:
         _GENERATED[key] = render.generate_code(model, dense)
-        if not _GENERATED[key].plan.eligible:
-            warnings.warn(f"model {model.name!r}: the input {model.input} reaches no state the output "
-                          "depends on, so the weights get zero gradients", stacklevel=3)
+        unheard = unheard_input(model.input, _GENERATED[key].plan.eligible)
+        if unheard:
+            warnings.warn(f"model {model.name!r}: {unheard}", stacklevel=3)
     return _GENERATED[key]
 
 
