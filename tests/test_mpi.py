@@ -57,7 +57,9 @@ def assert_close(a: dict, b: dict, tolerance: float):
     ["--rule", "eprop", "--backend", "numba"],
     ["--rule", "eprop", "--loss", "ce", "--update-every", "4", "--backend", "numpy"],
     ["--rule", "bptt", "--backend", "numpy", "--set", "samples=33"],  # a last batch of 1: two ranks idle
-], ids=["eprop", "bptt", "eprop-numba", "eprop-online", "bptt-idle-ranks"])
+    ["--rule", "eprop", "--backend", "numpy", "--reg", "2", "--set", "samples=33"],
+    ["--rule", "bptt", "--backend", "numpy", "--reg", "2"],
+], ids=["eprop", "bptt", "eprop-numba", "eprop-online", "bptt-idle-ranks", "eprop-reg-idle-ranks", "bptt-reg"])
 def test_the_result_does_not_depend_on_the_process_count(tmp_path, options):
     alone = train(tmp_path, "alone", 0, "--epochs", "2", *options)
     reference = weights(tmp_path / "alone")
@@ -105,10 +107,14 @@ if os.environ.get("PMI_RANK") == "1":
 """
 
 
-def test_a_failing_rank_stops_every_rank_with_one_line(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--loss", "ce", "--update-every", "4"], ["--reg", "1"]],
+                         ids=["batch", "online-updates", "rate-regulariser"])
+def test_a_failing_rank_stops_every_rank_with_one_line(tmp_path, options):
+    """Rank 1 fails before its pass while rank 0 is in a collective inside its own (an online
+    update, the regulariser's counts) or at the batch's end: no hang, one line."""
     (tmp_path / "failing.py").write_text(FAILING_MODEL)
     command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "symgrad.cli", "train", "failing.py", *SMALL,
-               "--epochs", "3", "--out", "run"]
+               "--epochs", "3", "--out", "run", *options]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -12,7 +12,8 @@ from .losses import loss_kind
 from .network import Network
 
 
-def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01) -> Result:
+def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
+         rate_scope=None) -> Result:
     """Exact gradients (given the surrogate) of ``loss``; same arguments as ``eprop``."""
     kind = loss_kind(loss)
     xp = net.xp
@@ -60,8 +61,11 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
 
     # firing-rate regulariser: reg/2 sum_i (rate_i - target)^2 adds a constant dL/dz per neuron
     rate_grad = []
+    sums, whole = rate_sum, batch
+    if reg and rate_scope is not None:  # the rate of the whole batch this one is a slice of
+        sums, whole = rate_scope(rate_sum, batch)
     for l, layer in enumerate(layers):
-        excess = rate_sum[l] / (steps * batch) - rate_target
+        excess = sums[l] / (steps * whole) - rate_target
         total += 0.5 * reg * float((excess * excess).sum())
         rate_grad.append(reg * excess / (steps * batch))
 

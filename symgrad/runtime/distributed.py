@@ -129,51 +129,62 @@ def world():
     return MpiWorld(MPI.COMM_WORLD) if MPI.COMM_WORLD.Get_size() > 1 else SINGLE
 
 
+class PeerFailed(Exception):
+    """Another rank failed: it said so in the collective this rank just took part in."""
+
+
 class BatchSum:
-    """Sums a batch's gradients, loss and counts over the ranks with one Allreduce of one
-    buffer, allocated once. Each rank contributes its slice's mean gradient and loss
-    weighted by its share of the global batch, so the sums are the global batch's means.
+    """Every sum the ranks take during a batch, through one Allreduce of one buffer, allocated
+    once: the gradients (each rank's slice mean, weighted by its share of the global batch, so
+    the sum is the global batch's mean), the spike counts of the rate regulariser, the loss,
+    the correct count and a failure flag.
+
+    Every collective of a batch (an online update, the rate regulariser's counts, the batch's
+    end) sums the same buffer, so a rank that fails anywhere joins whichever collective the
+    others are in with its flag raised, and all of them then meet in ``World.agree``.
 
     On a GPU the buffer is summed through the host unless ``SYMGRAD_MPI_CUDA_AWARE=1`` says the
     MPI library reads device memory itself.
     """
 
-    EXTRAS = ("loss", "correct", "failed")
-
-    def __init__(self, world, params: dict, xp):
+    def __init__(self, world, params: dict, xp, rate_size: int = 0):
         self.world, self.xp = world, xp
         self.layout, offset = [], 0
         for name in sorted(params):
             self.layout.append((name, offset, params[name].shape))
             offset += params[name].size
+        self.rates = slice(offset, offset + rate_size)
+        self.extras = offset + rate_size  # the batch size behind the counts, loss, correct, failed
         # The gradients' own dtype: float32 sums as a single float32 process's batch would.
-        self.buffer = xp.zeros(offset + len(self.EXTRAS), dtype=next(iter(params.values())).dtype)
-        self.extras = offset
+        self.buffer = xp.zeros(self.extras + 4, dtype=next(iter(params.values())).dtype)
         self.device_aware = xp is np or os.environ.get("SYMGRAD_MPI_CUDA_AWARE") == "1"
 
-    def __call__(self, grads: dict | None, weight: float, loss: float = 0.0, correct: int = 0,
-                 failed: bool = False):
-        """(grads, loss, correct, failed): the sums over the ranks; grads are views into the
-        buffer, valid until the next call."""
-        buffer = self.buffer
-        for name, offset, shape in self.layout:
-            size = int(np.prod(shape))
-            if grads is None or failed:
-                buffer[offset:offset + size] = 0
-            else:
+    def __call__(self, grads: dict | None = None, weight: float = 0.0, loss: float = 0.0, correct: int = 0,
+                 rates: list | None = None, batch: int = 0, failed: bool = False):
+        """The sums over the ranks: (grads, loss, correct, rates, batch); grads and rates are
+        views into the buffer, valid until the next call. Raises PeerFailed if any rank failed."""
+        buffer, xp = self.buffer, self.xp
+        buffer[:] = 0
+        if grads is not None and not failed:
+            for name, offset, shape in self.layout:
+                size = int(np.prod(shape))
                 buffer[offset:offset + size] = grads[name].ravel()
                 buffer[offset:offset + size] *= weight
-        buffer[self.extras:] = self.xp.asarray([loss * weight, correct, float(failed)], dtype=buffer.dtype)
+        if rates is not None and not failed:
+            buffer[self.rates] = xp.concatenate([xp.ravel(r) for r in rates])
+        buffer[self.extras:] = xp.asarray([batch, loss * weight, correct, float(failed)], dtype=buffer.dtype)
         if self.device_aware:
             self.world.sum(buffer)
         else:
             host = buffer.get()
             self.world.sum(host)
             buffer.set(host)
+        batch, loss, correct, anyone_failed = (float(v) for v in buffer[self.extras:].tolist())
+        if anyone_failed:
+            raise PeerFailed
         summed = {name: buffer[offset:offset + int(np.prod(shape))].reshape(shape)
                   for name, offset, shape in self.layout}
-        loss, correct, failed = (float(v) for v in buffer[self.extras:].tolist())
-        return summed, loss, int(round(correct)), failed > 0
+        return summed, loss, int(round(correct)), buffer[self.rates], int(round(batch))
 
 
 def share(index: np.ndarray, rank: int, size: int) -> np.ndarray:

@@ -181,7 +181,7 @@ def unsupported(loss: str, layers: int, update_every: int | None = None) -> str 
 
 
 def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
-          update_every: int | None = None, apply=None) -> Result:
+          update_every: int | None = None, apply=None, rate_scope=None) -> Result:
     """e-prop gradients of ``loss`` for the batch x (T, B, M) and its target.
 
     loss: a name in :data:`~symgrad.runtime.losses.LOSSES`.
@@ -189,6 +189,9 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     reg: weight of the firing-rate regulariser reg/2 * sum_i (rate_i - rate_target)^2.
     update_every, apply: truly online learning; every ``update_every`` steps the gradients
     so far are passed to ``apply(grads)`` (which changes the weights) and reset.
+    rate_scope: where this batch is a slice of a larger one (MPI), ``rate_scope(sums, batch)``
+    returns the whole batch's per-layer spike sums and size, whose rate the regulariser
+    penalises; this slice's gradient is still its own mean, to be weighted by its size.
     """
     xp = net.xp
     x = xp.asarray(x, dtype=net.dtype)
@@ -260,7 +263,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             top.pgrad[name] += scale * (L * source).sum(axis=0)
         readout = final
     if reg > 0:
-        total += _rate_regulariser(layers, reg, rate_target, steps * batch)
+        total += _rate_regulariser(layers, reg, rate_target, steps, batch, rate_scope)
     grads = _collect(net, layers, g_out, g_b)
     spikes = [float(state.rate_sum.sum()) for state in layers]
     return Result(float(total), grads, spikes, readout)
@@ -274,13 +277,17 @@ def sweeps_synapses(net: Network, loss: str) -> bool:
             or any(layer.code.PER_SYNAPSE for layer in net.layers))
 
 
-def _rate_regulariser(layers, reg, rate_target, samples) -> float:
-    """Add reg (rate - target) d rate/dW to each layer's gradient; return the regulariser's value."""
+def _rate_regulariser(layers, reg, rate_target, steps, batch, scope=None) -> float:
+    """Add reg (rate - target) d rate/dW to each layer's gradient; return the regulariser's value.
+    The rate is the whole batch's (see ``rate_scope``); the gradient, this slice's mean."""
+    sums, whole = [state.rate_sum for state in layers], batch
+    if scope is not None:
+        sums, whole = scope(sums, batch)
     value = 0.0
-    for state in layers:
-        excess = state.rate_sum / samples - rate_target
+    for state, rate_sum in zip(layers, sums):
+        excess = rate_sum / (steps * whole) - rate_target
         value += 0.5 * reg * float((excess * excess).sum())
-        coef = reg * excess / samples
+        coef = reg * excess / (steps * batch)
         state.buffers.grad += coef[:, None] * state.buffers.reg_sum
         for name in state.learnable:
             state.pgrad[name] += coef * state.preg[name]

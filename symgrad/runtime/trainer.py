@@ -25,7 +25,7 @@ from . import backends
 from .bptt import bptt
 from .checkpoint import check_arrays, load_checkpoint, read_metrics
 from .config import Config
-from .distributed import SINGLE, BatchSum, digest, select_gpu, share, threads_per_rank
+from .distributed import SINGLE, BatchSum, PeerFailed, digest, select_gpu, share, threads_per_rank
 from .eprop import eprop, sweeps_synapses, unsupported
 from .losses import PER_STEP
 from .network import Network
@@ -114,9 +114,6 @@ class Trainer:
         if refused:
             raise UserError(f"{refused}: choose --loss {' or --loss '.join(PER_STEP)}"
                             + ("" if config.update_every else ", or --rule bptt"))
-        if world.size > 1 and config.reg:
-            raise UserError("the rate regulariser (--reg) penalises the whole batch's firing rate, "
-                            "which no rank sees: run it on one process")
         self.loss = loss
         self.device = None  # the GPU of this rank, in an MPI job on GPUs
         if world.size > 1 and backends.get(config.backend).arrays == "cupy":
@@ -132,7 +129,9 @@ class Trainer:
 
             self._blas_limit = threadpool_limits(limits=threads, user_api="blas")
         self.gradient_pass = gradient_pass(self.net, threads, shard)
-        self.batch_sum = BatchSum(world, self.net.params, self.net.xp) if world.size > 1 else None
+        self.batch_sum = None
+        if world.size > 1:
+            self.batch_sum = BatchSum(world, self.net.params, self.net.xp, sum(layer.n for layer in self.net.layers))
         self.timing = {"compute": 0.0, "communicate": 0.0, "batches": 0}
         options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
         self.optimizer = OPTIMIZERS[config.optimizer](**options)
@@ -189,7 +188,9 @@ class Trainer:
     def _fit(self, log):
         config, train = self.config, self.split.train
         rule = eprop if config.rule == "eprop" else bptt
-        online = {"update_every": config.update_every, "apply": self._apply_summed} if config.update_every else {}
+        options = {"update_every": config.update_every, "apply": self._apply_summed} if config.update_every else {}
+        if config.reg and self.world.size > 1:
+            options["rate_scope"] = self._rates_of_whole_batch
         while self.epoch < config.epochs:
             self.optimizer.lr = learning_rate(config, self.epoch)
             rng = np.random.default_rng([config.seed, self.epoch])
@@ -201,7 +202,7 @@ class Trainer:
             bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
                        disable=not self.progress, unit="batch")
             for index in bar:
-                loss, grads, right = self._batch(rule, index, choice, online)
+                loss, grads, right = self._batch(rule, index, choice, options)
                 if self.baseline is None:
                     self.baseline = loss
                 self._check(loss, len(losses))
@@ -222,51 +223,61 @@ class Trainer:
                 log(self.summary())
         return self.metrics
 
-    def _batch(self, rule, index, choice, online: dict):
+    def _batch(self, rule, index, choice, options: dict):
         """(loss, gradients, correct count) of the global batch ``index``: this rank's slice
         of it, summed over the ranks."""
         config, train, world = self.config, self.split.train, self.world
         mine = share(index, world.rank, world.size)
         # A rank whose slice is empty (a last batch smaller than the job) runs one sample with
-        # no weight, so that it joins every online update's sum like the others.
+        # no weight, so that it joins every collective of the batch like the others.
         self.weight = len(mine) / len(index)
         chosen = mine if len(mine) else index[:1]
         started = time.perf_counter()
-        error = result = None
         try:
             x = time_major(train.inputs(chosen, choice))
             target = train.y[chosen] if train.kind == "classification" else time_major(train.y[chosen])
             result = self.gradient_pass(rule, self.net, x, self.net.xp.asarray(target), loss=self.loss,
-                                        reg=config.reg, rate_target=config.rate_target, **online)
+                                        reg=config.reg, rate_target=config.rate_target, **options)
             right = 0
             if train.kind == "classification" and len(mine):
                 right = int((_host(result.readout).argmax(axis=1) == train.y[mine]).sum())
         except Diverged:  # from an online update: the summed gradients, so every rank raises it
             raise
-        except Exception as err:  # noqa: BLE001 - told to every rank by the sum below
+        except PeerFailed:  # another rank failed, and said so in a collective of this pass
+            world.agree(None)
+        except Exception as err:  # noqa: BLE001 - told to every rank, then raised on all
             if world.size == 1:
                 raise
-            error = err
+            try:  # join whichever collective the others are in, flag raised
+                self.batch_sum(failed=True)
+            except PeerFailed:
+                pass
+            world.agree(err)
         computed = time.perf_counter()
         self.timing["compute"] += computed - started
         self.timing["batches"] += 1
         if world.size == 1:
             return result.loss, result.grads, right
-        grads, loss, right, failed = self.batch_sum(
-            None if error else result.grads, self.weight, 0.0 if error else result.loss,
-            0 if error else right, failed=error is not None)
-        if failed:
-            world.agree(error)
+        try:
+            grads, loss, right, _, _ = self.batch_sum(result.grads, self.weight, result.loss, right)
+        except PeerFailed:
+            world.agree(None)
         self.timing["communicate"] += time.perf_counter() - computed
         return loss, grads, right
 
     def _apply_summed(self, grads):
         """An online update: this rank's gradients so far, summed over the ranks, applied."""
         if self.world.size > 1:
-            grads, _, _, failed = self.batch_sum(grads, self.weight)
-            if failed:
-                self.world.agree(None)
+            grads = self.batch_sum(grads, self.weight)[0]
         self._apply(grads)
+
+    def _rates_of_whole_batch(self, sums: list, batch: int):
+        """The rate regulariser's spike counts and batch size, summed over the ranks (a rank
+        whose slice is empty adds nothing)."""
+        counted = self.weight > 0
+        _, _, _, total, whole = self.batch_sum(rates=sums if counted else None, batch=batch if counted else 0)
+        edges = np.cumsum([0] + [len(s) for s in sums])
+        return [total[a:b].copy() for a, b in zip(edges[:-1], edges[1:])], whole
 
     def _check_ranks_agree(self):
         """Every rank must hold the same weights; one checksum per epoch says whether they do.
