@@ -50,9 +50,6 @@ class Single:
     def same_everywhere(self, digest: int) -> bool:
         return True
 
-    def abort(self, code: int):
-        raise SystemExit(code)
-
 
 SINGLE = Single()
 
@@ -199,13 +196,11 @@ def threads_per_rank(workers: int, local_size: int) -> int:
     return max(1, min(workers, (os.cpu_count() or 1) // local_size))
 
 
-def digest(params: dict) -> int:
-    """A checksum of the weights, to check cheaply that every rank holds the same ones."""
+def digest(arrays: dict) -> int:
+    """A checksum of host arrays, to check cheaply that every rank holds the same weights."""
     total = 0
-    for name in sorted(params):
-        value = params[name]
-        value = value.get() if hasattr(value, "get") else np.asarray(value)
-        total = zlib.crc32(np.ascontiguousarray(value).tobytes(), total)
+    for name in sorted(arrays):
+        total = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), total)
     return total
 
 

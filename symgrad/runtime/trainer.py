@@ -80,7 +80,9 @@ def predict(net: Network, dataset, batch: int = 256):
 def score(net: Network, dataset, world=SINGLE) -> float:
     """Accuracy for classification; negative mean squared error for regression. Each rank of
     ``world`` scores its slice of the samples."""
-    mine = dataset.subset(share(np.arange(len(dataset)), world.rank, world.size), variants=False)
+    mine = dataset
+    if world.size > 1:
+        mine = dataset.subset(share(np.arange(len(dataset)), world.rank, world.size), variants=False)
     total = np.zeros(1)
     if len(mine):
         predictions = predict(net, mine)
@@ -133,6 +135,7 @@ class Trainer:
         if world.size > 1:
             self.batch_sum = BatchSum(world, self.net.params, self.net.xp, sum(layer.n for layer in self.net.layers))
         self.timing = {"compute": 0.0, "communicate": 0.0, "batches": 0}
+        self.weight = 1.0  # this rank's share of the batch in progress (its slice's size / the batch's)
         options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
         self.optimizer = OPTIMIZERS[config.optimizer](**options)
         self.metrics = {"train_loss": [], "train_acc": [], "test_acc": []}
@@ -283,14 +286,16 @@ class Trainer:
         """Every rank must hold the same weights; one checksum per epoch says whether they do.
         Where the MPI library's sums differ in the last bit between ranks, rank 0's weights
         are given to all, and a warning says so."""
-        if self.world.size == 1 or self.world.same_everywhere(digest(self.net.params)):
+        if self.world.size == 1:
+            return
+        weights = {k: _host(v) for k, v in self.net.params.items()}
+        if self.world.same_everywhere(digest(weights)):
             return
         warnings.warn(f"the ranks' weights differed after epoch {self.epoch} (the MPI library's sums "
                       f"are not the same on every rank); rank 0's weights and optimiser state were "
                       f"given to all")
         xp = self.net.xp
-        params, state = self.world.broadcast(({k: _host(v) for k, v in self.net.params.items()},
-                                              {k: _host(v) for k, v in self.optimizer.state().items()}))
+        params, state = self.world.broadcast((weights, {k: _host(v) for k, v in self.optimizer.state().items()}))
         self.net.set_params(params)
         self.optimizer.load_state({k: xp.asarray(v) for k, v in state.items()})
 
