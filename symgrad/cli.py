@@ -26,7 +26,23 @@ from .runtime.losses import LOSSES
 def _model(spec: str):
     from . import models
 
+    if _is_graph(spec):
+        raise UserError(f"{spec} is a NIR graph: a whole network, not one neuron model "
+                        "(train, evaluate and inspect take it)")
     return models.load(spec)
+
+
+def _is_graph(spec: str) -> bool:
+    return spec.lower().endswith(".nir")
+
+
+def _source(spec: str):
+    """What a network is built from: a neuron model (NeuronModel), or a NIR graph (nir.NIRGraph)."""
+    if _is_graph(spec):
+        from . import nir
+
+        return nir.read(spec)
+    return _model(spec)
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -35,6 +51,8 @@ def cmd_inspect(args) -> int:
     from .analysis import Analysis
     from .plan import TracePlan
 
+    if _is_graph(args.model):
+        return _inspect_graph(args)
     analysis = Analysis(_model(args.model))
     plan = TracePlan(analysis)
     if args.json:
@@ -44,6 +62,56 @@ def cmd_inspect(args) -> int:
         n_pre = args.inputs + (args.hidden if args.recurrent else 0)
         print(report.as_text(analysis, plan, args.batch, args.hidden, n_pre, itemsize))
     return 0
+
+
+def _inspect_graph(args) -> int:
+    """A NIR graph's layers, each with its model's report (or all as JSON)."""
+    from . import nir, report
+    from .analysis import Analysis
+    from .plan import TracePlan
+
+    net = nir.load(args.model, dt=args.dt)
+    itemsize = np.dtype(args.dtype).itemsize
+    layers = []
+    for layer in net.layers:
+        analysis = Analysis(layer.model)
+        plan = TracePlan(analysis)
+        values = net.layer_values[layer.index]
+        per_neuron = [f"{name} in [{np.min(value):.4g}, {np.max(value):.4g}]"
+                      for name, value in sorted(values.items()) if np.ndim(value)]
+        layers.append(dict(index=layer.index, model=layer.model.name, neurons=layer.n, inputs=layer.n_in,
+                           recurrent=layer.recurrent, bias=layer.bias, per_neuron=per_neuron,
+                           analysis=analysis, plan=plan))
+    output = (f"leaky readout of {net.n_out} (kappa = {net.kappa:.6g}"
+              + ("" if net.gain is None else ", with a gain per output")
+              + ("" if net.offset is None else ", with an offset per output") + ")"
+              if net.readout else f"the last layer's {'spikes' if _spiking(net.layers[-1]) else 'membranes'}"
+              f" ({net.n_out}; a class is the {'most active' if _spiking(net.layers[-1]) else 'largest'} one)")
+    if args.json:
+        print(json.dumps({"dt": float(net.layer_values[0]["dt"]), "inputs": net.n_in, "output": output,
+                          "layers": [dict({k: v for k, v in layer.items() if k not in ("analysis", "plan")},
+                                          report=report.as_json(layer["analysis"], layer["plan"]))
+                                     for layer in layers]}, indent=2))
+        return 0
+    print(f"{args.model}: {net.n_in} inputs, {len(layers)} layers, dt = {net.layer_values[0]['dt']:g}; "
+          f"output: {output}")
+    for layer in layers:
+        traits = ", ".join(t for t, on in (("recurrent", layer["recurrent"]), ("bias", layer["bias"])) if on)
+        print(f"\n== layer {layer['index']}: {layer['model']}, {layer['neurons']} neurons"
+              + (f", {traits}" if traits else "")
+              + (f"; per neuron: {', '.join(layer['per_neuron'])}" if layer["per_neuron"] else "") + " ==")
+        print("(parameters: the graph's values, the mean of a per-neuron one)")
+        n_pre = net.layers[layer["index"]].n_pre
+        print(report.as_text(layer["analysis"], layer["plan"], args.batch, layer["neurons"], n_pre, itemsize))
+    return 0
+
+
+def _spiking(layer) -> bool:
+    import sympy as sp
+
+    from .surrogates import Spike
+
+    return any(isinstance(e, Spike) for e in sp.preorder_traversal(layer.model.output))
 
 
 # -- generate --------------------------------------------------------------------------------
@@ -95,7 +163,9 @@ def cmd_grads(args) -> int:
 
 # -- train / evaluate ------------------------------------------------------------------------
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
-                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule")
+                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule", "dt")
+# What a NIR graph fixes, and so may not be given with one.
+GRAPH_FIXES = ("hidden", "layers", "kappa", "recurrent")
 
 
 def _load_task(config, data_dir, progress=True, everything=False, world=None):
@@ -172,9 +242,19 @@ def _prepare_run(args, world):
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer
 
     spec = _model_spec(args.model)
-    model = _model(spec)
+    source = _source(spec)
+    if _is_graph(spec):
+        fixed = [k for k in GRAPH_FIXES if getattr(args, k) is not None]
+        if fixed:
+            raise UserError(f"the NIR graph {args.model} fixes the network's shape; drop "
+                            + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
+        name = Path(spec).stem
+    else:
+        if args.dt is not None:
+            raise UserError("--dt sets a NIR graph's time step; a model's own equations fix its step")
+        name = source.name
     task = args.task or "randman"
-    run_dir = Path(args.out or f"runs/{model.name}-{task}-seed{args.seed if args.seed is not None else 0}")
+    run_dir = Path(args.out or f"runs/{name}-{task}-seed{args.seed if args.seed is not None else 0}")
     if args.resume:
         config = Config.load(run_dir / CONFIG)
         _refuse_changes(config, args, spec, run_dir / CONFIG)
@@ -192,7 +272,7 @@ def _prepare_run(args, world):
         values["task_settings"] = {**values.get("task_settings", {}), **dict(args.set or [])}
         config = Config(**values)
     split = _load_task(config, config.data, progress=not args.quiet and world.rank == 0, world=world)
-    trainer = Trainer(config, model, split, run_dir, progress=not args.quiet, world=world)
+    trainer = Trainer(config, source, split, run_dir, progress=not args.quiet, world=world)
     if args.resume:
         trainer.restore()
     elif world.rank == 0:
@@ -209,7 +289,7 @@ def _model_spec(spec: str) -> str:
     """A model as the run's config keeps it: a built-in name, or a file as an absolute path,
     so the run resumes from any working directory."""
     path, colon, name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
-    return str(Path(path).resolve()) + colon + name if path.endswith(".py") else spec
+    return str(Path(path).resolve()) + colon + name if path.endswith(".py") or _is_graph(path) else spec
 
 
 def _refuse_changes(config, args, spec: str, where: Path):
@@ -255,6 +335,8 @@ def cmd_evaluate(args) -> int:
     from .runtime.checkpoint import CheckpointMismatch
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer, score
 
+    if _is_graph(args.run):
+        return _evaluate_graph(args)
     run_dir = Path(args.run)
     config = Config.load(run_dir / CONFIG)
     trained_on = config.task
@@ -263,7 +345,7 @@ def cmd_evaluate(args) -> int:
         config.task = args.task
         config.task_settings = {k: v for k, v in config.task_settings.items() if k in accepted}
     split = _load_task(config, args.data or config.data, everything=True)
-    trainer = Trainer(config, _model(config.model), split, run_dir, progress=False)
+    trainer = Trainer(config, _source(config.model), split, run_dir, progress=False)
     try:
         trainer.restore()
     except CheckpointMismatch as err:
@@ -278,11 +360,56 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_graph(args) -> int:
+    """A NIR network, as it is, on a task's examples."""
+    from .runtime.trainer import Config, build_network, score
+
+    if not args.task:
+        raise UserError(f"evaluating the NIR graph {args.run} needs --task (a graph names no task)")
+    graph = _source(args.run)
+    config = Config(model=_model_spec(args.run), task=args.task, data=args.data, dt=args.dt,
+                    dtype=args.dtype, task_settings=dict(args.set or []))
+    split = _load_task(config, args.data, everything=True)
+    net = build_network(config, graph, split.test.channels, split.test.outputs)
+    value = score(net, split.test)
+    print(f"{config.task}: {_format_score(value, split.test.kind)} on {len(split.test)} examples "
+          f"(NIR graph {args.run})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """A run's network, with the weights of its checkpoint, as a NIR graph."""
+    from . import nir
+    from .runtime.checkpoint import load_checkpoint
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, build_network
+
+    run_dir = Path(args.run)
+    config = Config.load(run_dir / CONFIG)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    params = {k[len("param/"):]: v for k, v in state.items() if k.startswith("param/")}
+    last = "W_in" if config.layers == 1 else f"W_in_{config.layers - 1}"
+    if "W_in" not in params or last not in params:
+        raise UserError(f"{run_dir / CHECKPOINT} holds no {last!r}: it does not fit {run_dir / CONFIG}")
+    n_out = params["W_out"].shape[0] if "W_out" in params else params[last].shape[0]
+    net = build_network(config, _source(config.model), params["W_in"].shape[1], n_out)
+    try:
+        net.set_params(params)
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{run_dir / CHECKPOINT} does not fit {run_dir / CONFIG}: {err}") from None
+    path = nir.save(net, args.nir)
+    print(f"wrote {path}: {len(net.layers)} layers ({', '.join(layer.model.name for layer in net.layers)}), "
+          f"epoch {int(state['epoch'])} of {run_dir}")
+    return 0
+
+
 def _host(array):
     return array.get() if hasattr(array, "get") else array
 
 
 # -- parser ----------------------------------------------------------------------------------
+DT_HELP = "time step of a NIR graph's forward Euler (default: the graph's own, else 1e-4, snnTorch's)"
+
+
 def _typed(rule):
     """An argparse type that parses and checks a value by ``rule`` (a config.Rule)."""
     def parse(text: str):
@@ -306,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("inspect", help="show a model's Jacobians, their classes and the trace plan")
-    p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")
+    p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME, or GRAPH.nir (each layer's model)")
+    p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.add_argument("--batch", type=_setting("batch"), default=32, help="batch size for the memory figures")
     p.add_argument("--hidden", type=_setting("hidden"), default=256, help="neurons per layer for the memory figures")
@@ -325,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train", help="train a network on a task, writing a run folder")
-    p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")
+    p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME, or GRAPH.nir: a NIR network "
+                   "to train further (its graph fixes --hidden, --layers, --kappa and recurrence)")
+    p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
     p.add_argument("--task", help="fsdd, shd, ssc, randman, evidence or pattern "
                    "(default: randman, generated, needs no download)")
     p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")
@@ -360,11 +490,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy of a trained run on a data set")
-    p.add_argument("run", metavar="RUNDIR")
-    p.add_argument("--task", help="task to evaluate on (default: the run's)")
+    p = sub.add_parser("evaluate", help="accuracy of a trained run, or of a NIR network, on a data set")
+    p.add_argument("run", metavar="RUNDIR|GRAPH.nir")
+    p.add_argument("--task", help="task to evaluate on (default: the run's; needed for a NIR graph)")
     p.add_argument("--data", metavar="DIR", help="data folder (default: the run's)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_task_setting,
+                   help="a setting of the task's loader, for a NIR graph (a run uses its own)")
+    p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="for a NIR graph")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a trained run's network in another format")
+    p.add_argument("run", metavar="RUNDIR")
+    p.add_argument("--nir", required=True, metavar="OUT.nir",
+                   help="write a NIR graph (its neuron models must be NIR primitives: LIF, CubaLIF, IF, "
+                        "LI, CubaLI, I)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("grads", help="loss and gradients of one batch, from and to .npz files")
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")

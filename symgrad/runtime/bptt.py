@@ -35,16 +35,13 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     for t in range(steps):  # forward, storing what the reverse pass needs
         inp = x[t]
         for l, layer in enumerate(layers):
-            u[l][t, :, :layer.n_in] = inp
-            if layer.recurrent:
-                u[l][t, :, layer.n_in:] = z[l]
+            layer.fill_presynaptic(u[l][t], inp, z[l])
             I = net.synaptic_input(layer, inp, z[l])
             s[l], z[l], J[l][t] = layer.code.neuron_step(s[l], I, p[l])
             rate_sum[l] += z[l].sum(axis=0)
             inp = z[l]
         top_z[t] = inp
-        y = net.kappa * y + inp @ net.params["W_out"].T + net.params["b_out"]
-        ys[t] = y
+        ys[t] = y = net.read(y, inp)
 
     # dL/dy_t from the loss alone (before the readout's leak carries it back in time)
     dy = xp.zeros_like(ys)
@@ -69,8 +66,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
         total += 0.5 * reg * float((excess * excess).sum())
         rate_grad.append(reg * excess / (steps * batch))
 
-    g_out = xp.zeros_like(net.params["W_out"])
-    g_b = xp.zeros_like(net.params["b_out"])
+    readout_grads = {name: xp.zeros_like(net.params[name]) for name in ("W_out", "b_out") if net.readout}
     g_I = [xp.zeros((steps, batch, layer.n), net.dtype) for layer in layers]
     g_params = [{q.name: xp.zeros(layer.n, net.dtype) for q in layer.model.learnable} for layer in layers]
     g_s = [{name: xp.zeros((batch, layer.n), net.dtype) for name in layer.code.STATES} for layer in layers]
@@ -78,9 +74,13 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     gy = xp.zeros((batch, net.n_out), net.dtype)
     for t in reversed(range(steps)):
         gy = dy[t] + net.kappa * gy
-        g_out += gy.T @ top_z[t]
-        g_b += gy.sum(axis=0)
-        gz = gy @ net.params["W_out"]
+        if net.readout:
+            drive = net.drive_error(gy)
+            readout_grads["W_out"] += drive.T @ top_z[t]
+            readout_grads["b_out"] += drive.sum(axis=0)
+            gz = drive @ net.params["W_out"]
+        else:
+            gz = gy
         for l in reversed(range(len(layers))):
             layer = layers[l]
             gz = gz + g_rec[l] + rate_grad[l]
@@ -97,12 +97,9 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     grads = {}
     for l, layer in enumerate(layers):
         flat = g_I[l].reshape(steps * batch, layer.n).T @ u[l].reshape(steps * batch, layer.n_pre)
-        grads[layer.key("W_in")] = flat[:, :layer.n_in]
-        if layer.recurrent:
-            grads[layer.key("W_rec")] = flat[:, layer.n_in:]
+        grads.update(layer.split_gradient(flat))
         for name, value in g_params[l].items():
             grads[layer.key(name)] = value
-    grads["W_out"] = g_out
-    grads["b_out"] = g_b
+    grads.update(readout_grads)
     spikes = [float(r.sum()) for r in rate_sum]
     return Result(float(total), grads, spikes, readout)

@@ -86,6 +86,7 @@ SETTINGS = {
     "update_every": count(1, optional=True),
     "feedback": _one_of(("symmetric", "random")),
     "dtype": _one_of(("float32", "float64")),
+    "dt": _number(lambda v: v > 0, "a positive number or null", optional=True),
     "task_settings": Rule(dict, lambda v: all(isinstance(k, str) for k in v), "an object of settings"),
 }
 
@@ -116,6 +117,7 @@ class Config:
     update_every: int | None = None
     feedback: str = "symmetric"
     dtype: str = "float32"
+    dt: float | None = None  # a NIR graph's time step (None: the graph's own, else 1e-4)
     task_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -69,6 +69,7 @@ class _LayerState:
         if events:
             arrays["last"][...] = -1  # every row is up to date before the first step
         self.buffers = SynapseBuffers(u=xp.zeros((batch, layer.n_pre), dtype), **arrays)
+        layer.fill_presynaptic(self.buffers.u, 0, 0)  # the bias column stays 1
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
         if self.learnable:
@@ -81,10 +82,8 @@ class _LayerState:
         self.steps = 0
 
     def step(self, net: Network, inp):
-        layer, u = self.layer, self.buffers.u
-        u[:, :layer.n_in] = inp
-        if layer.recurrent:
-            u[:, layer.n_in:] = self.z
+        layer = self.layer
+        layer.fill_presynaptic(self.buffers.u, inp, self.z)
         I = net.synaptic_input(layer, inp, self.z)
         self.buffers.step = self.steps
         self.steps += 1
@@ -124,12 +123,9 @@ class _LayerState:
         if self.measure and self.steps:
             self.layer.active = self.active / self.steps
 
-    def gradients(self, net: Network) -> dict:
+    def gradients(self) -> dict:
         layer = self.layer
-        grad = self.buffers.grad
-        grads = {layer.key("W_in"): grad[:, :layer.n_in]}
-        if layer.recurrent:
-            grads[layer.key("W_rec")] = grad[:, layer.n_in:]
+        grads = layer.split_gradient(self.buffers.grad)
         for name in self.learnable:
             grads[layer.key(name)] = self.pgrad[name]
         return grads
@@ -206,33 +202,25 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     weights = kind.sum_weights(net.kappa, steps)
     layers = [_LayerState(net, layer, batch, ebar, kind.keeps_sum, reg > 0) for layer in net.layers]
     top = layers[-1]
+    readout = _Readout(net, batch, top.layer.n)
     y = xp.zeros((batch, net.n_out), net.dtype)
     y_sum = xp.zeros_like(y)
-    zbar = xp.zeros((batch, top.layer.n), net.dtype)
-    zbar_sum = xp.zeros_like(zbar)
-    bbar = bbar_sum = 0.0
-    g_out = xp.zeros_like(net.params["W_out"])
-    g_b = xp.zeros_like(net.params["b_out"])
     total = 0.0
     for t in range(steps):
         inp = x[t]
         for state in layers:
             inp = state.step(net, inp)
-        y = net.kappa * y + inp @ net.params["W_out"].T + net.params["b_out"]
-        zbar = net.kappa * zbar + inp
-        bbar = net.kappa * bbar + 1.0
+        y = net.read(y, inp)
+        readout.step(inp, sequence)
         y_sum += y
         if sequence:
-            zbar_sum += zbar
-            bbar_sum += bbar
             for state in layers:
                 state.synapses(net.kappa, None, float(weights[t]))
             continue
         value, err = kind.value(y, kind.step_target(target, t), xp)
         total += value
-        g_out += err.T @ zbar
-        g_b += err.sum(axis=0) * bbar
-        L = err @ net.feedback_matrix()
+        readout.add_gradient(err)
+        L = net.learning_signal(err)
         for state in reversed(layers):
             state.synapses(net.kappa, L)
             if state.layer.index > 0:  # pass the signal down through dz/dI and W_in
@@ -241,32 +229,30 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
             for state in layers:
                 state.settle(net.kappa)
-            apply(_collect(net, layers, g_out, g_b))
+            apply(_collect(layers, readout))
             for state in layers:
                 state.zero()
-            g_out[...] = 0
-            g_b[...] = 0
+            readout.zero()
     for state in layers:
         state.settle(net.kappa)
-    readout = y_sum / steps
+    mean_readout = y_sum / steps
     if sequence:
         final = kind.reduce(y_sum, y, steps)
         total, err = kind.value(final, target, xp)
-        g_out += err.T @ kind.reduce(zbar_sum, zbar, steps)
-        g_b += err.sum(axis=0) * kind.reduce(bbar_sum, bbar, steps)
-        L = err @ net.feedback_matrix()
+        readout.add_sequence_gradient(err, kind, steps)
+        L = net.learning_signal(err)
         held = top.buffers.seq_sum if kind.keeps_sum else top.buffers.ebar
         scale = kind.scale(steps)
         top.buffers.grad += scale * xp.einsum("bi,bij->ij", L, held)
         for name in top.learnable:
             source = top.psum[name] if kind.keeps_sum else top.pbar[name]
             top.pgrad[name] += scale * (L * source).sum(axis=0)
-        readout = final
+        mean_readout = final
     if reg > 0:
         total += _rate_regulariser(layers, reg, rate_target, steps, batch, rate_scope)
-    grads = _collect(net, layers, g_out, g_b)
+    grads = _collect(layers, readout)
     spikes = [float(state.rate_sum.sum()) for state in layers]
-    return Result(float(total), grads, spikes, readout)
+    return Result(float(total), grads, spikes, mean_readout)
 
 
 def sweeps_synapses(net: Network, loss: str) -> bool:
@@ -294,12 +280,56 @@ def _rate_regulariser(layers, reg, rate_target, steps, batch, scope=None) -> flo
     return value
 
 
-def _collect(net: Network, layers, g_out, g_b) -> dict:
+class _Readout:
+    """The readout's gradients: y_t depends on W_out through the filtered output
+    zbar_t = kappa zbar_{t-1} + z_t, and on b_out through bbar_t = kappa bbar_{t-1} + 1
+    (each times the gain). Without readout weights there is nothing to keep."""
+
+    def __init__(self, net: Network, batch: int, n: int):
+        self.net = net
+        self.grads = {}
+        if net.readout:
+            xp = net.xp
+            self.zbar = xp.zeros((batch, n), net.dtype)
+            self.zbar_sum = xp.zeros_like(self.zbar)
+            self.bbar = self.bbar_sum = 0.0
+            self.grads = {"W_out": xp.zeros_like(net.params["W_out"]),
+                          "b_out": xp.zeros_like(net.params["b_out"])}
+
+    def step(self, z, sequence: bool):
+        if not self.grads:
+            return
+        kappa = self.net.kappa
+        self.zbar = kappa * self.zbar + z
+        self.bbar = kappa * self.bbar + 1.0
+        if sequence:
+            self.zbar_sum += self.zbar
+            self.bbar_sum += self.bbar
+
+    def add_gradient(self, err):
+        """A per-step loss's share, from err = dL/dy_t."""
+        if self.grads:
+            drive = self.net.drive_error(err)
+            self.grads["W_out"] += drive.T @ self.zbar
+            self.grads["b_out"] += drive.sum(axis=0) * self.bbar
+
+    def add_sequence_gradient(self, err, kind, steps: int):
+        """A sequence loss's gradient, from err = dL/d(its reduced readout)."""
+        if self.grads:
+            drive = self.net.drive_error(err)
+            self.grads["W_out"] += drive.T @ kind.reduce(self.zbar_sum, self.zbar, steps)
+            self.grads["b_out"] += drive.sum(axis=0) * kind.reduce(self.bbar_sum, self.bbar, steps)
+
+    def zero(self):
+        for grad in self.grads.values():
+            grad[...] = 0
+
+
+def _collect(layers, readout: _Readout) -> dict:
     grads = {}
     for state in layers:
-        grads.update(state.gradients(net))
-    grads["W_out"] = g_out
-    grads["b_out"] = g_b
+        grads.update(state.gradients())
+    grads.update(readout.grads)
     return grads
 
 

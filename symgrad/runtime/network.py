@@ -1,15 +1,23 @@
-"""A network of generated layers and a leaky readout.
+"""A network of generated layers and a readout.
 
 Per step t, for each layer l (layer 0 hears the input x_t, layer l the output of l-1 at t):
 
-    u_t = [input_t, z_{t-1}]           (the second part only with a recurrent projection)
-    I_t = W_in input_t + W_rec z_{t-1}
+    u_t = [input_t, z_{t-1}, 1]        (z_{t-1} with a recurrent projection, 1 with a bias)
+    I_t = W_in input_t + W_rec z_{t-1} + b_in
     s_t, z_t = the generated neuron step
-    y_t = kappa y_{t-1} + W_out z_t + b_out   (readout of the last layer)
+    y_t = kappa y_{t-1} + gain (W_out z_t + b_out) + offset     (the readout of the last layer)
+
+``gain`` and ``offset`` are fixed per output (1 and 0 unless given: a NIR leaky integrator
+sets them). A network without a readout outputs its last layer's spikes, y_t = z_t, and
+classifies by spike count.
+
+Each layer may have its own model, recurrence, bias and neuron parameter values, where a
+per-neuron parameter may take one value per neuron. The bias b_in is a constant input current,
+trained like a weight from an input that is always 1 (the last column of u).
 
 Parameters live in one flat dict (``Network.params``) so optimisers and checkpoints treat
-them alike: ``W_in``, ``W_rec``, learnable neuron parameters by name for layer 0, the same
-names suffixed ``_<l>`` for layer l > 0, then ``W_out`` and ``b_out``.
+them alike: ``W_in``, ``W_rec``, ``b_in`` and learnable neuron parameters by name for layer 0,
+the same names suffixed ``_<l>`` for layer l > 0, then ``W_out`` and ``b_out``.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from . import backends, compiled
 
 @dataclass
 class Layer:
-    """One population of a model, with its input and optional recurrent projection."""
+    """One population of a model, with its input, optional recurrent projection and bias."""
 
     model: NeuronModel
     n: int
@@ -32,6 +40,7 @@ class Layer:
     index: int
     code: object = field(repr=False)  # the generated code (see layer_code.LayerCode)
     plan: object = field(repr=False)  # its plan.PlanSummary: storage and buffers
+    bias: bool = False
     active: float | None = None  # the fraction of rows not at rest in the last e-prop pass
 
     def key(self, name: str) -> str:
@@ -39,36 +48,80 @@ class Layer:
 
     @property
     def n_pre(self) -> int:
-        return self.n_in + (self.n if self.recurrent else 0)
+        return self.n_in + (self.n if self.recurrent else 0) + (1 if self.bias else 0)
+
+    def fill_presynaptic(self, u, inp, z_prev) -> None:
+        """Write u_t = [input_t, z_{t-1}, 1] into u (batch, n_pre)."""
+        u[:, :self.n_in] = inp
+        if self.recurrent:
+            u[:, self.n_in:self.n_in + self.n] = z_prev
+        if self.bias:
+            u[:, -1] = 1
+
+    def split_gradient(self, grad) -> dict:
+        """The gradient over u's columns (post, pre), by parameter name."""
+        grads = {self.key("W_in"): grad[:, :self.n_in]}
+        if self.recurrent:
+            grads[self.key("W_rec")] = grad[:, self.n_in:self.n_in + self.n]
+        if self.bias:
+            grads[self.key("b_in")] = grad[:, -1]
+        return grads
+
+
+def per_layer(value, count: int, what: str, single=None) -> list:
+    """``value`` for each of ``count`` layers: a list or tuple gives one per layer, anything
+    else (or an instance of ``single``) is shared by all."""
+    if isinstance(value, (list, tuple)) and not (single and isinstance(value, single)):
+        if len(value) != count:
+            raise ValueError(f"{what}: {len(value)} values for {count} layers")
+        return list(value)
+    return [value] * count
 
 
 class Network:
     """Layers of generated neurons and a leaky readout y_t = kappa y_{t-1} + W_out z_t + b_out.
 
+    model, recurrent, bias and neuron_params are either shared by every layer or a list with
+    one entry per layer. neuron_params overrides the models' defaults by name; a per-neuron or
+    learnable parameter may be given an array of one value per neuron.
+    readout=False: no readout weights; the output is the last layer's spikes (n_out must be its
+    size). readout_gain, readout_offset: fixed (n_out,) factors of the readout's drive.
     dense=True ignores the trace plan and keeps every trace per synapse (for benchmarks);
     events=False sweeps every row every step even where the kernels could skip rows at rest.
     """
 
-    def __init__(self, model: NeuronModel, n_in: int, hidden, n_out: int, *, recurrent=True,
-                 kappa=0.0, feedback="symmetric", seed=0, dtype="float64", backend="numpy",
-                 params: dict | None = None, neuron_params: dict | None = None, dense: bool = False,
-                 events: bool = True):
+    def __init__(self, model, n_in: int, hidden, n_out: int, *, recurrent=True, bias=False,
+                 kappa=0.0, readout=True, readout_gain=None, readout_offset=None,
+                 feedback="symmetric", seed=0, dtype="float64", backend="numpy",
+                 params: dict | None = None, neuron_params=None, dense: bool = False, events: bool = True):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        count = len(hidden)
+        models = per_layer(model, count, "model")
+        recurrent = per_layer(recurrent, count, "recurrent")
+        bias = per_layer(bias, count, "bias")
+        values = per_layer(neuron_params or {}, count, "neuron_params")
         backend = backends.resolve(backend)
         self.events = events  # skip rows at rest where the backend's kernels can (exact either way)
         self.dtype = np.dtype(dtype)
         self.kappa = float(kappa)
         self.backend = backend
         self.xp = backends.array_module(backend)
-        code = compiled.load(model, backend, dense=dense)
-        plan = compiled.generated(model, dense).plan
         self.layers = []
         sizes = [n_in] + hidden
-        for index, n in enumerate(hidden):
-            self.layers.append(Layer(model, n, sizes[index], bool(recurrent), index, code, plan))
+        for index, (n, layer_model) in enumerate(zip(hidden, models)):
+            code = compiled.load(layer_model, backend, dense=dense)
+            plan = compiled.generated(layer_model, dense).plan
+            self.layers.append(Layer(layer_model, n, sizes[index], bool(recurrent[index]), index, code, plan,
+                                     bias=bool(bias[index])))
         self.n_in, self.n_out = n_in, n_out
+        self.readout = bool(readout)
+        if not self.readout and (n_out != hidden[-1] or self.kappa):
+            raise ValueError(f"a network without a readout outputs its last layer's {hidden[-1]} "
+                             f"spikes unfiltered: n_out must be {hidden[-1]} (not {n_out}) and kappa 0")
+        self.layer_values = [_checked_values(layer, given) for layer, given in zip(self.layers, values)]
+        self.gain = None if readout_gain is None else self._array(np.broadcast_to(readout_gain, (n_out,)))
+        self.offset = None if readout_offset is None else self._array(np.broadcast_to(readout_offset, (n_out,)))
         rng = np.random.default_rng(seed)
-        self.fixed_values = dict(neuron_params or {})  # overrides of the model's defaults
         self.params = self._initial_params(rng)
         if params:
             self.set_params(params)
@@ -76,7 +129,9 @@ class Network:
             raise ValueError(f"feedback must be 'symmetric' or 'random', not {feedback!r}")
         self.feedback = feedback
         # Random feedback (Lillicrap et al. 2016): a fixed matrix shaped like W_out.
-        self.B_random = self._array(rng.standard_normal((n_out, hidden[-1])) / np.sqrt(hidden[-1]))
+        self.B_random = None
+        if self.readout:
+            self.B_random = self._array(rng.standard_normal((n_out, hidden[-1])) / np.sqrt(hidden[-1]))
 
     # -- parameters ----------------------------------------------------------------------
     def _array(self, values):
@@ -85,19 +140,22 @@ class Network:
 
     def _initial_params(self, rng) -> dict:
         params = {}
-        for layer in self.layers:
+        for layer, values in zip(self.layers, self.layer_values):
             params[layer.key("W_in")] = self._array(
                 rng.standard_normal((layer.n, layer.n_in)) / np.sqrt(layer.n_in))
             if layer.recurrent:
                 w = rng.standard_normal((layer.n, layer.n)) / np.sqrt(layer.n)
                 np.fill_diagonal(w, 0.0)
                 params[layer.key("W_rec")] = self._array(w)
+            if layer.bias:
+                params[layer.key("b_in")] = self._array(np.zeros(layer.n))
             for p in layer.model.learnable:
-                value = self.fixed_values.get(p.name, layer.model.params[p])
+                value = values.get(p.name, layer.model.params[p])
                 params[layer.key(p.name)] = self._array(np.broadcast_to(value, (layer.n,)))
-        last = self.layers[-1].n
-        params["W_out"] = self._array(rng.standard_normal((self.n_out, last)) / np.sqrt(last))
-        params["b_out"] = self._array(np.zeros(self.n_out))
+        if self.readout:
+            last = self.layers[-1].n
+            params["W_out"] = self._array(rng.standard_normal((self.n_out, last)) / np.sqrt(last))
+            params["b_out"] = self._array(np.zeros(self.n_out))
         return params
 
     def set_params(self, values: dict):
@@ -112,49 +170,112 @@ class Network:
 
     def neuron_params(self, layer: Layer) -> dict:
         """The parameter values the generated code reads: per-neuron arrays or 0-d arrays."""
+        given = self.layer_values[layer.index]
         values = {}
         for p, default in layer.model.params.items():
             if p in layer.model.learnable:
                 values[p.name] = self.params[layer.key(p.name)]
             elif p in layer.model.per_neuron:
-                value = self.fixed_values.get(p.name, default)
-                values[p.name] = self._array(np.broadcast_to(value, (layer.n,)))
+                values[p.name] = self._array(np.broadcast_to(given.get(p.name, default), (layer.n,)))
             else:
-                values[p.name] = self._array(self.fixed_values.get(p.name, default))
+                values[p.name] = self._array(given.get(p.name, default))
         return values
 
     def initial_state(self, layer: Layer, batch: int) -> dict:
         return {name: self.xp.full((batch, layer.n), value, dtype=self.dtype)
                 for name, value in layer.code.INITIAL.items()}
 
+    # -- the readout ---------------------------------------------------------------------
     def feedback_matrix(self):
         return self.params["W_out"] if self.feedback == "symmetric" else self.B_random
 
+    def read(self, y, z):
+        """y_t from y_{t-1} and the last layer's z_t."""
+        if not self.readout:
+            return z
+        drive = z @ self.params["W_out"].T + self.params["b_out"]
+        if self.gain is not None:
+            drive *= self.gain
+        if self.offset is not None:
+            drive += self.offset
+        return self.kappa * y + drive if self.kappa else drive
+
+    def drive_error(self, err):
+        """dL/d(W_out z_t + b_out) from dL/dy_t (the same array without a gain)."""
+        return err if self.gain is None else err * self.gain
+
+    def learning_signal(self, err):
+        """dL/dy_t sent back to the last layer's neurons: through the feedback matrix, or as it
+        is where the output is the spikes themselves."""
+        if not self.readout:
+            return err
+        return self.drive_error(err) @ self.feedback_matrix()
+
     # -- inference -----------------------------------------------------------------------
     def forward(self, x):
-        """Run the network on x (T, B, M); returns the readout (T, B, K) and each layer's spikes."""
+        """Run the network on x (T, B, M); returns the readout (T, B, K), or None without one,
+        and each layer's spikes (T, B, N_l)."""
+        steps, batch = x.shape[:2]
+        ys = self.xp.zeros((steps, batch, self.n_out), self.dtype) if self.readout else None
+        spikes = [self.xp.zeros((steps, batch, layer.n), self.dtype) for layer in self.layers]
+        for t, (_, outputs, y) in enumerate(self._steps(x)):
+            for l, z in enumerate(outputs):
+                spikes[l][t] = z
+            if self.readout:
+                ys[t] = y
+        return ys, spikes
+
+    def record(self, x) -> list[dict]:
+        """Every layer's states and output over time on x (T, B, M): one dict per layer,
+        {state name: (T, B, N_l), ..., "z": (T, B, N_l)}."""
+        steps, batch = x.shape[:2]
+        names = [list(layer.code.INITIAL) + ["z"] for layer in self.layers]
+        kept = [{name: self.xp.zeros((steps, batch, layer.n), self.dtype) for name in layer_names}
+                for layer, layer_names in zip(self.layers, names)]
+        for t, (states, outputs, _) in enumerate(self._steps(x)):
+            for record, state, z in zip(kept, states, outputs):
+                for name, value in state.items():
+                    record[name][t] = value
+                record["z"][t] = z
+        return kept
+
+    def _steps(self, x):
+        """Each step's layer states, layer outputs and readout (None without one)."""
         xp = self.xp
         x = xp.asarray(x, dtype=self.dtype)
-        steps, batch = x.shape[:2]
+        batch = x.shape[1]
         states = [self.initial_state(layer, batch) for layer in self.layers]
-        z_prev = [xp.zeros((batch, layer.n), self.dtype) for layer in self.layers]
+        outputs = [xp.zeros((batch, layer.n), self.dtype) for layer in self.layers]
         p = [self.neuron_params(layer) for layer in self.layers]
-        y = xp.zeros((batch, self.n_out), self.dtype)
-        ys = xp.zeros((steps, batch, self.n_out), self.dtype)
-        spikes = [xp.zeros((steps, batch, layer.n), self.dtype) for layer in self.layers]
-        for t in range(steps):
-            inp = x[t]
+        y = xp.zeros((batch, self.n_out), self.dtype) if self.readout else None
+        for inp in x:
             for l, layer in enumerate(self.layers):
-                I = self.synaptic_input(layer, inp, z_prev[l])
-                states[l], z, _ = layer.code.neuron_step(states[l], I, p[l])
-                spikes[l][t] = z
-                z_prev[l] = inp = z
-            y = self.kappa * y + inp @ self.params["W_out"].T + self.params["b_out"]
-            ys[t] = y
-        return ys, spikes
+                I = self.synaptic_input(layer, inp, outputs[l])
+                states[l], outputs[l], _ = layer.code.neuron_step(states[l], I, p[l])
+                inp = outputs[l]
+            if self.readout:
+                y = self.read(y, inp)
+            yield states, outputs, y
 
     def synaptic_input(self, layer: Layer, inp, z_prev):
         I = inp @ self.params[layer.key("W_in")].T
         if layer.recurrent:
             I += z_prev @ self.params[layer.key("W_rec")].T
+        if layer.bias:
+            I += self.params[layer.key("b_in")]
         return I
+
+
+def _checked_values(layer: Layer, given: dict) -> dict:
+    """The layer's parameter overrides, each a number, or one per neuron where it may be."""
+    model = layer.model
+    for name, value in given.items():
+        if name not in model.param_names:
+            raise ValueError(f"model {model.name!r} has no parameter {name!r}")
+        shape = np.shape(value)
+        per_neuron = next(p for p in model.params if p.name == name) in model.neuron_params
+        if shape not in ((), (layer.n,)) or (shape and not per_neuron):
+            wanted = f"a number or {layer.n} values (one per neuron)" if per_neuron else "a number"
+            raise ValueError(f"parameter {name} of layer {layer.index} has shape {shape}; "
+                             f"it takes {wanted}")
+    return dict(given)

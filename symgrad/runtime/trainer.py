@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import store
+from ..model import NeuronModel
 from ..errors import UserError
 from . import backends
 from .bptt import bptt
@@ -56,9 +57,19 @@ def learning_rate(config: Config, epoch: int) -> float:
 
 
 def build_network(config: Config, model, n_in: int, n_out: int) -> Network:
-    return Network(model, n_in, [config.hidden] * config.layers, n_out, recurrent=config.recurrent,
-                   kappa=config.kappa, feedback=config.feedback, seed=config.seed,
-                   dtype=config.dtype, backend=config.backend)
+    """The run's network: ``model`` (a NeuronModel) in the config's layers, or the network of a
+    NIR graph (``model`` a nir.NIRGraph), which must fit the task."""
+    options = dict(feedback=config.feedback, seed=config.seed, dtype=config.dtype, backend=config.backend)
+    if isinstance(model, NeuronModel):
+        return Network(model, n_in, [config.hidden] * config.layers, n_out, recurrent=config.recurrent,
+                       kappa=config.kappa, **options)
+    from .. import nir
+
+    net = nir.load(model, dt=config.dt, **options)
+    if (net.n_in, net.n_out) != (n_in, n_out):
+        raise UserError(f"the NIR graph {config.model} takes {net.n_in} inputs and gives {net.n_out} outputs; "
+                        f"task {config.task!r} has {n_in} input channels and {n_out} outputs")
+    return net
 
 
 def time_major(x):
@@ -67,11 +78,13 @@ def time_major(x):
 
 
 def predict(net: Network, dataset, batch: int = 256):
-    """Class predictions (argmax of the mean readout) or readouts (T, samples, K) for regression."""
+    """Class predictions (argmax of the mean readout, or of the spike counts without one) or readouts (T, samples, K) for regression."""
     outputs = []
     forward = gradient_pass(net, 1, shard=False)  # a forward pass is BLAS's work: leave it the cores
     for start in range(0, len(dataset), batch):
-        ys, _ = forward(lambda net, x, _: net.forward(x), net, time_major(dataset.x[start:start + batch]), None)
+        ys, spikes = forward(lambda net, x, _: net.forward(x), net, time_major(dataset.x[start:start + batch]), None)
+        if ys is None:  # the output is the last layer's spikes: classes by spike count
+            ys = spikes[-1]
         ys = ys.get() if hasattr(ys, "get") else ys
         outputs.append(ys.mean(axis=0).argmax(axis=1) if dataset.kind == "classification" else ys)
     return np.concatenate(outputs, axis=0 if dataset.kind == "classification" else 1)
@@ -112,15 +125,20 @@ class Trainer:
         if config.update_every and config.rule != "eprop":
             raise UserError("online updates (--update-every) need --rule eprop: BPTT has a gradient "
                             "only at the end of each sequence")
-        refused = unsupported(loss, config.layers, config.update_every) if config.rule == "eprop" else None
-        if refused:
-            raise UserError(f"{refused}: choose --loss {' or --loss '.join(PER_STEP)}"
-                            + ("" if config.update_every else ", or --rule bptt"))
         self.loss = loss
         self.device = None  # the GPU of this rank, in an MPI job on GPUs
         if world.size > 1 and backends.get(config.backend).arrays == "cupy":
             self.device = select_gpu(world)
         self.net = build_network(config, model, train.channels, train.outputs)
+        if not isinstance(model, NeuronModel):  # the graph fixes the shape: config.json records it
+            first = self.net.layers[0]
+            config = self.config = replace(config, layers=len(self.net.layers), hidden=first.n,
+                                           recurrent=first.recurrent, kappa=self.net.kappa)
+        layers = len(self.net.layers)
+        refused = unsupported(loss, layers, config.update_every) if config.rule == "eprop" else None
+        if refused:
+            raise UserError(f"{refused}: choose --loss {' or --loss '.join(PER_STEP)}"
+                            + ("" if config.update_every else ", or --rule bptt"))
         # Threads pay off for e-prop's per-synapse sweeps; BPTT's step is a few small products.
         shard = config.rule == "eprop" and sweeps_synapses(self.net, loss)
         threads = threads_per_rank(config.workers, world.local_size)

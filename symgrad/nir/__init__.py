@@ -1,0 +1,153 @@
+"""Networks in and out of NIR, the Neuromorphic Intermediate Representation.
+
+    net = symgrad.nir.load("graph.nir")          # a symgrad Network, ready to run and train
+    symgrad.nir.save(net, "trained.nir")         # back to NIR, for another framework or a chip
+
+Each NIR neuron node becomes a model built from its own equations (``models``: forward Euler
+with step dt, reset to v_reset); Affine and Linear nodes become the input, recurrent and
+readout weights (``graph`` reads the shape). An Affine node's bias is a constant input current,
+trained like the weights. The last node before the Output:
+
+- a leaky integrator (LI) with one time constant is the leaky readout
+  y_t = kappa y_{t-1} + gain (W_out z_t + b_out) + offset, with kappa = 1 - dt/tau,
+  gain = dt r / tau and offset = dt v_leak / tau;
+- any other neuron node is the network's last layer, whose output (spikes, or the membrane of
+  a non-spiking node) is the network's: a loss applies to it directly, and a class is the
+  neuron with the most spikes (or the largest mean membrane).
+
+dt is not part of NIR. It is taken from the ``dt`` argument, else from the graph's metadata
+(which ``save`` writes), else 1e-4, the step of snnTorch's NIR files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nir as _nir
+import numpy as np
+
+from ..runtime.network import Network
+from . import models
+from .graph import NirError, Stage, chain
+from .models import DT, KINDS, kind_of, neuron
+
+__all__ = ["load", "save", "to_graph", "read", "NirError", "neuron", "kind_of", "DT"]
+
+
+def read(source) -> _nir.NIRGraph:
+    """A NIR graph from a path, or the graph itself."""
+    if isinstance(source, _nir.NIRGraph):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise NirError(f"{path}: no such file")
+    try:
+        return _nir.read(path)
+    except Exception as err:  # h5py and nir raise many kinds; the user needs the file and the reason
+        raise NirError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
+
+
+def load(source, dt: float | None = None, **options) -> Network:
+    """The Network of a NIR graph (a path or a ``nir.NIRGraph``); ``options`` go to Network
+    (backend, dtype, seed, feedback, ...)."""
+    graph = read(source)
+    metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
+    dt = float(dt if dt is not None else metadata.get("dt", DT))
+    n_in, stages = chain(graph)
+    readout = stages[-1] if _is_readout(stages) else None
+    layers = stages[:-1] if readout else stages
+    sizes, sources, values, weights = [], [], [], []
+    for stage in layers:
+        n = stage.size
+        _check_weights(stage.weights, stage.forward, (n, sizes[-1] if sizes else n_in))
+        fields = _fields(stage, n, dt)
+        per_neuron = [name for name, value in fields.items() if np.ndim(value)]
+        # The model's defaults are the graph's values (the mean of a per-neuron one), so that
+        # inspect shows them; the network reads every value from neuron_params.
+        defaults = {name: float(np.mean(value)) for name, value in fields.items()}
+        sources.append(neuron(stage.kind, per_neuron).with_params(dt=dt, **defaults))
+        values.append(dict(fields, dt=dt))
+        sizes.append(n)
+        layer = {"W_in": stage.forward.weight}
+        bias = _bias(stage.forward, n)
+        if stage.recurrent is not None:
+            _check_weights(f"recurrent weights of {stage.name!r}", stage.recurrent, (n, n))
+            layer["W_rec"] = stage.recurrent.weight
+            bias = _sum_bias(bias, _bias(stage.recurrent, n))
+        if bias is not None:
+            layer["b_in"] = bias
+        weights.append(layer)
+    net_options = dict(recurrent=["W_rec" in layer for layer in weights],
+                       bias=["b_in" in layer for layer in weights], neuron_params=values)
+    top = {}
+    if readout:
+        n_out = readout.size
+        _check_weights(readout.weights, readout.forward, (n_out, sizes[-1]))
+        tau, r, v_leak = (np.broadcast_to(np.asarray(getattr(readout.node, f), float), (n_out,))
+                          for f in ("tau", "r", "v_leak"))
+        net_options.update(kappa=1 - dt / float(tau[0]), readout_gain=_unless(dt * r / tau, 1.0),
+                           readout_offset=_unless(dt * v_leak / tau, 0.0))
+        top["W_out"] = readout.forward.weight
+        bias = _bias(readout.forward, n_out)
+        top["b_out"] = np.zeros(n_out) if bias is None else bias
+    else:
+        n_out = sizes[-1]
+        net_options.update(readout=False)
+    net = Network(sources, n_in, sizes, n_out, **{**net_options, **options})
+    for layer, given in zip(net.layers, weights):
+        net.set_params({layer.key(name): value for name, value in given.items()})
+    net.set_params(top)
+    return net
+
+
+def _is_readout(stages) -> bool:
+    """A last LI node with one time constant is the leaky readout (after some other layer)."""
+    last = stages[-1]
+    if last.kind != "LI" or len(stages) < 2:
+        return False
+    tau = np.asarray(last.node.tau, float)
+    return bool(np.all(tau == tau.flat[0]))
+
+
+def _fields(stage: Stage, n: int, dt: float) -> dict:
+    """The node's parameters: a number where uniform, else one value per neuron."""
+    fields = {}
+    for name in KINDS[stage.kind].fields:
+        value = np.asarray(getattr(stage.node, name))
+        try:
+            value = np.broadcast_to(value, (n,))
+        except ValueError:
+            raise NirError(f"node {stage.name!r} ({stage.kind}): {name} has shape {value.shape}, "
+                           f"not one value per neuron ({n})") from None
+        if not np.all(np.isfinite(value)):
+            raise NirError(f"node {stage.name!r} ({stage.kind}): {name} is not finite")
+        fields[name] = float(value[0]) if np.all(value == value[0]) else np.array(value)
+    for name in ("tau", "tau_mem", "tau_syn"):
+        if name in fields and np.any(np.asarray(fields[name]) < dt):
+            raise NirError(f"node {stage.name!r} ({stage.kind}): {name} is below dt = {dt:g}, where "
+                           "forward Euler overshoots; pass a smaller dt")
+    if "v_threshold" in fields and np.any(np.asarray(fields["v_threshold"]) <= fields["v_reset"]):
+        raise NirError(f"node {stage.name!r} ({stage.kind}): v_threshold must be above v_reset")
+    return fields
+
+
+def _check_weights(name: str, node, shape: tuple) -> None:
+    weight = np.asarray(node.weight)
+    if weight.shape != shape:
+        raise NirError(f"node {name!r} ({type(node).__name__}): weight has shape {weight.shape}, "
+                       f"expected {shape} from the nodes around it")
+
+
+def _bias(node, n: int):
+    return np.asarray(node.bias).reshape(n) if isinstance(node, _nir.Affine) else None
+
+
+def _sum_bias(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def _unless(values, neutral: float):
+    """None where every value is ``neutral`` (the readout then skips the operation)."""
+    return None if np.all(values == neutral) else np.array(values)
+
+
+from .export import save, to_graph  # noqa: E402  (export uses load's helpers above)
