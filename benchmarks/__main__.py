@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff", "events": "events",
-           "mpi": "mpi"}
+           "mpi": "mpi", "nir": "nir"}
 THREADED = ("numpy", "numba", "torch", "jax")
 
 

@@ -82,11 +82,7 @@ def _inspect_graph(args) -> int:
         layers.append(dict(index=layer.index, model=layer.model.name, neurons=layer.n, inputs=layer.n_in,
                            recurrent=layer.recurrent, bias=layer.bias, per_neuron=per_neuron,
                            analysis=analysis, plan=plan))
-    output = (f"leaky readout of {net.n_out} (kappa = {net.kappa:.6g}"
-              + ("" if net.gain is None else ", with a gain per output")
-              + ("" if net.offset is None else ", with an offset per output") + ")"
-              if net.readout else f"the last layer's {'spikes' if _spiking(net.layers[-1]) else 'membranes'}"
-              f" ({net.n_out}; a class is the {'most active' if _spiking(net.layers[-1]) else 'largest'} one)")
+    output = _describe_output(net)
     if args.json:
         print(json.dumps({"dt": float(net.layer_values[0]["dt"]), "inputs": net.n_in, "output": output,
                           "layers": [dict({k: v for k, v in layer.items() if k not in ("analysis", "plan")},
@@ -106,12 +102,16 @@ def _inspect_graph(args) -> int:
     return 0
 
 
-def _spiking(layer) -> bool:
-    import sympy as sp
-
+def _describe_output(net) -> str:
+    if net.readout:
+        shaped = [what for what, value in (("a gain", net.gain), ("an offset", net.offset)) if value is not None]
+        return (f"leaky readout of {net.n_out} (kappa = {net.kappa:.6g}"
+                + (f", with {' and '.join(shaped)} per output" if shaped else "") + ")")
     from .surrogates import Spike
 
-    return any(isinstance(e, Spike) for e in sp.preorder_traversal(layer.model.output))
+    if net.layers[-1].model.output.atoms(Spike):
+        return f"the last layer's spikes ({net.n_out}; a class is the neuron that spikes most)"
+    return f"the last layer's output ({net.n_out}; a class is the largest on average)"
 
 
 # -- generate --------------------------------------------------------------------------------
@@ -163,8 +163,9 @@ def cmd_grads(args) -> int:
 
 # -- train / evaluate ------------------------------------------------------------------------
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
-                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule", "dt")
-# What a NIR graph fixes, and so may not be given with one.
+                 "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule", "dt",
+                 "add_readout")
+# What a NIR graph fixes, and so may not be given with one (--kappa only with --add-readout).
 GRAPH_FIXES = ("hidden", "layers", "kappa", "recurrent")
 
 
@@ -244,14 +245,15 @@ def _prepare_run(args, world):
     spec = _model_spec(args.model)
     source = _source(spec)
     if _is_graph(spec):
-        fixed = [k for k in GRAPH_FIXES if getattr(args, k) is not None]
+        fixed = [k for k in GRAPH_FIXES if getattr(args, k) is not None and not (k == "kappa" and args.add_readout)]
         if fixed:
             raise UserError(f"the NIR graph {args.model} fixes the network's shape; drop "
                             + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
         name = Path(spec).stem
     else:
-        if args.dt is not None:
-            raise UserError("--dt sets a NIR graph's time step; a model's own equations fix its step")
+        if args.dt is not None or args.add_readout:
+            raise UserError(f"{'--dt' if args.dt is not None else '--add-readout'} is for NIR graphs; "
+                            "a model's network has its own readout and its equations fix their step")
         name = source.name
     task = args.task or "randman"
     run_dir = Path(args.out or f"runs/{name}-{task}-seed{args.seed if args.seed is not None else 0}")
@@ -456,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME, or GRAPH.nir: a NIR network "
                    "to train further (its graph fixes --hidden, --layers, --kappa and recurrence)")
     p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
+    p.add_argument("--add-readout", action="store_true", default=None,
+                   help="a NIR graph whose output is a spiking layer: train it through an added leaky "
+                        "readout (leak --kappa), which export writes as an Affine and an LI node")
     p.add_argument("--task", help="fsdd, shd, ssc, randman, evidence or pattern "
                    "(default: randman, generated, needs no download)")
     p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")

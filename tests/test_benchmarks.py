@@ -83,3 +83,12 @@ def test_plan_payoff_saves_memory_where_the_plan_drops_per_synapse_traces(quick_
         assert planned["predicted_bytes"] < dense["predicted_bytes"], row
         if not planned["per_synapse"] and row["kappa"] == 0:  # nothing per synapse at all
             assert planned["peak_bytes"] < dense["peak_bytes"], row
+
+
+def test_the_nir_benchmark_times_both_versions_of_the_imported_network(quick_run):
+    section = quick_run[1]["benchmarks"]["nir"]
+    rows = section["figures"]["rows"]
+    assert [row["per_neuron"] for row in rows] == [True, False]
+    for row in rows:
+        assert row["symgrad_eprop"] > 0 and row["symgrad_bptt"] > 0
+        assert ("snntorch_bptt" in row) != ("snnTorch" in section["skipped"])

@@ -99,11 +99,24 @@ def test_a_leaky_integrator_output_is_the_leaky_readout():
     assert not net.readout and [layer.model.name for layer in net.layers] == ["nir_lif", "nir_li"]
 
 
+def test_a_spiking_output_can_be_trained_through_an_added_readout(tmp_path):
+    net = snir.load(paper_graph(), add_readout=0.8)
+    assert net.readout and net.kappa == 0.8 and net.params["W_out"].shape == (7, 7)
+    x, labels = spikes_in(), np.arange(4) % 7
+    assert set(eprop(net, x, labels, loss="ce").grads) == set(net.params)
+    back = snir.load(snir.save(net, tmp_path / "with_readout.nir"))
+    assert back.readout and back.kappa == 0.8 and np.array_equal(back.params["W_out"], net.params["W_out"])
+    with pytest.raises(snir.NirError, match="node 'li_out' \\(LI\\) is the graph's readout already"):
+        snir.load(tmp_path / "with_readout.nir", add_readout=0.8)
+
+
 def test_dt_comes_from_the_argument_else_the_graph_else_snntorchs_step(tmp_path):
     net = Network(snir.neuron("LIF"), 3, 4, 2, neuron_params={"dt": 5e-5, "tau": 1e-3}, kappa=0.5)
     snir.save(net, tmp_path / "a.nir")
     assert snir.load(tmp_path / "a.nir").layer_values[0]["dt"] == 5e-5
-    assert snir.load(tmp_path / "a.nir", dt=2e-4).layer_values[0]["dt"] == 2e-4
+    assert snir.load(tmp_path / "a.nir", dt=8e-5).layer_values[0]["dt"] == 8e-5
+    with pytest.raises(snir.NirError, match="node .li_out. \\(LI\\): tau is below dt = 0.0002"):
+        snir.load(tmp_path / "a.nir", dt=2e-4)  # the readout's tau is 1e-4: kappa would be negative
     assert snir.load(paper_graph()).layer_values[0]["dt"] == 1e-4
 
 
@@ -249,12 +262,20 @@ def test_train_evaluate_and_export_a_nir_graph(tmp_path, capsys):
     assert not np.array_equal(trained.params["W_rec"], snir.load(path).params["W_rec"]), "training changed nothing"
     assert cli.main(["evaluate", str(tmp_path / "trained.nir"), *task]) == 0
     assert "randman:" in capsys.readouterr().out
+    # the spiking output trained through an added leaky readout, which the export keeps
+    assert cli.main(["train", str(path), *task, "--epochs", "1", "--add-readout", "--kappa", "0.8", "--loss", "ce",
+                     "--out", str(tmp_path / "run2"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["add_readout"] is True
+    assert cli.main(["export", str(tmp_path / "run2"), "--nir", str(tmp_path / "readout.nir")]) == 0
+    assert isinstance(nir.read(tmp_path / "readout.nir").nodes["li_out"], nir.LI)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "{graph}", "--hidden", "20"], "fixes the network's shape; drop --hidden"),
     (["train", "{graph}", "--task", "randman"], "takes 12 inputs and gives 7 outputs; task 'randman' has 30"),
-    (["train", "alif", "--dt", "1e-3"], "--dt sets a NIR graph's time step"),
+    (["train", "alif", "--dt", "1e-3"], "--dt is for NIR graphs"),
+    (["train", "alif", "--add-readout"], "--add-readout is for NIR graphs"),
+    (["train", "{graph}", "--kappa", "0.5"], "fixes the network's shape; drop --kappa"),
     (["evaluate", "{graph}"], "needs --task"),
     (["grads", "{graph}", "--inputs", "x.npz", "--out", "y.npz"], "is a NIR graph: a whole network"),
 ])

@@ -30,7 +30,7 @@ from . import models
 from .graph import NirError, Stage, chain
 from .models import DT, KINDS, kind_of, neuron
 
-__all__ = ["load", "save", "to_graph", "read", "NirError", "neuron", "kind_of", "DT"]
+__all__ = ["load", "save", "to_graph", "read", "NirError", "neuron", "kind_of", "DT", "models"]
 
 
 def read(source) -> _nir.NIRGraph:
@@ -46,9 +46,13 @@ def read(source) -> _nir.NIRGraph:
         raise NirError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
 
 
-def load(source, dt: float | None = None, **options) -> Network:
+def load(source, dt: float | None = None, add_readout: float | None = None, **options) -> Network:
     """The Network of a NIR graph (a path or a ``nir.NIRGraph``); ``options`` go to Network
-    (backend, dtype, seed, feedback, ...)."""
+    (backend, dtype, seed, feedback, ...).
+
+    add_readout=kappa: a graph whose output is its last layer gets a leaky readout with this
+    leak, trained with the network, one output per neuron of that layer (export writes it as
+    an Affine and an LI node). A graph with a readout of its own refuses it."""
     graph = read(source)
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
     dt = float(dt if dt is not None else metadata.get("dt", DT))
@@ -70,7 +74,7 @@ def load(source, dt: float | None = None, **options) -> Network:
         layer = {"W_in": stage.forward.weight}
         bias = _bias(stage.forward, n)
         if stage.recurrent is not None:
-            _check_weights(f"recurrent weights of {stage.name!r}", stage.recurrent, (n, n))
+            _check_weights(stage.recurrent_name, stage.recurrent, (n, n))
             layer["W_rec"] = stage.recurrent.weight
             bias = _sum_bias(bias, _bias(stage.recurrent, n))
         if bias is not None:
@@ -82,16 +86,21 @@ def load(source, dt: float | None = None, **options) -> Network:
     if readout:
         n_out = readout.size
         _check_weights(readout.weights, readout.forward, (n_out, sizes[-1]))
-        tau, r, v_leak = (np.broadcast_to(np.asarray(getattr(readout.node, f), float), (n_out,))
-                          for f in ("tau", "r", "v_leak"))
+        tau, r, v_leak = (np.broadcast_to(value, (n_out,)) for value in _fields(readout, n_out, dt).values())
         net_options.update(kappa=1 - dt / float(tau[0]), readout_gain=_unless(dt * r / tau, 1.0),
                            readout_offset=_unless(dt * v_leak / tau, 0.0))
         top["W_out"] = readout.forward.weight
         bias = _bias(readout.forward, n_out)
         top["b_out"] = np.zeros(n_out) if bias is None else bias
+    elif add_readout is not None:
+        n_out = sizes[-1]
+        net_options.update(kappa=float(add_readout))
     else:
         n_out = sizes[-1]
         net_options.update(readout=False)
+    if readout and add_readout is not None:
+        raise NirError(f"node {readout.name!r} (LI) is the graph's readout already; train it without "
+                       "adding one")
     net = Network(sources, n_in, sizes, n_out, **{**net_options, **options})
     for layer, given in zip(net.layers, weights):
         net.set_params({layer.key(name): value for name, value in given.items()})

@@ -32,6 +32,7 @@ class Stage:
     weights: str  # the name of the weight node that feeds it from the stage before
     forward: object  # that Affine or Linear node
     recurrent: object | None = None  # the Affine or Linear node of its cycle
+    recurrent_name: str | None = None
 
     @property
     def kind(self) -> str:
@@ -134,7 +135,7 @@ def _recurrence(stage: Stage, nodes, after, before) -> None:
         rec = nodes[cycle[0]]
         if before[cycle[0]] != [stage.name]:
             raise NirError(f"recurrent weight node {cycle[0]!r} hears more than {stage.name!r}")
-        stage.recurrent = rec
+        stage.recurrent, stage.recurrent_name = rec, cycle[0]
 
 
 def _why_not(node) -> str:

@@ -87,6 +87,7 @@ SETTINGS = {
     "feedback": _one_of(("symmetric", "random")),
     "dtype": _one_of(("float32", "float64")),
     "dt": _number(lambda v: v > 0, "a positive number or null", optional=True),
+    "add_readout": Rule(bool, lambda v: True, "true or false"),
     "task_settings": Rule(dict, lambda v: all(isinstance(k, str) for k in v), "an object of settings"),
 }
 
@@ -118,6 +119,7 @@ class Config:
     feedback: str = "symmetric"
     dtype: str = "float32"
     dt: float | None = None  # a NIR graph's time step (None: the graph's own, else 1e-4)
+    add_readout: bool = False  # a NIR graph with a spiking output: add a leaky readout (leak kappa)
     task_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):

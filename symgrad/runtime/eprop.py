@@ -3,8 +3,8 @@
     dL/dW_ij ~= sum_t L_t,i ebar_t,ij,   ebar_t = kappa ebar_{t-1} + h_t . eps_t
 
 The learning signal L_t is the readout error sent back through W_out (symmetric) or a fixed
-random matrix; for several layers it is passed down through each layer's instantaneous
-Jacobian dz_t/dI_t. With kappa = 0 and a per-step loss, ebar is never formed: each trace
+random matrix, or the error itself where the network's output is its last layer; for several
+layers it is passed down through each layer's instantaneous Jacobian dz_t/dI_t. With kappa = 0 and a per-step loss, ebar is never formed: each trace
 term is contracted with L_t directly (a matrix product for presynaptic traces). With a loss
 on the whole sequence the per-sample sum (mean) or last value of ebar is kept and
 contracted once the loss is known. For the mean the filter is folded into a weight per step,
@@ -235,7 +235,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             readout.zero()
     for state in layers:
         state.settle(net.kappa)
-    mean_readout = y_sum / steps
+    reported = y_sum / steps  # what Result.readout holds
     if sequence:
         final = kind.reduce(y_sum, y, steps)
         total, err = kind.value(final, target, xp)
@@ -247,12 +247,12 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         for name in top.learnable:
             source = top.psum[name] if kind.keeps_sum else top.pbar[name]
             top.pgrad[name] += scale * (L * source).sum(axis=0)
-        mean_readout = final
+        reported = final
     if reg > 0:
         total += _rate_regulariser(layers, reg, rate_target, steps, batch, rate_scope)
     grads = _collect(layers, readout)
     spikes = [float(state.rate_sum.sum()) for state in layers]
-    return Result(float(total), grads, spikes, mean_readout)
+    return Result(float(total), grads, spikes, reported)
 
 
 def sweeps_synapses(net: Network, loss: str) -> bool:

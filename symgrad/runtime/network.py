@@ -68,10 +68,10 @@ class Layer:
         return grads
 
 
-def per_layer(value, count: int, what: str, single=None) -> list:
+def per_layer(value, count: int, what: str) -> list:
     """``value`` for each of ``count`` layers: a list or tuple gives one per layer, anything
-    else (or an instance of ``single``) is shared by all."""
-    if isinstance(value, (list, tuple)) and not (single and isinstance(value, single)):
+    else is shared by all."""
+    if isinstance(value, (list, tuple)):
         if len(value) != count:
             raise ValueError(f"{what}: {len(value)} values for {count} layers")
         return list(value)
