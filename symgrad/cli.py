@@ -121,7 +121,15 @@ def cmd_generate(args) -> int:
     names = list(models.BUILTIN) if args.all else args.models
     if not names:
         raise UserError("name at least one model, or pass --all")
-    chosen = [(spec, _model(spec)) for spec in names]  # all checked before anything is written
+    chosen = []  # all checked before anything is written
+    for spec in names:
+        if _is_graph(spec):  # each distinct model of the graph's layers
+            from . import nir
+
+            graph_models = {layer.model.name: layer.model for layer in nir.load(spec).layers}
+            chosen += [(spec, model) for model in graph_models.values()]
+        else:
+            chosen.append((spec, _model(spec)))
     into_repository = Path(args.out).resolve() == store.repository_generated().resolve()
     for spec, model in chosen:
         if into_repository and spec not in models.BUILTIN and model.name in models.BUILTIN:
@@ -447,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("generate", help="write the generated code of models")
-    p.add_argument("models", nargs="*", help="built-in names, FILE.py or FILE.py:NAME")
+    p.add_argument("models", nargs="*", help="built-in names, FILE.py or FILE.py:NAME, or GRAPH.nir (the "
+                   "model of each of its layers)")
     p.add_argument("--all", action="store_true", help="every built-in model")
     p.add_argument("--out", default="generated", help="output folder (default: generated)")
     p.add_argument("--backend", nargs="+", default=list(render.BACKENDS), choices=list(render.BACKENDS),

@@ -8,11 +8,13 @@ import nir
 import numpy as np
 import pytest
 
-from symgrad import cli, models
+from symgrad import cli, models, render
 from symgrad import nir as snir
 from symgrad.runtime import Network, bptt, eprop
 
-from helpers import relative_error
+import ctypes
+
+from helpers import nvrtc, nvrtc_compile, relative_error
 
 DT = snir.DT
 
@@ -312,3 +314,35 @@ def test_eprop_is_exact_on_an_imported_single_layer():
     assert fast.spikes[0] > 0
     for key in reference.grads:
         assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-9, key
+
+
+def test_generate_writes_the_code_of_each_layer_model(tmp_path, capsys):
+    path = tmp_path / "paper.nir"
+    nir.write(path, paper_graph())
+    assert cli.main(["generate", str(path), "--out", str(tmp_path / "code"), "--backend", "numpy"]) == 0
+    written = capsys.readouterr().out.split()
+    # both layers are CubaLIF with per-neuron values: one model, one file
+    assert written == [str(tmp_path / "code" / "nir_cubalif" / "numpy_layer.py")]
+    text = (tmp_path / "code" / "nir_cubalif" / "numpy_layer.py").read_text()
+    assert "i_syn_t = dt*(I_t*w_in - i_syn_{t-1})/tau_syn + i_syn_{t-1}" in text
+
+
+@pytest.mark.skipif(nvrtc() is None, reason="libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
+@pytest.mark.parametrize("kind", list(snir.models.KINDS))
+def test_the_cuda_code_of_every_nir_neuron_compiles_with_nvrtc(kind):
+    model = snir.neuron(kind, ["r"])
+    names = [f"{k.name}<{t}>".encode() for k in render.cuda_kernels(model) for t in ("float", "double")]
+    lib = nvrtc()
+    lib.nvrtcDestroyProgram(ctypes.byref(nvrtc_compile(lib, render.render(model, "cuda").encode(),
+                                                       b"layer.cu", names)))
+
+
+def test_a_nir_run_resumes_from_its_checkpoint(tmp_path, capsys):
+    path, run = tmp_path / "small.nir", tmp_path / "run"
+    nir.write(path, paper_graph(n_in=20, hidden=10, n_out=4))
+    task = ["--task", "randman", "--set", "channels=20", "--set", "n_classes=4", "--set", "samples=32",
+            "--set", "test_samples=16", "--set", "steps=20", "--loss", "ce", "--quiet", "--out", str(run)]
+    assert cli.main(["train", str(path), *task, "--epochs", "1"]) == 0
+    assert cli.main(["train", str(path), *task, "--epochs", "2", "--resume"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert len(json.loads((run / "metrics.json").read_text())["test_acc"]) == 2
