@@ -172,7 +172,7 @@ def cmd_grads(args) -> int:
 # -- train / evaluate ------------------------------------------------------------------------
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
                  "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule", "dt",
-                 "add_readout")
+                 "add_readout", "learn")
 # What a NIR graph fixes, and so may not be given with one (--kappa only with --add-readout).
 GRAPH_FIXES = ("hidden", "layers", "kappa", "recurrent")
 
@@ -259,9 +259,10 @@ def _prepare_run(args, world):
                             + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
         name = Path(spec).stem
     else:
-        if args.dt is not None or args.add_readout:
-            raise UserError(f"{'--dt' if args.dt is not None else '--add-readout'} is for NIR graphs; "
-                            "a model's network has its own readout and its equations fix their step")
+        for option, given in (("--dt", args.dt), ("--add-readout", args.add_readout), ("--learn", args.learn)):
+            if given is not None:
+                raise UserError(f"{option} is for NIR graphs; a model's own declaration fixes its step, "
+                                "readout and learnable parameters")
         name = source.name
     task = args.task or "randman"
     run_dir = Path(args.out or f"runs/{name}-{task}-seed{args.seed if args.seed is not None else 0}")
@@ -470,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-readout", action="store_true", default=None,
                    help="a NIR graph whose output is a spiking layer: train it through an added leaky "
                         "readout (leak --kappa), which export writes as an Affine and an LI node")
+    p.add_argument("--learn", metavar="FIELD", action="append",
+                   help="a NIR graph: train this neuron field per neuron too, e.g. tau_mem (repeatable)")
     p.add_argument("--task", help="fsdd, shd, ssc, randman, evidence or pattern "
                    "(default: randman, generated, needs no download)")
     p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")

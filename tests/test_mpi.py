@@ -227,3 +227,27 @@ def test_ranks_whose_weights_differ_are_told_and_resynchronised(tmp_path):
         trainer._check_ranks_agree()
     for key, value in before.items():
         np.testing.assert_array_equal(trainer.net.params[key], value)
+
+
+def test_a_nir_graph_trains_alike_on_any_process_count(tmp_path):
+    """An imported network (two CubaLIF layers, recurrent, per-neuron values, Affine biases, a
+    spiking output) trained with e-prop on its spikes: the same weights on 1 and 2 processes."""
+    import nir
+
+    from test_nir import paper_graph
+
+    graph = paper_graph(n_in=8, hidden=6, n_out=3)
+    nir.write(tmp_path / "paper.nir", graph)
+    options = [option for option in SMALL if option not in ("--hidden", "8")]
+    runs = {}
+    for ranks in (0, 2):
+        command = [sys.executable, "-m", "symgrad.cli", "train", str(tmp_path / "paper.nir"), *options,
+                   "--loss", "ce", "--epochs", "2", "--backend", "numpy", "--out", str(tmp_path / f"p{ranks}")]
+        if ranks:
+            command = [str(MPIEXEC), "-n", str(ranks), *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        runs[ranks] = weights(tmp_path / f"p{ranks}")
+    assert_close(runs[2], runs[0], 1e-10)
+    assert {"param/b_in", "param/W_rec", "param/W_in_1"} <= set(runs[0])
+    assert np.abs(runs[0]["param/W_rec"] - graph.nodes["rec1"].weight).max() > 1e-3, "training changed nothing"

@@ -270,6 +270,13 @@ def test_train_evaluate_and_export_a_nir_graph(tmp_path, capsys):
     assert json.loads((tmp_path / "run2" / "config.json").read_text())["add_readout"] is True
     assert cli.main(["export", str(tmp_path / "run2"), "--nir", str(tmp_path / "readout.nir")]) == 0
     assert isinstance(nir.read(tmp_path / "readout.nir").nodes["li_out"], nir.LI)
+    # time constants trained per neuron, and exported
+    assert cli.main(["train", str(path), *task, "--epochs", "1", "--loss", "ce", "--learn", "tau_mem",
+                     "--out", str(tmp_path / "run3"), "--quiet"]) == 0
+    assert cli.main(["export", str(tmp_path / "run3"), "--nir", str(tmp_path / "taus.nir")]) == 0
+    learned = nir.read(tmp_path / "taus.nir").nodes["cubalif0"].tau_mem
+    assert np.array_equal(learned, np.load(tmp_path / "run3" / "checkpoint.npz")["param/tau_mem"])
+    assert not np.array_equal(learned, paper_graph(n_in=20, hidden=24, n_out=4).nodes["lif1"].tau_mem)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -277,6 +284,8 @@ def test_train_evaluate_and_export_a_nir_graph(tmp_path, capsys):
     (["train", "{graph}", "--task", "randman"], "takes 12 inputs and gives 7 outputs; task 'randman' has 30"),
     (["train", "alif", "--dt", "1e-3"], "--dt is for NIR graphs"),
     (["train", "alif", "--add-readout"], "--add-readout is for NIR graphs"),
+    (["train", "alif", "--learn", "tau"], "--learn is for NIR graphs"),
+    (["train", "{graph}", "--learn", "tau"], "learn: no neuron node of the graph has a field 'tau'"),
     (["train", "{graph}", "--kappa", "0.5"], "fixes the network's shape; drop --kappa"),
     (["evaluate", "{graph}"], "needs --task"),
     (["grads", "{graph}", "--inputs", "x.npz", "--out", "y.npz"], "is a NIR graph: a whole network"),
@@ -346,3 +355,26 @@ def test_a_nir_run_resumes_from_its_checkpoint(tmp_path, capsys):
     assert cli.main(["train", str(path), *task, "--epochs", "2", "--resume"]) == 0
     assert "resuming" in capsys.readouterr().out
     assert len(json.loads((run / "metrics.json").read_text())["test_acc"]) == 2
+
+
+def test_neuron_fields_can_be_learned_and_are_exported(tmp_path):
+    """Time constants and thresholds trained per neuron: e-prop equals BPTT on one layer, and
+    the trained values are what the export writes."""
+    rng = np.random.default_rng(6)
+    graph = nir.NIRGraph.from_list(
+        nir.Affine(weight=rng.normal(0, 1.5, (6, 5)), bias=rng.uniform(0, 0.1, 6)),
+        nir.CubaLIF(**cuba_values(6, rng)),
+        nir.Affine(weight=rng.normal(0, 1, (3, 6)), bias=np.zeros(3)),
+        nir.LI(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3)))
+    net = snir.load(graph, dtype="float64", learn=("tau_mem", "v_threshold"))
+    assert {"tau_mem", "v_threshold"} <= set(net.params)
+    x, labels = spikes_in(n_in=5, steps=30), np.array([0, 1, 2, 0])
+    fast, reference = eprop(net, x, labels), bptt(net, x, labels)
+    for key in ("tau_mem", "v_threshold"):
+        assert np.abs(reference.grads[key]).max() > 0, key
+        assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-9, key
+    net.params["tau_mem"] *= 1.1
+    written = nir.read(snir.save(net, tmp_path / "learned.nir"))
+    assert np.array_equal(written.nodes["cubalif0"].tau_mem, net.params["tau_mem"])
+    with pytest.raises(snir.NirError, match="no neuron node of the graph has a field 'tau_x'"):
+        snir.load(graph, learn=("tau_x",))

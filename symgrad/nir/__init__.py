@@ -46,9 +46,12 @@ def read(source) -> _nir.NIRGraph:
         raise NirError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
 
 
-def load(source, dt: float | None = None, add_readout: float | None = None, **options) -> Network:
+def load(source, dt: float | None = None, add_readout: float | None = None, learn=(), **options) -> Network:
     """The Network of a NIR graph (a path or a ``nir.NIRGraph``); ``options`` go to Network
     (backend, dtype, seed, feedback, ...).
+
+    learn: neuron fields to train per neuron besides the weights, such as ("tau_mem",), in
+    every layer whose node has them (``save`` writes the trained values).
 
     add_readout=kappa: a graph whose output is its last layer gets a leaky readout with this
     leak, trained with the network, one output per neuron of that layer (export writes it as
@@ -57,6 +60,11 @@ def load(source, dt: float | None = None, add_readout: float | None = None, **op
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
     dt = float(dt if dt is not None else metadata.get("dt", DT))
     n_in, stages = chain(graph)
+    fields = {name for stage in stages for name in KINDS[stage.kind].fields}
+    unknown = sorted(set(learn) - fields)
+    if unknown:
+        raise NirError(f"learn: no neuron node of the graph has a field {unknown[0]!r} "
+                       f"(they have {', '.join(sorted(fields))})")
     readout = stages[-1] if _is_readout(stages) else None
     layers = stages[:-1] if readout else stages
     sizes, sources, values, weights = [], [], [], []
@@ -68,7 +76,8 @@ def load(source, dt: float | None = None, add_readout: float | None = None, **op
         # The model's defaults are the graph's values (the mean of a per-neuron one), so that
         # inspect shows them; the network reads every value from neuron_params.
         defaults = {name: float(np.mean(value)) for name, value in fields.items()}
-        sources.append(neuron(stage.kind, per_neuron).with_params(dt=dt, **defaults))
+        trained = [name for name in learn if name in fields]
+        sources.append(neuron(stage.kind, per_neuron, trained).with_params(dt=dt, **defaults))
         values.append(dict(fields, dt=dt))
         sizes.append(n)
         layer = {"W_in": stage.forward.weight}

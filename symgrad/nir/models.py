@@ -60,9 +60,10 @@ KINDS = {kind.name: kind for kind in (
 )}
 
 
-def neuron(kind: str, per_neuron=()) -> NeuronModel:
+def neuron(kind: str, per_neuron=(), learnable=()) -> NeuronModel:
     """The forward-Euler model of NIR node type ``kind`` ("LIF", "CubaLIF", ...); the fields
-    named in ``per_neuron`` hold one value per neuron."""
+    named in ``per_neuron`` hold one value per neuron, those in ``learnable`` are trained per
+    neuron too."""
     node = KINDS[kind]
     sym = {name: sp.Symbol(name) for name in ("dt",) + node.fields}
     v, I = sp.symbols("v I")
@@ -85,7 +86,7 @@ def neuron(kind: str, per_neuron=()) -> NeuronModel:
         update[v] = v_r + sym["dt"] / tau * (sym["v_leak"] - v_r + sym["r"] * drive)
     else:
         update[v] = v_r + sym["dt"] * sym["r"] * drive
-    unknown = set(per_neuron) - set(node.fields)
+    unknown = (set(per_neuron) | set(learnable)) - set(node.fields)
     if unknown:
         raise ValueError(f"NIR {kind} has no field {sorted(unknown)[0]!r}")
     return NeuronModel(
@@ -95,7 +96,8 @@ def neuron(kind: str, per_neuron=()) -> NeuronModel:
         update={s: update[s] for s in states},
         output=z if node.spiking else v,
         input=I,
-        per_neuron=tuple(sym[name] for name in node.fields if name in per_neuron),
+        learnable=tuple(sym[name] for name in node.fields if name in learnable),
+        per_neuron=tuple(sym[name] for name in node.fields if name in per_neuron and name not in learnable),
         doc=f"NIR {kind}, forward Euler with step dt and the reset to v_reset (symgrad.nir.models).",
     )
 

@@ -88,6 +88,7 @@ SETTINGS = {
     "dtype": _one_of(("float32", "float64")),
     "dt": _number(lambda v: v > 0, "a positive number or null", optional=True),
     "add_readout": Rule(bool, lambda v: True, "true or false"),
+    "learn": Rule(list, lambda v: all(isinstance(x, str) for x in v), "a list of field names"),
     "task_settings": Rule(dict, lambda v: all(isinstance(k, str) for k in v), "an object of settings"),
 }
 
@@ -120,6 +121,7 @@ class Config:
     dtype: str = "float32"
     dt: float | None = None  # a NIR graph's time step (None: the graph's own, else 1e-4)
     add_readout: bool = False  # a NIR graph with a spiking output: add a leaky readout (leak kappa)
+    learn: list = field(default_factory=list)  # a NIR graph's neuron fields trained per neuron
     task_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
