@@ -378,3 +378,33 @@ def test_neuron_fields_can_be_learned_and_are_exported(tmp_path):
     assert np.array_equal(written.nodes["cubalif0"].tau_mem, net.params["tau_mem"])
     with pytest.raises(snir.NirError, match="no neuron node of the graph has a field 'tau_x'"):
         snir.load(graph, learn=("tau_x",))
+
+
+def test_a_readout_whose_nearest_tau_has_no_exact_gain_still_round_trips(tmp_path):
+    """Found by tests/test_nir_fuzz.py: the tau nearest dt/(1 - kappa) reproduced kappa, but no r
+    then reproduced the gain; another tau that also gives kappa does."""
+    tau, r = 0.001307693200666257, 8.836775542618835
+    graph = nir.NIRGraph.from_list(
+        nir.Linear(weight=np.ones((2, 2))),
+        nir.LIF(tau=np.full(2, 1e-3), r=np.full(2, 10.0), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+        nir.Affine(weight=np.ones((1, 2)), bias=np.zeros(1)),
+        nir.LI(tau=np.array([tau]), r=np.array([r]), v_leak=np.zeros(1)))
+    net = snir.load(graph)
+    back = snir.load(snir.save(net, tmp_path / "g.nir"))
+    assert back.kappa == net.kappa and np.array_equal(back.gain, net.gain)
+
+
+def test_a_recurrent_leaky_integrator_at_the_end_is_a_layer_not_the_readout():
+    """Found by tests/test_nir_fuzz.py: its recurrent weights were dropped."""
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([3])), "w0": nir.Linear(weight=rng.normal(0, 1, (4, 3))),
+               "lif": nir.LIF(tau=np.full(4, 1e-3), r=np.full(4, 10.0), v_leak=np.zeros(4), v_threshold=np.ones(4)),
+               "w1": nir.Linear(weight=rng.normal(0, 1, (2, 4))),
+               "li": nir.LI(tau=np.full(2, 1e-3), r=np.full(2, 10.0), v_leak=np.zeros(2)),
+               "rec": nir.Linear(weight=rng.normal(0, 1, (2, 2))), "output": nir.Output(output_type=np.array([2]))},
+        edges=[("input", "w0"), ("w0", "lif"), ("lif", "w1"), ("w1", "li"), ("li", "rec"), ("rec", "li"),
+               ("li", "output")])
+    net = snir.load(graph)
+    assert not net.readout and net.layers[-1].recurrent
+    assert np.array_equal(net.params["W_rec_1"], graph.nodes["rec"].weight)

@@ -118,9 +118,10 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
 
 
 def _is_readout(stages) -> bool:
-    """A last LI node with one time constant is the leaky readout (after some other layer)."""
+    """A last LI node with one time constant and no recurrent weights is the leaky readout
+    (after some other layer)."""
     last = stages[-1]
-    if last.kind != "LI" or len(stages) < 2:
+    if last.kind != "LI" or len(stages) < 2 or last.recurrent is not None:
         return False
     tau = np.asarray(last.node.tau, float)
     return bool(np.all(tau == tau.flat[0]))

@@ -78,28 +78,37 @@ def _values(net: Network, layer) -> dict:
 
 def _leaky_integrator(net: Network, dt: float) -> dict:
     """tau, r and v_leak of the LI node whose load gives back the readout's kappa, gain and
-    offset bit for bit (load: kappa = 1 - dt/tau, gain = dt r/tau, offset = dt v_leak/tau)."""
+    offset bit for bit (load: kappa = 1 - dt/tau, gain = dt r/tau, offset = dt v_leak/tau).
+    Several taus near dt/(1 - kappa) give kappa; the first for which every r and v_leak exist
+    is taken."""
     k = net.n_out
     if not 0 <= net.kappa < 1:
         raise NirError(f"the readout's kappa {net.kappa} has no leaky integrator (it needs 0 <= kappa < 1)")
-    tau = _solve(lambda t: 1 - dt / t, net.kappa, dt / (1 - net.kappa))
     gain = np.ones(k) if net.gain is None else _host(net.gain)
     offset = np.zeros(k) if net.offset is None else _host(net.offset)
-    r = np.array([_solve(lambda x: dt * x / tau, g, g * tau / dt) for g in gain])
-    v_leak = np.array([_solve(lambda x: dt * x / tau, o, o * tau / dt) for o in offset])
-    return {"tau": np.full(k, tau), "r": r, "v_leak": v_leak}
+    for tau in _solutions(lambda t: 1 - dt / t, net.kappa, dt / (1 - net.kappa)):
+        r = [_first(_solutions(lambda x: dt * x / tau, g, g * tau / dt)) for g in gain]
+        v_leak = [_first(_solutions(lambda x: dt * x / tau, o, o * tau / dt)) for o in offset]
+        if None not in r and None not in v_leak:
+            return {"tau": np.full(k, tau), "r": np.array(r), "v_leak": np.array(v_leak)}
+    raise NirError(f"no LI node reproduces the readout (kappa {net.kappa}) exactly at dt = {dt:g}")
 
 
-def _solve(f, target: float, guess: float, ulps: int = 64) -> float:
-    """x within ``ulps`` floating-point steps of ``guess`` with f(x) == target exactly."""
-    target = float(target)
+def _solutions(f, target: float, guess: float, ulps: int = 64) -> list:
+    """Every x within ``ulps`` floating-point steps of ``guess`` with f(x) == target exactly,
+    nearest first."""
+    target, found = float(target), []
     up = down = float(guess)
-    for _ in range(ulps):
-        for x in (up, down):
+    for step in range(ulps):
+        for x in ((up,) if step == 0 else (up, down)):
             if f(x) == target:
-                return x
+                found.append(x)
         up, down = np.nextafter(up, np.inf), np.nextafter(down, -np.inf)
-    raise NirError(f"no NIR parameter reproduces the readout value {target!r} exactly")
+    return found
+
+
+def _first(values: list):
+    return values[0] if values else None
 
 
 def _dense(weight, bias):
