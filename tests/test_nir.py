@@ -213,6 +213,10 @@ def _unsupported():
     yield "shapes", _edit(g, {"fc1": bad}), r"node 'fc1' \(Affine\): weight has shape \(5, 3\), expected \(5, 4\)"
     fast = nir.CubaLIF(**{**cuba_values(5, np.random.default_rng(0)), "tau_syn": np.full(5, 5e-5)})
     yield "tau below dt", _edit(g, {"lif1": fast}), "tau_syn is below dt"
+    yield "threshold", _edit(g, {"lif2": nir.Threshold(threshold=np.ones(3))}), \
+        r"node 'lif2' \(Threshold\): .*no counterpart"
+    upside_down = nir.CubaLIF(**{**cuba_values(5, np.random.default_rng(0)), "v_reset": np.full(5, 2.0)})
+    yield "reset above threshold", _edit(g, {"lif1": upside_down}), "v_threshold must be above v_reset"
 
 
 @pytest.mark.parametrize("case", list(_unsupported()), ids=lambda case: case[0])
