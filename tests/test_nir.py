@@ -213,6 +213,11 @@ def _unsupported():
     yield "shapes", _edit(g, {"fc1": bad}), r"node 'fc1' \(Affine\): weight has shape \(5, 3\), expected \(5, 4\)"
     fast = nir.CubaLIF(**{**cuba_values(5, np.random.default_rng(0)), "tau_syn": np.full(5, 5e-5)})
     yield "tau below dt", _edit(g, {"lif1": fast}), "tau_syn is below dt"
+    loop = [e for e in g.edges if e != ("lif2", "output")] + [("lif2", "fc1")]  # fc1 hears the input too
+    yield "loop across layers", _edit(g, edges=loop), "the weights 'fc1' feed node 'lif1' \\(CubaLIF\\) back"
+    stray = nir.LIF(tau=np.full(5, 1e-3), r=np.full(5, 10.0), v_leak=np.zeros(5), v_threshold=np.ones(5))
+    yield "merge", _edit(g, {"stray": stray}, edges=g.edges + [("stray", "fc2")]), \
+        "node 'stray' \\(LIF\\) is off the chain"
     yield "threshold", _edit(g, {"lif2": nir.Threshold(threshold=np.ones(3))}), \
         r"node 'lif2' \(Threshold\): .*no counterpart"
     upside_down = nir.CubaLIF(**{**cuba_values(5, np.random.default_rng(0)), "v_reset": np.full(5, 2.0)})

@@ -94,15 +94,23 @@ def chain(graph: nir.NIRGraph) -> tuple[int, list[Stage]]:
         weights = nxt
         neuron_name = _only_successor(weights, after, nodes)
         node = nodes[neuron_name]
-        if not type(node).__name__ in KINDS:
+        if type(node).__name__ not in KINDS:
             raise NirError(f"node {neuron_name!r} ({type(node).__name__}) follows the weights {weights!r}; "
                            "symgrad needs a neuron node there")
+        if any(stage.name == neuron_name for stage in stages):
+            raise NirError(f"the weights {weights!r} feed node {neuron_name!r} ({type(node).__name__}) back from a "
+                           "later layer; symgrad reads recurrence only as a layer's own weight node")
         stage = Stage(neuron_name, node, weights, nodes[weights])
         _recurrence(stage, nodes, after, before)
         stages.append(stage)
         name = neuron_name
     if not stages:
         raise NirError("the graph has no neuron node between its Input and Output")
+    on_chain = {inputs[0], nxt} | {n for s in stages for n in (s.name, s.weights, s.recurrent_name) if n}
+    for name, node in nodes.items():
+        if name not in on_chain:
+            raise NirError(f"node {name!r} ({type(node).__name__}) is off the chain from the input to the "
+                           "output; symgrad reads graphs that neither branch nor merge")
     return n_in, stages
 
 
