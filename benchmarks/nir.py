@@ -3,9 +3,10 @@
 The network is the NIR paper's recurrent shape at FSDD's sizes: 40 inputs -> Affine ->
 CubaLIF with a recurrent weight node -> Affine -> CubaLIF (10 spiking outputs), in snnTorch's
 NIR convention (dt = 1e-4, r = tau_mem/dt, w_in = tau_syn/dt, reset to zero). The loss is the
-cross-entropy of the output spikes at every step. Two versions: time constants per neuron
-(every trace per synapse) and one time constant per layer (the synaptic current's trace a
-presynaptic filter).
+cross-entropy of the output spikes at every step. Three versions: time constants per neuron
+(every trace per synapse), one time constant per layer (the synaptic current's trace a
+presynaptic filter; the membrane's stays per synapse, since its gradient sees the reset), and
+one per layer with the reset detached (``detach_reset``: every trace presynaptic).
 
 symgrad runs the imported graph with e-prop and with BPTT (numba backend). snnTorch runs the same
 equations as its own modules (Linear, RSynaptic, Linear, Synaptic; zero reset, default reset
@@ -50,12 +51,15 @@ def graph(n_in, hidden, n_out, per_neuron: bool, seed=0) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges)
 
 
-def _symgrad(g, x, labels, rule):
+VERSIONS = ((True, False), (False, False), (False, True))  # (per-neuron time constants, reset detached)
+
+
+def _symgrad(g, x, labels, rule, detach_reset):
     from symgrad import nir as symgrad_nir
     from symgrad.runtime import bptt, eprop
     from symgrad.runtime.parallel import FusedThreads
 
-    net = symgrad_nir.load(g, dtype="float32", backend="numba")
+    net = symgrad_nir.load(g, dtype="float32", backend="numba", detach_reset=detach_reset)
     run, fn = FusedThreads(1, blas=1), {"eprop": eprop, "bptt": bptt}[rule]
     result = run(fn, net, x, labels, loss="ce")
     assert result.spikes[0] > 0, "the imported network is silent: its timing would say nothing"
@@ -109,29 +113,30 @@ def run(quick: bool, out: Path) -> Section:
     labels = rng.integers(0, sizes["n_out"], sizes["batch"])
     repeats = 2 if quick else 3
     rows, skipped = [], {}
-    for per_neuron in (True, False):
+    for per_neuron, detach_reset in VERSIONS:
         g = graph(sizes["n_in"], sizes["hidden"], sizes["n_out"], per_neuron)
-        row = {"per_neuron": per_neuron}
+        row = {"per_neuron": per_neuron, "detach_reset": detach_reset}
         for rule in ("eprop", "bptt"):
-            row[f"symgrad_{rule}"] = best_seconds(_symgrad(g, x, labels, rule), repeats)
+            row[f"symgrad_{rule}"] = best_seconds(_symgrad(g, x, labels, rule, detach_reset), repeats)
         try:
             row["snntorch_bptt"] = best_seconds(_snntorch(g, x, labels), repeats)
         except ImportError as err:
             skipped["snnTorch"] = f"not installed ({err}); pip install -e '.[interop]'"
         rows.append(row)
-        print("  " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in row.items() if k != "per_neuron"))
+        print(f"  {_label(row)}: " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in row.items()
+                                             if k.startswith(("symgrad", "snntorch"))))
     plot = "nir.png"
     _plot(rows, out / plot)
     return Section(NAME, TITLE, {"sizes": sizes, "rows": rows}, _markdown(sizes, rows), [plot], skipped=skipped)
 
 
 def _markdown(sizes: dict, rows: list) -> str:
-    head = ["time constants", "symgrad e-prop (ms)", "symgrad BPTT (ms)", "snnTorch BPTT (ms)",
+    head = ["version", "symgrad e-prop (ms)", "symgrad BPTT (ms)", "snnTorch BPTT (ms)",
             "snnTorch / symgrad e-prop"]
     lines = []
     for row in rows:
         theirs = row.get("snntorch_bptt")
-        lines.append(["per neuron" if row["per_neuron"] else "per layer", f"{1e3 * row['symgrad_eprop']:.1f}",
+        lines.append([_label(row), f"{1e3 * row['symgrad_eprop']:.1f}",
                       f"{1e3 * row['symgrad_bptt']:.1f}", f"{1e3 * theirs:.1f}" if theirs else "-",
                       f"{theirs / row['symgrad_eprop']:.2f}x" if theirs else "-"])
     return (f"One batch's gradient: B={sizes['batch']}, T={sizes['steps']}, {sizes['n_in']} inputs, "
@@ -139,15 +144,20 @@ def _markdown(sizes: dict, rows: list) -> str:
             "each; best of several.\n\n" + table(head, lines) + "\n")
 
 
+def _label(row: dict) -> str:
+    return ("taus per neuron" if row["per_neuron"] else "taus per layer") + (
+        ", reset detached" if row["detach_reset"] else "")
+
+
 def _plot(rows: list, path: Path):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     labels = ["symgrad_eprop", "symgrad_bptt", "snntorch_bptt"]
     width = 0.25
     for i, key in enumerate(labels):
         values = [1e3 * row.get(key, np.nan) for row in rows]
         ax.bar(np.arange(len(rows)) + (i - 1) * width, values, width, label=key.replace("_", " "))
-    ax.set_xticks(range(len(rows)), ["per-neuron taus", "per-layer taus"])
+    ax.set_xticks(range(len(rows)), [_label(row).replace(", ", ",\n") for row in rows])
     ax.set(ylabel="ms per batch gradient", title="NIR CubaLIF network: one batch")
     ax.legend()
     fig.tight_layout()

@@ -172,7 +172,7 @@ def cmd_grads(args) -> int:
 # -- train / evaluate ------------------------------------------------------------------------
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
                  "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule", "dt",
-                 "add_readout", "learn")
+                 "add_readout", "learn", "detach_reset")
 # What a NIR graph fixes, and so may not be given with one (--kappa only with --add-readout).
 GRAPH_FIXES = ("hidden", "layers", "kappa", "recurrent")
 
@@ -259,7 +259,8 @@ def _prepare_run(args, world):
                             + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
         name = Path(spec).stem
     else:
-        for option, given in (("--dt", args.dt), ("--add-readout", args.add_readout), ("--learn", args.learn)):
+        for option, given in (("--dt", args.dt), ("--add-readout", args.add_readout), ("--learn", args.learn),
+                              ("--detach-reset", args.detach_reset)):
             if given is not None:
                 raise UserError(f"{option} is for NIR graphs; a model's own declaration fixes its step, "
                                 "readout and learnable parameters")
@@ -473,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "readout (leak --kappa), which export writes as an Affine and an LI node")
     p.add_argument("--learn", metavar="FIELD", action="append",
                    help="a NIR graph: train this neuron field per neuron too, e.g. tau_mem (repeatable)")
+    p.add_argument("--detach-reset", action="store_true", default=None,
+                   help="a NIR graph: no gradient through the reset to v_reset (the same network; with one "
+                        "time constant per layer, every trace becomes a cheap presynaptic filter)")
     p.add_argument("--task", help="fsdd, shd, ssc, randman, evidence or pattern "
                    "(default: randman, generated, needs no download)")
     p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")

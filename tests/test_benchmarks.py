@@ -85,10 +85,11 @@ def test_plan_payoff_saves_memory_where_the_plan_drops_per_synapse_traces(quick_
             assert planned["peak_bytes"] < dense["peak_bytes"], row
 
 
-def test_the_nir_benchmark_times_both_versions_of_the_imported_network(quick_run):
+def test_the_nir_benchmark_times_each_version_of_the_imported_network(quick_run):
     section = quick_run[1]["benchmarks"]["nir"]
     rows = section["figures"]["rows"]
-    assert [row["per_neuron"] for row in rows] == [True, False]
+    assert [(row["per_neuron"], row["detach_reset"]) for row in rows] == [(True, False), (False, False),
+                                                                         (False, True)]
     for row in rows:
         assert row["symgrad_eprop"] > 0 and row["symgrad_bptt"] > 0
         assert ("snntorch_bptt" in row) != ("snnTorch" in section["skipped"])

@@ -10,6 +10,7 @@ import pytest
 
 from symgrad import nir as snir
 from symgrad.runtime import Network, bptt, eprop
+from symgrad.runtime.compiled import generated
 
 from helpers import finite_difference_check, relative_error, smooth_variant
 
@@ -32,10 +33,11 @@ def per_neuron_values(kind: str, n: int, rng) -> dict:
 
 
 def nir_network(kinds, hidden, n_out, *, n_in=6, recurrent=False, bias=True, readout=True, kappa=0.0,
-                shaped_readout=False, smooth=False, seed=0, backend="numpy"):
+                shaped_readout=False, smooth=False, seed=0, backend="numpy", detach_reset=False):
     rng = np.random.default_rng(seed)
     values = [per_neuron_values(kind, n, rng) for kind, n in zip(kinds, hidden)]
-    models = [snir.neuron(kind, [k for k, v in vals.items() if np.ndim(v)]) for kind, vals in zip(kinds, values)]
+    models = [snir.neuron(kind, [k for k, v in vals.items() if np.ndim(v)], detach_reset=detach_reset)
+              for kind, vals in zip(kinds, values)]
     if smooth:
         models = [smooth_variant(model) for model in models]
     options = {}
@@ -77,6 +79,22 @@ def test_eprop_equals_bptt_for_every_nir_neuron(kind, readout):
     for key in reference.grads:
         assert np.abs(reference.grads[key]).max() > 0, f"{key}: zero gradient proves nothing"
         assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-9, key
+
+
+@pytest.mark.parametrize("kind", SPIKING)
+def test_eprop_equals_bptt_with_the_reset_detached(kind):
+    """The reset wholly in stop_gradient: the same forward pass, another gradient, which e-prop
+    still gets exactly; with one time constant per layer every trace is presynaptic."""
+    net = nir_network([kind], [5], 4, kappa=0.8, detach_reset=True)
+    attached = nir_network([kind], [5], 4, kappa=0.8)
+    assert net.layers[0].model.name.endswith("_detached")
+    x, labels = inputs()
+    fast, reference = eprop(net, x, labels), bptt(net, x, labels)
+    assert_active(fast, net)
+    for key in reference.grads:
+        assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-9, key
+    assert all(np.array_equal(a, b) for a, b in zip(net.forward(x)[1], attached.forward(x)[1]))
+    assert not generated(snir.neuron(kind, detach_reset=True)).plan.per_synapse
 
 
 @pytest.mark.parametrize("loss", ["ce_mean", "ce_last"])

@@ -279,6 +279,11 @@ def test_train_evaluate_and_export_a_nir_graph(tmp_path, capsys):
     assert json.loads((tmp_path / "run2" / "config.json").read_text())["add_readout"] is True
     assert cli.main(["export", str(tmp_path / "run2"), "--nir", str(tmp_path / "readout.nir")]) == 0
     assert isinstance(nir.read(tmp_path / "readout.nir").nodes["li_out"], nir.LI)
+    # the reset detached: the same network, exported as the same NIR nodes
+    assert cli.main(["train", str(path), *task, "--epochs", "1", "--loss", "ce", "--detach-reset",
+                     "--out", str(tmp_path / "run4"), "--quiet"]) == 0
+    assert cli.main(["export", str(tmp_path / "run4"), "--nir", str(tmp_path / "detached.nir")]) == 0
+    assert isinstance(nir.read(tmp_path / "detached.nir").nodes["cubalif0"], nir.CubaLIF)
     # time constants trained per neuron, and exported
     assert cli.main(["train", str(path), *task, "--epochs", "1", "--loss", "ce", "--learn", "tau_mem",
                      "--out", str(tmp_path / "run3"), "--quiet"]) == 0
@@ -294,6 +299,7 @@ def test_train_evaluate_and_export_a_nir_graph(tmp_path, capsys):
     (["train", "alif", "--dt", "1e-3"], "--dt is for NIR graphs"),
     (["train", "alif", "--add-readout"], "--add-readout is for NIR graphs"),
     (["train", "alif", "--learn", "tau"], "--learn is for NIR graphs"),
+    (["train", "alif", "--detach-reset"], "--detach-reset is for NIR graphs"),
     (["train", "{graph}", "--learn", "tau"], "learn: no neuron node of the graph has a field 'tau'"),
     (["train", "{graph}", "--kappa", "0.5"], "fixes the network's shape; drop --kappa"),
     (["evaluate", "{graph}"], "needs --task"),

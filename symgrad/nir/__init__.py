@@ -46,12 +46,15 @@ def read(source) -> _nir.NIRGraph:
         raise NirError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
 
 
-def load(source, dt: float | None = None, add_readout: float | None = None, learn=(), **options) -> Network:
+def load(source, dt: float | None = None, add_readout: float | None = None, learn=(), detach_reset=False,
+         **options) -> Network:
     """The Network of a NIR graph (a path or a ``nir.NIRGraph``); ``options`` go to Network
     (backend, dtype, seed, feedback, ...).
 
     learn: neuron fields to train per neuron besides the weights, such as ("tau_mem",), in
     every layer whose node has them (``save`` writes the trained values).
+    detach_reset: differentiate none of the reset (see ``models.neuron``): the same network,
+    a cheaper gradient.
 
     add_readout=kappa: a graph whose output is its last layer gets a leaky readout with this
     leak, trained with the network, one output per neuron of that layer (export writes it as
@@ -77,7 +80,7 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
         # inspect shows them; the network reads every value from neuron_params.
         defaults = {name: float(np.mean(value)) for name, value in fields.items()}
         trained = [name for name in learn if name in fields]
-        sources.append(neuron(stage.kind, per_neuron, trained).with_params(dt=dt, **defaults))
+        sources.append(neuron(stage.kind, per_neuron, trained, detach_reset).with_params(dt=dt, **defaults))
         values.append(dict(fields, dt=dt))
         sizes.append(n)
         layer = {"W_in": stage.forward.weight}

@@ -60,10 +60,15 @@ KINDS = {kind.name: kind for kind in (
 )}
 
 
-def neuron(kind: str, per_neuron=(), learnable=()) -> NeuronModel:
+def neuron(kind: str, per_neuron=(), learnable=(), detach_reset: bool = False) -> NeuronModel:
     """The forward-Euler model of NIR node type ``kind`` ("LIF", "CubaLIF", ...); the fields
     named in ``per_neuron`` hold one value per neuron, those in ``learnable`` are trained per
-    neuron too."""
+    neuron too.
+
+    detach_reset: the whole reset inside stop_gradient, as in e-prop's LIF (Bellec et al. 2020),
+    instead of only the spike that triggers it. The forward map is the same; the gradient no
+    longer sees a spike erase the membrane's past, so D[v,v] is constant and, with one time
+    constant per layer, every trace is a presynaptic filter (named ``nir_<kind>_detached``)."""
     node = KINDS[kind]
     sym = {name: sp.Symbol(name) for name in ("dt",) + node.fields}
     v, I = sp.symbols("v I")
@@ -80,7 +85,8 @@ def neuron(kind: str, per_neuron=(), learnable=()) -> NeuronModel:
     if node.spiking:
         surrogate = surrogates.triangle(gamma=0.3, width=sym["v_threshold"] - sym["v_reset"])
         z = spike(v - sym["v_threshold"], surrogate=surrogate)
-        v_r = v + stop_gradient(z) * (sym["v_reset"] - v)
+        reset = z * (sym["v_reset"] - v)
+        v_r = v + (stop_gradient(reset) if detach_reset else stop_gradient(z) * (sym["v_reset"] - v))
     if node.leaky:
         tau = sym["tau_mem"] if node.current else sym["tau"]
         update[v] = v_r + sym["dt"] / tau * (sym["v_leak"] - v_r + sym["r"] * drive)
@@ -90,7 +96,7 @@ def neuron(kind: str, per_neuron=(), learnable=()) -> NeuronModel:
     if unknown:
         raise ValueError(f"NIR {kind} has no field {sorted(unknown)[0]!r}")
     return NeuronModel(
-        name=node.model_name,
+        name=node.model_name + ("_detached" if detach_reset and node.spiking else ""),
         states=states,
         params={sym[name]: DEFAULTS[name] for name in ("dt",) + node.fields},
         update={s: update[s] for s in states},
@@ -98,7 +104,8 @@ def neuron(kind: str, per_neuron=(), learnable=()) -> NeuronModel:
         input=I,
         learnable=tuple(sym[name] for name in node.fields if name in learnable),
         per_neuron=tuple(sym[name] for name in node.fields if name in per_neuron and name not in learnable),
-        doc=f"NIR {kind}, forward Euler with step dt and the reset to v_reset (symgrad.nir.models).",
+        doc=f"NIR {kind}, forward Euler with step dt and the reset to v_reset"
+            + (", not differentiated" if detach_reset and node.spiking else "") + " (symgrad.nir.models).",
     )
 
 

@@ -89,6 +89,7 @@ SETTINGS = {
     "dt": _number(lambda v: v > 0, "a positive number or null", optional=True),
     "add_readout": Rule(bool, lambda v: True, "true or false"),
     "learn": Rule(list, lambda v: all(isinstance(x, str) for x in v), "a list of field names"),
+    "detach_reset": Rule(bool, lambda v: True, "true or false"),
     "task_settings": Rule(dict, lambda v: all(isinstance(k, str) for k in v), "an object of settings"),
 }
 
@@ -122,6 +123,7 @@ class Config:
     dt: float | None = None  # a NIR graph's time step (None: the graph's own, else 1e-4)
     add_readout: bool = False  # a NIR graph with a spiking output: add a leaky readout (leak kappa)
     learn: list = field(default_factory=list)  # a NIR graph's neuron fields trained per neuron
+    detach_reset: bool = False  # a NIR graph: no gradient through the reset (cheaper traces)
     task_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):

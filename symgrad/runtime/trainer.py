@@ -66,7 +66,7 @@ def build_network(config: Config, model, n_in: int, n_out: int) -> Network:
     from .. import nir
 
     net = nir.load(model, dt=config.dt, add_readout=config.kappa if config.add_readout else None,
-                   learn=tuple(config.learn), **options)
+                   learn=tuple(config.learn), detach_reset=config.detach_reset, **options)
     if (net.n_in, net.n_out) != (n_in, n_out):
         raise UserError(f"the NIR graph {config.model} takes {net.n_in} inputs and gives {net.n_out} outputs; "
                         f"task {config.task!r} has {n_in} input channels and {n_out} outputs")
