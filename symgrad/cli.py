@@ -71,34 +71,28 @@ def _inspect_graph(args) -> int:
     from .plan import TracePlan
 
     net = nir.load(args.model, dt=args.dt)
-    itemsize = np.dtype(args.dtype).itemsize
-    layers = []
+    dt, output = net.layer_values[0]["dt"], _describe_output(net)
+    summaries = []
+    if not args.json:
+        print(f"{args.model}: {net.n_in} inputs, {len(net.layers)} layers, dt = {dt:g}; output: {output}")
     for layer in net.layers:
         analysis = Analysis(layer.model)
         plan = TracePlan(analysis)
-        values = net.layer_values[layer.index]
         per_neuron = [f"{name} in [{np.min(value):.4g}, {np.max(value):.4g}]"
-                      for name, value in sorted(values.items()) if np.ndim(value)]
-        layers.append(dict(index=layer.index, model=layer.model.name, neurons=layer.n, inputs=layer.n_in,
-                           recurrent=layer.recurrent, bias=layer.bias, per_neuron=per_neuron,
-                           analysis=analysis, plan=plan))
-    output = _describe_output(net)
-    if args.json:
-        print(json.dumps({"dt": float(net.layer_values[0]["dt"]), "inputs": net.n_in, "output": output,
-                          "layers": [dict({k: v for k, v in layer.items() if k not in ("analysis", "plan")},
-                                          report=report.as_json(layer["analysis"], layer["plan"]))
-                                     for layer in layers]}, indent=2))
-        return 0
-    print(f"{args.model}: {net.n_in} inputs, {len(layers)} layers, dt = {net.layer_values[0]['dt']:g}; "
-          f"output: {output}")
-    for layer in layers:
-        traits = ", ".join(t for t, on in (("recurrent", layer["recurrent"]), ("bias", layer["bias"])) if on)
-        print(f"\n== layer {layer['index']}: {layer['model']}, {layer['neurons']} neurons"
-              + (f", {traits}" if traits else "")
-              + (f"; per neuron: {', '.join(layer['per_neuron'])}" if layer["per_neuron"] else "") + " ==")
+                      for name, value in sorted(net.layer_values[layer.index].items()) if np.ndim(value)]
+        if args.json:
+            summaries.append(dict(index=layer.index, model=layer.model.name, neurons=layer.n, inputs=layer.n_in,
+                                  recurrent=layer.recurrent, bias=layer.bias, per_neuron=per_neuron,
+                                  report=report.as_json(analysis, plan)))
+            continue
+        traits = [trait for trait, on in (("recurrent", layer.recurrent), ("bias", layer.bias)) if on]
+        print(f"\n== layer {layer.index}: {layer.model.name}, {layer.n} neurons"
+              + "".join(f", {trait}" for trait in traits)
+              + (f"; per neuron: {', '.join(per_neuron)}" if per_neuron else "") + " ==")
         print("(parameters: the graph's values, the mean of a per-neuron one)")
-        n_pre = net.layers[layer["index"]].n_pre
-        print(report.as_text(layer["analysis"], layer["plan"], args.batch, layer["neurons"], n_pre, itemsize))
+        print(report.as_text(analysis, plan, args.batch, layer.n, layer.n_pre, np.dtype(args.dtype).itemsize))
+    if args.json:
+        print(json.dumps({"dt": float(dt), "inputs": net.n_in, "output": output, "layers": summaries}, indent=2))
     return 0
 
 

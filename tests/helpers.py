@@ -11,7 +11,7 @@ import sympy as sp
 
 from symgrad import NeuronModel, models
 from symgrad.model import stop_gradient
-from symgrad.runtime import Network, bptt
+from symgrad.runtime import Network, bptt, eprop
 from symgrad.surrogates import Spike
 
 # Input weight scale that makes each built-in model fire with 30% input spikes.
@@ -28,10 +28,30 @@ def network(name, *, recurrent=False, kappa=0.0, hidden=5, n_in=6, n_out=4, dtyp
     return net
 
 
-def batch(steps=25, size=3, n_in=6, n_out=4, seed=1):
+def batch(steps=25, size=3, n_in=6, n_out=4, seed=1, rate=0.3):
+    """Input spikes (steps, size, n_in) at ``rate`` per channel and step, and random labels."""
     rng = np.random.default_rng(seed)
-    x = (rng.random((steps, size, n_in)) < 0.3).astype(float)
+    x = (rng.random((steps, size, n_in)) < rate).astype(float)
     return x, rng.integers(0, n_out, size)
+
+
+def assert_active(result, net):
+    """Every layer produced output: the gradients of a silent network prove nothing."""
+    for count, layer in zip(result.spikes, net.layers):
+        assert abs(count) > 0, f"layer {layer.index} is silent: this test would prove nothing"
+
+
+def assert_eprop_equals_bptt(net, x, target, tolerance, loss="ce", nonzero=True):
+    """e-prop's gradient of every parameter against BPTT's, on an active network (and, with
+    ``nonzero``, no gradient identically zero); returns both results."""
+    fast, reference = eprop(net, x, target, loss=loss), bptt(net, x, target, loss=loss)
+    assert_active(fast, net)
+    assert set(fast.grads) == set(reference.grads)
+    for key in reference.grads:
+        if nonzero:
+            assert np.abs(reference.grads[key]).max() > 0, f"{key}: zero gradient proves nothing"
+        assert relative_error(fast.grads[key], reference.grads[key]) <= tolerance, key
+    return fast, reference
 
 
 def relative_error(a, b):

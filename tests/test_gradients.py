@@ -11,14 +11,9 @@ import pytest
 
 from symgrad import models
 from symgrad.runtime import bptt, eprop
-from helpers import batch, cosine, finite_difference_check, network, relative_error, smooth_variant
+from helpers import assert_active, batch, cosine, finite_difference_check, network, relative_error, smooth_variant
 
 MODELS = list(models.BUILTIN)
-
-
-def assert_active(result, net):
-    for count, layer in zip(result.spikes, net.layers):
-        assert abs(count) > 0, "the network is silent: this test would prove nothing"
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.8])

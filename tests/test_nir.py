@@ -10,11 +10,11 @@ import pytest
 
 from symgrad import cli, models, render
 from symgrad import nir as snir
-from symgrad.runtime import Network, bptt, eprop
+from symgrad.runtime import Network, eprop
 
 import ctypes
 
-from helpers import nvrtc, nvrtc_compile, relative_error
+from helpers import assert_eprop_equals_bptt, batch, nvrtc, nvrtc_compile
 
 DT = snir.DT
 
@@ -52,8 +52,8 @@ def paper_graph(n_in=12, hidden=38, n_out=7, seed=0, nested=False) -> nir.NIRGra
     return nir.NIRGraph(nodes=nodes, edges=edges)
 
 
-def spikes_in(n_in=12, steps=60, batch=4, seed=1):
-    return (np.random.default_rng(seed).random((steps, batch, n_in)) < 0.2).astype(float)
+def spikes_in(n_in=12, steps=60, size=4, seed=1):
+    return batch(steps, size, n_in, seed=seed, rate=0.2)[0]
 
 
 # -- import ----------------------------------------------------------------------------------
@@ -369,12 +369,7 @@ def test_eprop_is_exact_on_an_imported_layer_and_learns_its_fields(tmp_path, lea
         nir.LI(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3)))
     net = snir.load(graph, dtype="float64", learn=learn)
     assert set(learn) <= set(net.params)
-    x, labels = spikes_in(n_in=5, steps=30), np.array([0, 1, 2, 0])
-    fast, reference = eprop(net, x, labels), bptt(net, x, labels)
-    assert fast.spikes[0] > 0
-    for key in reference.grads:
-        assert np.abs(reference.grads[key]).max() > 0, key
-        assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-9, key
+    assert_eprop_equals_bptt(net, spikes_in(n_in=5, steps=30), np.array([0, 1, 2, 0]), 1e-9)
     if not learn:
         return
     net.params["tau_mem"] *= 1.1

@@ -10,7 +10,7 @@ import pytest
 from symgrad import models
 from symgrad.model import ModelError
 from symgrad.runtime import bptt, eprop
-from helpers import batch, network, relative_error
+from helpers import assert_eprop_equals_bptt, batch, network, relative_error
 from test_cuda import _user_models, compare
 
 pytest.importorskip("numba")
@@ -73,12 +73,7 @@ def test_float32_matches_numpy_float32():
 @pytest.mark.parametrize("name", ["alif", "se_adlif", "brf"])
 def test_eprop_on_numba_equals_bptt_where_exact(name, kappa):
     net = network(name, kappa=kappa, backend="numba")
-    x, labels = batch()
-    fast, reference = eprop(net, x, labels), bptt(net, x, labels)
-    assert fast.spikes[0] > 0
-    for key in reference.grads:
-        assert np.abs(reference.grads[key]).max() > 0, key
-        assert relative_error(fast.grads[key], reference.grads[key]) <= 1e-6, key
+    assert_eprop_equals_bptt(net, *batch(), 1e-6)
 
 
 def test_a_kernel_numba_cannot_compile_is_one_line():

@@ -69,7 +69,6 @@ class _LayerState:
         if events:
             arrays["last"][...] = -1  # every row is up to date before the first step
         self.buffers = SynapseBuffers(u=xp.zeros((batch, layer.n_pre), dtype), **arrays)
-        layer.fill_presynaptic(self.buffers.u, 0, 0)  # the bias column stays 1
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
         if self.learnable:
