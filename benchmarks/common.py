@@ -48,7 +48,10 @@ class Problem:
             net = Network(models.builtin(self.model), self.n_in, self.hidden, self.n_out,
                           recurrent=self.recurrent, kappa=self.kappa, seed=self.seed, dtype=self.dtype,
                           dense=dense, backend=self.backend)
-            net.params["W_in"] *= self.gain
+            for port in net.layers[0].ports:  # W_in, or W_in_<input> of each input
+                for source, name, _ in port.projections():
+                    if source == "input":
+                        net.params[name] *= self.gain
             return net
         return _shared_network(replace(self, steps=0, rate=0.0), dense)
 

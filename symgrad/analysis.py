@@ -3,6 +3,7 @@
 For the update map s_t = f(s_{t-1}, I_t; theta) and the output z_t = g(s_t; theta):
 
     D = df/ds (S x S)    c = df/dI (S)    h = dg/ds (S)
+    c^p = df/dI_p (S)    for each synaptic input I_p of a model with several
     q[p] = df/dp (S)     dz[p] = dg/dp    for each learnable parameter p
 
 Each entry is classified once, symbolically, as one of
@@ -49,7 +50,7 @@ def classify(expr: sp.Expr, model: NeuronModel) -> str:
     if _is_zero(expr):
         return ZERO
     free = expr.free_symbols
-    if free & (set(model.states) | {model.input}):
+    if free & (set(model.states) | set(model.inputs)):
         return DYNAMIC
     if free & set(model.neuron_params):
         return PER_NEURON
@@ -80,9 +81,10 @@ def _is_zero(expr: sp.Expr) -> bool:
 class Analysis:
     """The Jacobians of ``model`` with their classes.
 
-    ``D[k][j]`` is the derivative of state k's update by the previous state j; ``c[k]`` by the
-    input; ``h[k]`` the output's derivative by the new state k; ``q[p][k]`` state k's update by
-    parameter p and ``dz[p]`` the output's own derivative by p (for the learnable parameters).
+    ``D[k][j]`` is the derivative of state k's update by the previous state j; ``c_of[I][k]`` by
+    the input I (``c[k]`` where the model has one input); ``h[k]`` the output's derivative by
+    the new state k; ``q[p][k]`` state k's update by parameter p and ``dz[p]`` the output's own
+    derivative by p (for the learnable parameters).
 
     The analysis owns the entries' names too (``entry_name``), so that every backend, the plan
     and the runtime spell an entry alike.
@@ -93,7 +95,9 @@ class Analysis:
         states = model.state_symbols
         updates = [model.update[s] for s in states]
         self.D = [[self._entry(sp.diff(f, s)) for s in states] for f in updates]
-        self.c = [self._entry(sp.diff(f, model.input)) for f in updates]
+        self.inputs = model.inputs
+        self.c_of = {i: [self._entry(sp.diff(f, i)) for f in updates] for i in model.inputs}
+        self.c = self.c_of[model.inputs[0]] if len(model.inputs) == 1 else None
         self.h = [self._entry(sp.diff(model.output, s)) for s in states]
         self.q = {p: [self._entry(sp.diff(f, p)) for f in updates] for p in model.learnable}
         self.dz = {p: self._entry(sp.diff(model.output, p)) for p in model.learnable}
@@ -105,10 +109,11 @@ class Analysis:
         return Entry(sp.S.Zero if kind == ZERO else expr, kind)
 
     # -- entries by name ---------------------------------------------------------------------
-    def entry_name(self, kind: str, k: int | sp.Symbol | None = None, j: int | None = None) -> str:
-        """The name of an entry: ``entry_name("D", k, j)``, ``("c", k)``, ``("h", k)``,
-        ``("q", p, k)`` or ``("dz", p)``, with p a learnable parameter symbol."""
-        return self._names[(kind, k, j)]
+    def entry_name(self, kind: str, k: int | sp.Symbol | None = None, j=None) -> str:
+        """The name of an entry: ``entry_name("D", k, j)``, ``("c", k, I)``, ``("h", k)``,
+        ``("q", p, k)`` or ``("dz", p)``, with p a learnable parameter symbol and I an input
+        symbol (which a one-input model may leave out)."""
+        return self._names[self._key(kind, k, j)]
 
     def entry(self, kind: str, k=None, j=None) -> Entry:
         if kind == "D":
@@ -117,11 +122,20 @@ class Analysis:
             return self.q[k][j]
         if kind == "dz":
             return self.dz[k]
-        return {"c": self.c, "h": self.h}[kind][k]
+        if kind == "c":
+            return self.c_of[self._key(kind, k, j)[2]][k]
+        return self.h[k]
+
+    def _key(self, kind: str, k, j) -> tuple:
+        return (kind, k, self.inputs[0]) if kind == "c" and j is None and len(self.inputs) == 1 else (kind, k, j)
+
+    def suffix(self, input_symbol) -> str:
+        """What names of one input's code end with (see ``NeuronModel.input_suffix``)."""
+        return self.model.input_suffix(input_symbol.name)
 
     def D_c_entries(self) -> list[Entry]:
-        """The entries taken at the previous state: D and c."""
-        return [e for row in self.D for e in row] + list(self.c)
+        """The entries taken at the previous state: D and every input's c."""
+        return [e for row in self.D for e in row] + [e for c in self.c_of.values() for e in c]
 
     def of_output(self, name: str) -> bool:
         """Whether the entry ``name`` derives the output (h, dz): it is taken at the new state."""
@@ -138,9 +152,10 @@ class Analysis:
         return self.model.state_names
 
     def classes(self) -> dict:
+        c = {i.name: [e.kind for e in row] for i, row in self.c_of.items()}
         return {
             "D": [[e.kind for e in row] for row in self.D],
-            "c": [e.kind for e in self.c],
+            "c": c[self.inputs[0].name] if len(c) == 1 else c,
             "h": [e.kind for e in self.h],
             "q": {p.name: [e.kind for e in row] for p, row in self.q.items()},
             "dz": {p.name: e.kind for p, e in self.dz.items()},
@@ -157,7 +172,9 @@ class Analysis:
             return rf"\begin{{bmatrix}} {body} \end{{bmatrix}}"
 
         lines.append(rf"D &= {matrix(self.D)}")
-        lines.append(rf"c &= {matrix([[e] for e in self.c])}")
+        for i, c in self.c_of.items():
+            label = "c" if len(self.c_of) == 1 else rf"c^{{{sp.latex(i)}}}"
+            lines.append(rf"{label} &= {matrix([[e] for e in c])}")
         lines.append(rf"h &= {matrix([self.h])}")
         for p, row in self.q.items():
             lines.append(rf"q_{{{sp.latex(p)}}} &= {matrix([[e] for e in row])}")
@@ -167,7 +184,7 @@ class Analysis:
 
 def _entry_keys(model: NeuronModel) -> list[tuple]:
     size = range(len(model.states))
-    keys = [("D", k, j) for k in size for j in size] + [("c", k, None) for k in size]
+    keys = [("D", k, j) for k in size for j in size] + [("c", k, i) for i in model.inputs for k in size]
     keys += [("h", k, None) for k in size]
     keys += [("q", p, k) for p in model.learnable for k in size]
     return keys + [("dz", p, None) for p in model.learnable]
@@ -181,13 +198,15 @@ def _entry_names(model: NeuronModel) -> dict[tuple, str]:
     and failing that numbered by state position.
     """
     states = model.state_names
-    declared = set(states) | set(model.param_names) | {model.input.name}
+    declared = set(states) | set(model.param_names) | set(model.input_names)
+    several = len(model.inputs) > 1
     spellings = (("_", lambda k: states[k]), ("__", lambda k: states[k]), ("_", str))
     for sep, state in spellings:
         names = {}
         for kind, a, b in _entry_keys(model):
             parts = {"D": lambda: (state(a), state(b)), "q": lambda: (a.name, state(b)),
-                     "dz": lambda: (a.name,)}.get(kind, lambda: (state(a),))()
+                     "dz": lambda: (a.name,), "c": lambda: (state(a),) + ((b.name,) if several else ()),
+                     }.get(kind, lambda: (state(a),))()
             names[(kind, a, b)] = sep.join((kind,) + parts)
         if len(set(names.values())) == len(names) and not declared & set(names.values()):
             return names

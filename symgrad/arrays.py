@@ -2,6 +2,8 @@
 
 IN.npz: x (T, B, M) input spikes, labels (B,), W_in (N, M), optional W_rec (N, N), W_out (K, N),
 b_out (K,), kappa (scalar), optional param_<name> overriding a model parameter.
+For a model with several synaptic inputs, W_in_<input> (N, M) and W_rec_<input> (N, N) for
+each input instead of W_in and W_rec: any may be missing (no projection to that input), not all.
 OUT.npz (written by the command with store.write_npz): loss and one gradient per weight given,
 same names and shapes.
 """
@@ -27,6 +29,7 @@ class GradInputs:
     n_in: int
     n: int
     n_out: int
+    projections: dict | None  # {input: sources} of a model with several inputs, else None
 
 
 def read_inputs(path, model: NeuronModel) -> GradInputs:
@@ -47,19 +50,21 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     x = need("x", 3)
     steps, batch, n_in = x.shape
     labels = need("labels", 1)
-    W_in, W_out, b_out = need("W_in", 2), need("W_out", 2), need("b_out", 1)
+    W_out, b_out = need("W_out", 2), need("b_out", 1)
     kappa = float(need("kappa", 0))
-    n, n_out = W_in.shape[0], W_out.shape[0]
-    expected = {"labels": (batch,), "W_in": (n, n_in), "W_out": (n_out, n), "b_out": (n_out,)}
-    weights = {"W_in": W_in, "W_out": W_out, "b_out": b_out}
-    if "W_rec" in data:
-        weights["W_rec"] = need("W_rec", 2)
-        expected["W_rec"] = (n, n)
+    projected = _projections(data, model, where)
+    weights = {name: need(name, 2) for name in projected}
+    n, n_out = next(iter(weights.values())).shape[0], W_out.shape[0]
+    shapes = {"input": (n, n_in), "recurrent": (n, n)}
+    expected = {"labels": (batch,), **{name: shapes[source] for name, (_, source) in projected.items()},
+                "W_out": (n_out, n), "b_out": (n_out,)}
+    weights.update({"W_out": W_out, "b_out": b_out})
+    first = next(iter(projected))
     arrays = {"labels": labels, **weights}
     for key, shape in expected.items():
         if arrays[key].shape != shape:
             raise UserError(f"{where}: {key} has shape {arrays[key].shape}, expected {shape} "
-                            f"(from x {x.shape} and W_in {W_in.shape})")
+                            f"(from x {x.shape} and {first} {weights[first].shape})")
     if steps == 0 or batch == 0:
         raise UserError(f"{where}: x has no steps or no samples (shape {x.shape})")
     if not np.all(labels == np.round(labels)) or labels.min() < 0 or labels.max() >= n_out:
@@ -68,7 +73,37 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     unknown = set(data) - set(expected) - {"x", "kappa"} - {f"param_{k}" for k in neuron_params}
     if unknown:
         raise UserError(f"{where}: unexpected array {sorted(unknown)[0]!r}")
-    return GradInputs(x, labels.astype(np.int64), weights, kappa, neuron_params, n_in, n, n_out)
+    wiring = None
+    if len(model.inputs) > 1:
+        wiring = {}
+        for name, (input_name, source) in projected.items():
+            wiring.setdefault(input_name, []).append(source)
+    return GradInputs(x, labels.astype(np.int64), weights, kappa, neuron_params, n_in, n, n_out, wiring)
+
+
+def _projections(data, model: NeuronModel, where: str) -> dict:
+    """{weight name: (input, source)} of the input and recurrent weights the file holds."""
+    found = {}
+    for input_name in model.input_names:
+        suffix = model.input_suffix(input_name)
+        for source, stem in (("input", "W_in"), ("recurrent", "W_rec")):
+            if stem + suffix in data:
+                found[stem + suffix] = (input_name, source)
+    if len(model.inputs) == 1:
+        if "W_in" not in found:
+            raise UserError(f"{where}: missing array 'W_in'")
+        return found
+    inputs = ", ".join(model.input_names)
+    for key in sorted(data):
+        if key in ("W_in", "W_rec"):
+            raise UserError(f"{where}: model {model.name} has several inputs ({inputs}): name its "
+                            f"weights {key}_<input>, not {key}")
+        if key.startswith(("W_in_", "W_rec_")) and key not in found:
+            raise UserError(f"{where}: {key} names no input of model {model.name} (its inputs: {inputs})")
+    if not found:
+        raise UserError(f"{where}: no input weights: give W_in_<input> or W_rec_<input> for at least "
+                        f"one input of model {model.name} ({inputs})")
+    return found
 
 
 def _param_overrides(data, model: NeuronModel, n: int, where: str) -> dict:

@@ -49,18 +49,21 @@ def _source(spec: str):
 def cmd_inspect(args) -> int:
     from . import report
     from .analysis import Analysis
-    from .plan import TracePlan
+    from .plan import plans_of
 
     if _is_graph(args.model):
         return _inspect_graph(args)
-    analysis = Analysis(_model(args.model))
-    plan = TracePlan(analysis)
+    model = _model(args.model)
+    analysis = Analysis(model)
+    plans = plans_of(analysis)
     if args.json:
-        print(json.dumps(report.as_json(analysis, plan), indent=2))
+        print(json.dumps(report.as_json(analysis, plans), indent=2))
     else:
         itemsize = np.dtype(args.dtype).itemsize
-        n_pre = args.inputs + (args.hidden if args.recurrent else 0)
-        print(report.as_text(analysis, plan, args.batch, args.hidden, n_pre, itemsize))
+        n_pre = [(args.inputs if "input" in sources else 0)
+                 + (args.hidden if args.recurrent and "recurrent" in sources else 0)
+                 for sources in model.wiring.values()]
+        print(report.as_text(analysis, plans, args.batch, args.hidden, n_pre, itemsize))
     return 0
 
 
@@ -68,7 +71,7 @@ def _inspect_graph(args) -> int:
     """A NIR graph's layers, each with its model's report (or all as JSON)."""
     from . import nir, report
     from .analysis import Analysis
-    from .plan import TracePlan
+    from .plan import plans_of
 
     net = nir.load(args.model, dt=args.dt)
     dt, output = net.layer_values[0]["dt"], _describe_output(net)
@@ -77,7 +80,7 @@ def _inspect_graph(args) -> int:
         print(f"{args.model}: {net.n_in} inputs, {len(net.layers)} layers, dt = {dt:g}; output: {output}")
     for layer in net.layers:
         analysis = Analysis(layer.model)
-        plan = TracePlan(analysis)
+        plan = plans_of(analysis)
         per_neuron = [f"{name} in [{np.min(value):.4g}, {np.max(value):.4g}]"
                       for name, value in sorted(net.layer_values[layer.index].items()) if np.ndim(value)]
         if args.json:
@@ -151,7 +154,7 @@ def cmd_grads(args) -> int:
     values = {k: v for k, v in given.weights.items()}
     net = Network(model, given.n_in, given.n, given.n_out, recurrent="W_rec" in values,
                   kappa=given.kappa, dtype=args.dtype, backend=args.backend,
-                  neuron_params=given.neuron_params)
+                  neuron_params=given.neuron_params, projections=given.projections)
     net.set_params({k: v for k, v in values.items() if k in net.params})
     shard = args.rule == "eprop" and sweeps_synapses(net, "ce")
     run = gradient_pass(net, default_workers(net.backend), shard)

@@ -12,6 +12,9 @@ new backend prints these and decides nothing.
                        e = h . eps, ebar, and the gradient, sequence and regulariser sums
     presynaptic_step   one per (sample, pre): the presynaptic traces
     param_traces       one per (sample, neuron): the learnable parameters' traces and e^p
+
+A model with several synaptic inputs has one synapse, presynaptic and event kernel per input,
+named with the input's suffix (``synapse_step_I_e``), each over its own plan and traces.
 """
 from __future__ import annotations
 
@@ -78,46 +81,56 @@ class Param:
 
 @dataclass
 class Blueprint:
-    """Everything the backends print for one model, from one analysis and plan."""
+    """Everything the backends print for one model, from one analysis and its plans."""
 
     analysis: Analysis
-    plan: TracePlan
+    plans: list  # TracePlan of each synaptic input, in declaration order
     step: list  # Statement: the neuron step
     fixed: list  # Statement: the fixed entries
     kernels: list  # Kernel, in the order the .cu defines them
     step_states: list  # states the step reads
     step_params: list  # Param: parameters the step reads
     fixed_params: list  # Param: parameters the fixed entries read
-    uses_input: bool  # the step reads the synaptic input
+    step_inputs: list  # (input name, neuron_step argument) of each input the step reads
 
     @property
     def model(self):
         return self.analysis.model
 
+    @property
+    def plan(self) -> TracePlan:
+        """The first input's plan: what is the model's own (the adjoint, the parameters'
+        traces, the dynamic entries) is the same in every input's plan."""
+        return self.plans[0]
+
     def kernel(self, name: str) -> Kernel | None:
         return next((k for k in self.kernels if k.name == name), None)
 
 
-def blueprint(analysis: Analysis, plan: TracePlan) -> Blueprint:
+def input_argument(suffix: str) -> str:
+    """The neuron_step argument that carries the current of the input with this suffix."""
+    return "input" + suffix
+
+
+def blueprint(analysis: Analysis, plans: list[TracePlan]) -> Blueprint:
     model = analysis.model
     step, fixed = neuron_step(analysis), fixed_entries(analysis)
     read = _free(step)
     per_neuron = set(model.neuron_params)
     step_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in read]
     fixed_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in _free(fixed)]
-    uses_input = model.input.name in read
+    step_inputs = [(i.name, input_argument(analysis.suffix(i))) for i in model.inputs if i.name in read]
     step_states = [s for s in analysis.names if s in read]
-    synapse = _synapse_kernel(plan)
-    kernels = [
-        _fixed_kernel(analysis, fixed, fixed_params),
-        _neuron_kernel(analysis, step_states, step_params, uses_input),
-        synapse,
-        _presynaptic_kernel(plan),
-        _param_kernel(plan),
-        *_event_kernels(plan, synapse),
-    ]
-    return Blueprint(analysis, plan, step, fixed, [k for k in kernels if k], step_states,
-                     step_params, fixed_params, uses_input)
+    synapses = [_synapse_kernel(plan) for plan in plans]
+    kernels = [_fixed_kernel(analysis, fixed, fixed_params),
+               _neuron_kernel(analysis, step_states, step_params, step_inputs)]
+    for plan, synapse in zip(plans, synapses):
+        kernels += [synapse, _presynaptic_kernel(plan)]
+    kernels.append(_param_kernel(plans[0]))
+    for plan, synapse in zip(plans, synapses):
+        kernels += _event_kernels(plan, synapse)
+    return Blueprint(analysis, list(plans), step, fixed, [k for k in kernels if k], step_states,
+                     step_params, fixed_params, step_inputs)
 
 
 def _free(statements: list[Statement]) -> set[str]:
@@ -138,13 +151,11 @@ def _fixed_kernel(analysis: Analysis, fixed: list, params: list) -> Kernel | Non
     return Kernel("fixed_entries", "neuron", tuple(args))
 
 
-def _neuron_kernel(analysis: Analysis, states: list, params: list, uses_input: bool) -> Kernel:
-    model = analysis.model
+def _neuron_kernel(analysis: Analysis, states: list, params: list, inputs: list) -> Kernel:
     args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron")]
     if any(p.per_neuron for p in params):
         args.append(KernelArg("n", "int", "neurons"))
-    if uses_input:
-        args.append(KernelArg("input", "const real*", f"{model.input.name}_t (batch, n): synaptic input"))
+    args += [KernelArg(arg, "const real*", f"{name}_t (batch, n): synaptic input") for name, arg in inputs]
     args += [KernelArg(f"s_{s}", "const real*", f"{s}_t-1 (batch, n)") for s in states]
     args += [KernelArg(f"p_{p.name}", "const real*", _param_note(p)) for p in params]
     args += [KernelArg(f"s_{s}_new", "real*", f"{s}_t (batch, n): written") for s in analysis.names]
@@ -223,8 +234,8 @@ def _synapse_kernel(plan: TracePlan) -> Kernel:
         KernelArg("reg_sum", "real*", "(n, pre): += sum_b e_t for the rate regulariser, or null"),
     ]
     stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates if u.state in per_synapse)
-    return Kernel("synapse_step", "synapse", tuple(args), reads.fixed(), loads, uses_input, lines,
-                  stores, (e,), reads.dynamic())
+    return Kernel("synapse_step" + plan.suffix, "synapse", tuple(args), reads.fixed(), loads, uses_input,
+                  lines, stores, (e,), reads.dynamic())
 
 
 def _presynaptic_kernel(plan: TracePlan) -> Kernel | None:
@@ -242,8 +253,8 @@ def _presynaptic_kernel(plan: TracePlan) -> Kernel | None:
     args += reads.args()
     loads = tuple((f"eps_{s}", f"trace_{s}", False) for s in plan.summary().states if s in read)
     stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates)
-    return Kernel("presynaptic_step", "sample, pre", tuple(args), reads.fixed(), loads, uses_input,
-                  lines, stores, (), reads.dynamic())
+    return Kernel("presynaptic_step" + plan.suffix, "sample, pre", tuple(args), reads.fixed(), loads,
+                  uses_input, lines, stores, (), reads.dynamic())
 
 
 def _param_kernel(plan: TracePlan) -> Kernel | None:
@@ -300,11 +311,11 @@ def _event_kernels(plan: TracePlan, synapse: Kernel) -> list[Kernel]:
     ]
     per_synapse = tuple(f"trace_{s}" for s in rest.decays)
     args = synapse.args + tuple(bookkeeping + decays)
-    skipping = Kernel("synapse_events", "synapse", args, synapse.fixed, synapse.loads, synapse.input,
+    skipping = Kernel("synapse_events" + plan.suffix, "synapse", args, synapse.fixed, synapse.loads, synapse.input,
                       synapse.lines, synapse.stores, synapse.results, synapse.dynamic, True, rests)
     settle_args = (synapse.args[1:3] + tuple(a for a in synapse.args if a.name in per_synapse)
                    + tuple(a for a in synapse.args if a.name in ("ebar", "grad", "kappa"))
                    + tuple(bookkeeping + decays))
-    settle = Kernel("settle", "synapse", (KernelArg("batch", "int", "samples"),) + settle_args,
+    settle = Kernel("settle" + plan.suffix, "synapse", (KernelArg("batch", "int", "samples"),) + settle_args,
                     cpu_only=True)
     return [skipping, settle]

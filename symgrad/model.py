@@ -64,6 +64,13 @@ class NeuronModel:
     input:      the synaptic input symbol; by default the free symbol named ``I``.
     learnable:  parameters trained per neuron (each gets a per-neuron eligibility trace).
     per_neuron: parameters that hold one value per neuron but are not trained.
+    inputs:     several synaptic inputs, e.g. ``(I_e, I_i)``: each projection of a network
+                drives one of them, and each has its own eligibility traces. Without it the
+                model has the one input ``input``.
+    projections: the default wiring, {input name: sources}, each source "input" (the layer
+                below, or the data) or "recurrent"; by default every input hears both.
+    signs:      {input name: +1 or -1}: the weights of every projection to that input keep this
+                sign through training (Dale's law); by default none is constrained.
     """
 
     name: str
@@ -75,6 +82,9 @@ class NeuronModel:
     learnable: tuple = ()
     per_neuron: tuple = ()
     doc: str = field(default="", repr=False)
+    inputs: tuple = ()
+    projections: dict | None = None
+    signs: dict | None = None
 
     def __post_init__(self):
         self.states = dict(self.states)
@@ -83,6 +93,7 @@ class NeuronModel:
         self.output = sp.sympify(self.output)
         self.learnable = tuple(self.learnable)
         self.per_neuron = tuple(self.per_neuron)
+        self.inputs = tuple(self.inputs)
         _validate(self)
         self.states = {s: float(v) for s, v in self.states.items()}
         self.params = {p: float(v) for p, v in self.params.items()}
@@ -105,6 +116,23 @@ class NeuronModel:
         return [p.name for p in self.params]
 
     @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def input_suffix(self, name: str) -> str:
+        """What the names of one input's code and weights end with: "" for a model with one
+        input, else "_<input>" (``Traces_I_e``, ``W_in_I_e``)."""
+        return "" if len(self.inputs) == 1 else f"_{name}"
+
+    @property
+    def wiring(self) -> dict:
+        """{input name: its sources}: the declared ``projections``, by default every input hearing
+        the input and the recurrent spikes (an input left out of ``projections`` hears nothing)."""
+        if self.projections is None:
+            return dict.fromkeys(self.input_names, SOURCES)
+        return {name: sources_of(self.projections.get(name, ())) for name in self.input_names}
+
+    @property
     def neuron_params(self) -> tuple:
         """Parameters with one value per neuron: the learnable ones and ``per_neuron``."""
         return tuple(dict.fromkeys(self.learnable + self.per_neuron))
@@ -112,7 +140,7 @@ class NeuronModel:
     # -- equations with their time indices, as the generated code's comments show them ---------
     def previous(self, expr: sp.Expr) -> str:
         """``expr`` of the update's arguments, written with time indices: v_{t-1}, I_t."""
-        return _timed(expr, {s: f"{s.name}_{{t-1}}" for s in self.states} | {self.input: f"{self.input.name}_t"})
+        return _timed(expr, {s: f"{s.name}_{{t-1}}" for s in self.states} | {i: f"{i.name}_t" for i in self.inputs})
 
     def current(self, expr: sp.Expr) -> str:
         """``expr`` of the new state, written with time indices: v_t."""
@@ -130,7 +158,8 @@ class NeuronModel:
             raise ModelError(f"model {self.name!r} has no parameter {sorted(unknown)[0]!r}")
         params = {p: values.get(p.name, v) for p, v in self.params.items()}
         return NeuronModel(self.name, self.states, params, self.update, self.output,
-                           self.input, self.learnable, self.per_neuron, self.doc)
+                           self.input, self.learnable, self.per_neuron, self.doc,
+                           self.inputs, self.projections, self.signs)
 
 
 def _timed(expr: sp.Expr, names: dict) -> str:
@@ -162,13 +191,15 @@ def _validate(model: NeuronModel) -> None:
         if state not in model.update:
             raise ModelError(f"state {state.name} has no update")
 
-    model.input = _input_symbol(model, set(declared))
-    if model.input.name in names:
-        raise ModelError(f"duplicate name {model.input.name!r}: the input symbol is also a state or parameter")
-    for name in names + [model.input.name]:
+    model.inputs = _input_symbols(model, set(declared))
+    model.input = model.inputs[0] if len(model.inputs) == 1 else None
+    for symbol in model.inputs:
+        if symbol.name in names:
+            raise ModelError(f"duplicate name {symbol.name!r}: the input symbol is also a state or parameter")
+    for name in names + model.input_names:
         _check_identifier(name)
 
-    known = set(declared) | {model.input}
+    known = set(declared) | set(model.inputs)
     known_names = {s.name: s for s in known}
     where = [(f"update of {s.name}", e) for s, e in model.update.items()] + [("output", model.output)]
     for place, expr in where:
@@ -179,8 +210,10 @@ def _validate(model: NeuronModel) -> None:
                                      f"with the same name as a declared one (check its assumptions)")
                 raise ModelError(f"undeclared symbol {sym.name!r} in {place}: {expr}")
         _reject_non_differentiable(expr, place)
-    if model.input in model.output.free_symbols:
-        raise ModelError(f"output depends on the input {model.input}: it must be a function of the state")
+    for symbol in model.inputs:
+        if symbol in model.output.free_symbols:
+            raise ModelError(f"output depends on the input {symbol}: it must be a function of the state")
+    _check_wiring(model)
     if not model.output.free_symbols & set(model.states):
         raise ModelError(f"output {model.output} depends on no state: it must be a function of the state")
 
@@ -200,16 +233,58 @@ def _check_identifier(name: str) -> None:
                          "each state, parameter and input name; rename it")
 
 
-def _input_symbol(model: NeuronModel, declared: set) -> sp.Symbol:
+def _input_symbols(model: NeuronModel, declared: set) -> tuple:
+    if model.inputs:
+        if model.input is not None and model.inputs != (model.input,):
+            raise ModelError(f"model {model.name!r} gives both input={model.input} and inputs="
+                             f"{model.inputs}: declare the inputs once")
+        for symbol in model.inputs:
+            if not isinstance(symbol, sp.Symbol):
+                raise ModelError(f"input {symbol!r} of model {model.name!r} is not a SymPy symbol")
+        names = [s.name for s in model.inputs]
+        for name in names:
+            if names.count(name) > 1:
+                raise ModelError(f"input {name!r} of model {model.name!r} is declared twice")
+        used = set().union(*(e.free_symbols for e in model.update.values()))
+        for symbol in model.inputs:
+            if symbol not in used and symbol.name not in {s.name for s in declared}:
+                raise ModelError(f"declared input {symbol.name!r} of model {model.name!r} is used by no update")
+        return model.inputs
     if model.input is not None:
         if not isinstance(model.input, sp.Symbol):
             raise ModelError(f"input {model.input!r} is not a SymPy symbol")
-        return model.input
+        return (model.input,)
     free = set().union(*(e.free_symbols for e in model.update.values()))
     named = [s for s in free - declared if s.name == "I"]
     if named:
-        return named[0]
-    return sp.Symbol("I")
+        return (named[0],)
+    return (sp.Symbol("I"),)
+
+
+SOURCES = ("input", "recurrent")  # what a projection to a synaptic input carries
+
+
+def sources_of(given) -> tuple:
+    """A projection's sources as a tuple (one may be given as a plain string)."""
+    return (given,) if isinstance(given, str) else tuple(given)
+
+
+def _check_wiring(model: NeuronModel) -> None:
+    """The default projections and signs name declared inputs and known sources."""
+    inputs = model.input_names
+    for what, table in (("projection", model.projections), ("sign", model.signs)):
+        for name in table or {}:
+            if name not in inputs:
+                raise ModelError(f"{what} to undeclared input {name!r} of model {model.name!r} "
+                                 f"(its inputs: {', '.join(inputs)})")
+    for name, sources in (model.projections or {}).items():
+        for source in sources_of(sources):
+            if source not in SOURCES:
+                raise ModelError(f"projection to {name!r} of model {model.name!r} from {source!r}: "
+                                 f"a source is {' or '.join(map(repr, SOURCES))}")
+    for name, sign in (model.signs or {}).items():
+        if sign not in (1, -1):
+            raise ModelError(f"sign of input {name!r} of model {model.name!r} is {sign!r}: +1 or -1")
 
 
 _LOGICAL = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,

@@ -12,6 +12,9 @@ Component k of eps is
     per-synapse   anything else (downstream of a dynamic or per-neuron entry), stored as
                   (batch, post, pre).
 
+A model with several synaptic inputs has one plan per input: each input I_p has its own c^p
+and its own traces eps^p (D is shared), so the storage is decided per (input, state).
+
 The plan also fixes the order in which components are updated in place, so that each
 update reads the previous step's values; a component read by another one that is updated
 after it is saved first.
@@ -139,6 +142,8 @@ class PlanSummary:
     readout: tuple  # (component, name of its h entry) for each eligible component
     param_traces: tuple  # (param, (states of its trace rows))
     entry_kinds: dict  # every non-zero entry's class, by name
+    input: str  # the synaptic input these traces are of
+    suffix: str  # what the names of this input's code end with ("" for a one-input model)
 
     @property
     def dynamic(self) -> list[str]:
@@ -232,14 +237,23 @@ class Quiescence:
 
 
 class TracePlan:
-    """Storage and update order of the eligibility traces of ``analysis``'s model."""
+    """Storage and update order of the eligibility traces of one synaptic input of
+    ``analysis``'s model (its only one unless it declares several)."""
 
-    def __init__(self, analysis: Analysis, dense: bool = False):
+    def __init__(self, analysis: Analysis, dense: bool = False, input_symbol=None):
         """dense: keep every reachable component per synapse, as if no entry were constant
         (the seed paper's formulation; for measuring what the plan saves)."""
+        if input_symbol is None:
+            if len(analysis.inputs) > 1:
+                raise ValueError(f"model {analysis.model.name!r} has several inputs: plan one of "
+                                 f"{', '.join(analysis.model.input_names)}")
+            input_symbol = analysis.inputs[0]
         self.analysis = analysis
         self.dense = dense
-        D, c = analysis.D, analysis.c
+        self.input = input_symbol
+        self.suffix = analysis.suffix(input_symbol)
+        D = analysis.D
+        self.c = c = analysis.c_of[input_symbol]
         size = len(c)
         reachable = _reachable(D, c)
         presynaptic = set() if dense else set(reachable)
@@ -261,7 +275,9 @@ class TracePlan:
         self.per_synapse = [k for k in range(size) if self.kinds[k] == PER_SYNAPSE]
         # Components a learnable parameter reaches through q and D: its per-neuron trace.
         self.param_reach = {p: _reachable(D, q) for p, q in analysis.q.items()}
-        self.relevant = sorted(reachable.union(*self.param_reach.values()))
+        # BPTT's adjoint is the model's, whichever input: every state an input or parameter reaches.
+        heard = [_reachable(D, other) for other in analysis.c_of.values()]
+        self.relevant = sorted(reachable.union(*heard, *self.param_reach.values()))
         # Per-synapse components read presynaptic ones, never the reverse: update them first.
         self.steps = _order(D, self.per_synapse, reachable) + _order(D, self.presynaptic, reachable)
         self.eligible = [k for k in self.reachable if not analysis.h[k].is_zero]
@@ -272,7 +288,7 @@ class TracePlan:
 
     def filter_coefficients(self) -> dict:
         """For each presynaptic trace: its constant c entry and the D entries feeding it."""
-        D, c, names = self.analysis.D, self.analysis.c, self.analysis.names
+        D, c, names = self.analysis.D, self.c, self.analysis.names
         return {
             names[k]: {
                 "c": c[k].expr,
@@ -303,7 +319,7 @@ class TracePlan:
             k = step.index
             terms = [self._term("D", k, j, j, source_storage=self.kinds[j], saved=j in saved and j in done)
                      for j in step.reads]
-            terms.append(self._term("c", k))
+            terms.append(self._term("c", k, self.input))
             updates.append(TraceUpdate(self.analysis.names[k], self.kinds[k], step.save_first,
                                        tuple(t for t in terms if t)))
             done.add(k)
@@ -325,9 +341,8 @@ class TracePlan:
     def input_terms(self) -> list[tuple[Term, Term | None]]:
         """(c_k, h_k) of each component the input feeds: dL/dI = sum_k c_k g_k and
         dz/dI = sum_k h_k c_k."""
-        a = self.analysis
-        return [(self._term("c", k, source=k), self._term("h", k)) for k in range(len(a.c))
-                if not a.c[k].is_zero]
+        return [(self._term("c", k, self.input, source=k), self._term("h", k)) for k in range(len(self.c))
+                if not self.c[k].is_zero]
 
     @functools.cached_property
     def param_traces(self) -> list[ParamTrace]:
@@ -354,6 +369,8 @@ class TracePlan:
             readout=tuple((h.source, h.entry) for h in self.eligibility),
             param_traces=tuple((pt.param, tuple(r.state for r in pt.rows)) for pt in self.param_traces),
             entry_kinds={n: e.kind for n, e in self.analysis.entries().items()},
+            input=self.input.name,
+            suffix=self.suffix,
         )
 
     def summary(self) -> PlanSummary:
@@ -386,9 +403,9 @@ class TracePlan:
                                         f"{resting(a.h[k])}")
         decays = {}
         for k in self.per_synapse:
-            if resting(a.c[k]) != 0:
+            if resting(self.c[k]) != 0:
                 return Quiescence(None, f"eps_{names[k]} keeps hearing its input at rest "
-                                        f"(c_{names[k]} = {resting(a.c[k])})")
+                                        f"({a.entry_name('c', k, self.input)} = {resting(self.c[k])})")
             for j in self.reachable:
                 if j != k and resting(a.D[k][j]) != 0:
                     return Quiescence(None, f"eps_{names[k]} keeps hearing eps_{names[j]} at rest")
@@ -405,6 +422,11 @@ class TracePlan:
     def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, **flags) -> dict:
         """Bytes e-prop keeps for one layer (see ``PlanSummary.memory`` for the flags)."""
         return self.summary().memory(batch, n, n_pre, itemsize, **flags)
+
+
+def plans_of(analysis: Analysis, dense: bool = False) -> list[TracePlan]:
+    """One plan per synaptic input of ``analysis``'s model, in declaration order."""
+    return [TracePlan(analysis, dense, input_symbol) for input_symbol in analysis.inputs]
 
 
 def unheard_input(input_symbol, eligible) -> str | None:

@@ -18,7 +18,7 @@ from . import __version__, store
 from .analysis import Analysis
 from .kernels import Blueprint, Kernel, blueprint
 from .model import NeuronModel
-from .plan import PlanSummary, TracePlan
+from .plan import PlanSummary, plans_of
 from .printers import TARGETS
 from .report import header
 
@@ -55,9 +55,14 @@ class Generated:
 
     model: NeuronModel
     dense: bool
-    plan: PlanSummary
+    plans: tuple  # PlanSummary of each synaptic input, in declaration order
     kernels: tuple  # Kernel descriptions, in the order the CUDA source defines them
     texts: dict  # backend name -> file text
+
+    @property
+    def plan(self) -> PlanSummary:
+        """The first input's plan summary (the only one of a one-input model)."""
+        return self.plans[0]
 
     def filename(self, backend: str) -> str:
         return TARGETS[backend].filename
@@ -66,17 +71,17 @@ class Generated:
 def generate_code(model: NeuronModel, dense: bool = False, backends=tuple(TARGETS)) -> Generated:
     """Analyse ``model`` once and render it for ``backends``; ``dense`` keeps every trace per synapse."""
     analysis = Analysis(model)
-    plan = TracePlan(analysis, dense=dense)
-    design = blueprint(analysis, plan)
+    plans = plans_of(analysis, dense)
+    design = blueprint(analysis, plans)
     texts = {name: _render(design, name) for name in backends}
-    return Generated(model, dense, plan.summary(), tuple(design.kernels), texts)
+    return Generated(model, dense, tuple(plan.summary() for plan in plans), tuple(design.kernels), texts)
 
 
 def _render(design: Blueprint, backend: str) -> str:
     target = TARGETS[backend]
     model = design.model
     values = {"version": __version__, "model": model, "doc": (model.doc or "").strip(),
-              "header": header(design.analysis, design.plan), **target.context(design)}
+              "header": header(design.analysis, design.plans), **target.context(design)}
     text = environment().get_template(f"{backend}/{target.template}{TEMPLATE_SUFFIX}").render(values)
     if target.python:
         try:

@@ -1,4 +1,8 @@
-"""What ``symgrad inspect`` shows: a model's equations, Jacobians, classes, plan and memory."""
+"""What ``symgrad inspect`` shows: a model's equations, Jacobians, classes, plan and memory.
+
+A model with several synaptic inputs has one trace plan per input (``plans``); each is shown
+under its input's name.
+"""
 from __future__ import annotations
 
 import sympy as sp
@@ -7,40 +11,55 @@ from .analysis import Analysis
 from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan, unheard_input
 
 
-def as_json(analysis: Analysis, plan: TracePlan) -> dict:
-    model = analysis.model
+def _listed(plans) -> list[TracePlan]:
+    """One plan (a one-input model's) or a list of them."""
+    return [plans] if isinstance(plans, TracePlan) else list(plans)
+
+
+def as_json(analysis: Analysis, plans: list[TracePlan]) -> dict:
+    model, plans = analysis.model, _listed(plans)
     classes = analysis.classes()
-    return {
+    several = len(plans) > 1
+    found = {
         "model": model.name,
         "states": model.state_names,
         "params": {p.name: v for p, v in model.params.items()},
         "update": {s.name: str(model.update[s]) for s in model.state_symbols},
         "output": str(model.output),
+        # a model with several inputs: c and the plan are {input: ...}
         "jacobian": {"D": classes["D"], "c": classes["c"], "h": classes["h"]},
-        "plan": plan.by_name(),
+        "plan": {p.input.name: p.by_name() for p in plans} if several else plans[0].by_name(),
     }
+    return {"model": model.name, "inputs": model.input_names, **found} if several else found
 
 
-def header(analysis: Analysis, plan: TracePlan) -> list[str]:
+def header(analysis: Analysis, plans: list[TracePlan]) -> list[str]:
     """The lines that open every generated file: equations, Jacobian classes, trace plan."""
-    model, names = analysis.model, analysis.names
+    model, names, plans = analysis.model, analysis.names, _listed(plans)
     width = max(len(n) for n in names)
+    several = len(plans) > 1
+    labels = {i: f"c[{i.name}]" if several else "c" for i in analysis.inputs}
+    column = max([width + 3] + [len(label) for label in labels.values()])
     lines = [f"Model {model.name}:", ""]
     lines += [f"    {equation}" for equation in model.equations()]
     lines += ["", "Jacobian classes (D[k][j] = d s_k,t / d s_j,t-1):", ""]
     for k, row in enumerate(analysis.D):
-        lines.append(f"    D[{names[k]:>{width}}] = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
-    for label, row in (("c", analysis.c), ("h", analysis.h)):
-        lines.append(f"    {label + ' ' * (width + 2)} = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
+        lines.append(f"    {f'D[{names[k]:>{width}}]':<{column}} = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
+    rows = [(labels[i], analysis.c_of[i]) for i in analysis.inputs] + [("h", analysis.h)]
+    for label, row in rows:
+        lines.append(f"    {label:<{column}} = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
     for p, row in analysis.q.items():
         lines.append(f"    q[{p.name}] = [" + ", ".join(f"{e.kind:>10}" for e in row) + "]")
     for p, entry in analysis.dz.items():
         lines.append(f"    dz/d{p.name} = {entry.kind}")
-    lines += ["", "Trace plan:", ""]
+    lines += ["", "Trace plan, one set of traces per input:" if several else "Trace plan:"]
     shape = {PRESYNAPTIC: "(batch, pre)", PER_SYNAPSE: "(batch, post, pre)"}
-    for k, name in enumerate(names):
-        kind = plan.kinds[k]
-        lines.append(f"    eps_{name:<{width}}  {kind:<12} {shape.get(kind, 'not stored')}")
+    for plan in plans:
+        lines += ["", f"    input {plan.input.name}:"] if several else [""]
+        indent = " " * (8 if several else 4)
+        for k, name in enumerate(names):
+            kind = plan.kinds[k]
+            lines.append(f"{indent}eps_{name:<{width}}  {kind:<12} {shape.get(kind, 'not stored')}")
     return lines
 
 
@@ -51,13 +70,18 @@ def _size(nbytes: int) -> str:
         nbytes /= 1024
 
 
-def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int, itemsize: int) -> str:
-    model, names = analysis.model, analysis.names
+def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pre, itemsize: int) -> str:
+    """n_pre: the presynaptic inputs of each input's projections (one number: the same for each)."""
+    model, names, plans = analysis.model, analysis.names, _listed(plans)
+    several = len(plans) > 1
+    n_pres = n_pre if isinstance(n_pre, (list, tuple)) else [n_pre] * len(plans)
     out = [f"model {model.name}", ""]
     if model.doc:
         out += ["  " + line.strip() for line in model.doc.strip().splitlines()[:1]] + [""]
     out.append("equations:")
     out += [f"  {equation}" for equation in model.equations()]
+    if several:
+        out += ["", f"synaptic inputs: {', '.join(model.input_names)}"]
     out += ["", "parameters:"]
     out += [f"  {p.name} = {v:g}" + (" (learnable)" if p in model.learnable else "")
             for p, v in model.params.items()]
@@ -65,14 +89,24 @@ def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int,
     for k, row in enumerate(analysis.D):
         for j, e in enumerate(row):
             out.append(f"  D[{names[k]},{names[j]}]  {e.kind:<10}  {sp.sstr(e.expr)}")
-    for label, row in (("c", analysis.c), ("h", analysis.h)):
+    for i, row in analysis.c_of.items():
+        label = f"c_{i.name}" if several else "c"
         out += [f"  {label}[{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
+    out += [f"  h[{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(analysis.h)]
     for p, row in analysis.q.items():
         out += [f"  q[{p.name},{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
     out += [f"  dz/d{p.name}  {e.kind:<10}  {sp.sstr(e.expr)}" for p, e in analysis.dz.items()]
-    out += ["", "trace plan:"]
+    for plan, count in zip(plans, n_pres):
+        out += _plan_text(plan, several, batch, n, count, itemsize)
+    return "\n".join(out)
+
+
+def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, itemsize: int) -> list[str]:
+    """One input's trace plan, rows at rest and memory."""
+    of = f" of input {plan.input.name}" if several else ""
+    out = ["", f"trace plan{of}:"]
     out += [f"  eps_{name}: {kind}" for name, kind in plan.by_name().items()]
-    unheard = unheard_input(model.input, plan.eligible)
+    unheard = unheard_input(plan.input, plan.eligible)
     if unheard:
         out.append(f"  warning: {unheard}")
     for name, coefs in plan.filter_coefficients().items():
@@ -82,17 +116,17 @@ def as_text(analysis: Analysis, plan: TracePlan, batch: int, n: int, n_pre: int,
         out.append(f"  filter of eps_{name}: eps_{name},t = " + " + ".join(terms))
     rest = plan.quiescence
     if rest.event_driven:
-        out += ["", "rows at rest (sample, neuron with every surrogate derivative zero at step t):"]
+        out += ["", f"rows at rest{of} (sample, neuron with every surrogate derivative zero at step t):"]
         out += [f"  when {condition} = 0" for condition in rest.at_rest]
         out += [f"  eps_{name},t = {sp.sstr(decay)} * eps_{name},t-1" for name, decay in rest.decays.items()]
         out.append("  e_t = 0: the filtered eligibility only decays by kappa, and no sum grows")
     else:
-        out += ["", f"rows at rest: none ({rest.reason})"]
-    out += ["", f"trace memory per layer (batch {batch}, {n} neurons, {n_pre} presynaptic, "
+        out += ["", f"rows at rest{of}: none ({rest.reason})"]
+    out += ["", f"trace memory per layer{of} (batch {batch}, {n} neurons, {n_pre} presynaptic, "
                 f"{itemsize}-byte floats):"]
     for label, filtered in (("instantaneous readout (kappa = 0)", False), ("leaky readout", True)):
         figures = plan.memory(batch, n, n_pre, itemsize, filtered=filtered)
         parts = ", ".join(f"{k} {_size(v)}" for k, v in figures.items()
                           if v and k != "total")
         out.append(f"  {label}: {_size(figures['total'])}" + (f" ({parts})" if parts else ""))
-    return "\n".join(out)
+    return out

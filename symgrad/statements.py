@@ -56,7 +56,7 @@ def neuron_step(analysis: Analysis) -> list[Statement]:
     after = [("z", model.output.subs(to_new), model.equations()[-1])]
     after += [(n, e.expr.subs(to_new), f"{n} = {model.current(e.expr)}") for n, e in dynamic.items()
               if analysis.of_output(n)]
-    taken = {s.name for s in model.states} | {p.name for p in model.params} | {model.input.name}
+    taken = {s.name for s in model.states} | {p.name for p in model.params} | set(model.input_names)
     symbols = sp.numbered_symbols("x", exclude=[sp.Symbol(n) for n in taken])
     statements = []
     for group in (before, after):
@@ -78,7 +78,7 @@ def _check_generated_names(analysis: Analysis) -> None:
     model = analysis.model
     ours = {"z"} | {f"{s}_new" for s in model.state_names} | set(analysis.entries())
     clash = sorted(ours & ({s.name for s in model.states} | {p.name for p in model.params}
-                           | {model.input.name}))
+                           | set(model.input_names)))
     if clash:
         raise ModelError(f"model {model.name!r}: the name(s) {', '.join(clash)} are used by the "
                          "generated code itself; rename them")
@@ -88,7 +88,7 @@ def step_names(analysis: Analysis) -> set[str]:
     """The names a model declares in the generated neuron step: its symbols, z, <s>_new and the
     Jacobian entries."""
     model = analysis.model
-    names = set(model.state_names) | set(model.param_names) | {model.input.name, "z"}
+    names = set(model.state_names) | set(model.param_names) | set(model.input_names) | {"z"}
     return names | {f"{s}_new" for s in model.state_names} | set(analysis.entries())
 
 

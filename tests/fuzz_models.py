@@ -31,6 +31,9 @@ TRICKY_NAMES = [
     "kappa", "trace_v", "p_v", "input", "out", "weight",
 ]
 INPUT_NAMES = ["I"] * 8 + ["J", "I_syn", "i", "x"]
+# Names for a model with several synaptic inputs (one in five drawn models): prefixes of each
+# other and of the generated names (I_e_t, c_v_I_e, W_in_I_e, Traces_I_e, input_I_e).
+SEVERAL_INPUT_NAMES = ["I_e", "I_i", "I_e_i", "I_d", "J", "x", "input", "c"]
 
 SURROGATES = {
     "triangle": lambda width: surrogates.triangle(0.3, width),
@@ -153,14 +156,21 @@ def non_differentiable(draw, states: list) -> sp.Expr:
 
 @st.composite
 def model_specs(draw) -> dict:
-    """Keyword arguments of a random ``NeuronModel``: 1-4 states, 0-6 parameters."""
+    """Keyword arguments of a random ``NeuronModel``: 1-4 states, 0-6 parameters, one synaptic
+    input or (one in five) two or three."""
     n_states = draw(st.integers(1, 4))
     drawn = draw(names(n_states + 6))
     state_names, param_names = drawn[:n_states], drawn[n_states:]
     if one_in(draw, 40):  # a parameter named like a state: must be rejected
         param_names[0] = state_names[-1]
     states = [sp.Symbol(n) for n in state_names]
-    I = sp.Symbol(draw(st.sampled_from(INPUT_NAMES)))
+    if one_in(draw, 5):
+        count = draw(st.integers(2, 3))
+        inputs = [sp.Symbol(n) for n in draw(st.lists(st.sampled_from(SEVERAL_INPUT_NAMES), min_size=count,
+                                                      max_size=count, unique=True))]
+    else:
+        inputs = [sp.Symbol(draw(st.sampled_from(INPUT_NAMES)))]
+    I = inputs[0]
     params = Parameters(draw, param_names)
 
     threshold = params.number_or_param("threshold")
@@ -179,9 +189,9 @@ def model_specs(draw) -> dict:
     for s in states:
         value = params.number_or_param("decay") * s
         if not ignores_input and draw(st.booleans()):
-            value += input_term(draw, states, I, params)
+            value += input_term(draw, states, draw(st.sampled_from(inputs)), params)
         for _ in range(draw(st.integers(0, 2))):
-            value += coupling(draw, states, [] if ignores_input else [I], params, s)
+            value += coupling(draw, states, [] if ignores_input else inputs, params, s)
         reset = draw(st.sampled_from(["none", "stopped", "stopped", "through"]))
         if reset != "none":
             value -= threshold * (stop_gradient(z) if reset == "stopped" else z)
@@ -189,13 +199,16 @@ def model_specs(draw) -> dict:
             kink = non_differentiable(draw, states)
             value += sp.Rational(1, 10) * draw(st.sampled_from([stop_gradient(kink), kink, spike(kink)]))
         update[s] = value
-    if not ignores_input and not any(I in e.free_symbols for e in update.values()):
-        update[states[0]] += I
+    for symbol in inputs:  # every input used (but, once in 25, a declared one left out)
+        if not ignores_input and not any(symbol in e.free_symbols for e in update.values()):
+            if len(inputs) == 1 or not one_in(draw, 25):
+                update[draw(st.sampled_from(states))] += symbol
+    several = dict(inputs=tuple(inputs)) if len(inputs) > 1 else {}
 
     declared = list(params.values)
     learnable = draw(st.lists(st.sampled_from(declared), unique=True)) if declared else []
     per_neuron = draw(st.lists(st.sampled_from(declared), unique=True)) if declared else []
     initial = {s: round(draw(st.floats(-0.5, 1.5)), 2) for s in states}
     return dict(name="fuzz", states=initial, params=dict(params.values), update=update, output=z,
-                input=I if I.name != "I" else None, learnable=tuple(learnable),
-                per_neuron=tuple(per_neuron))
+                input=I if I.name != "I" and not several else None, learnable=tuple(learnable),
+                per_neuron=tuple(per_neuron), **several)

@@ -24,8 +24,15 @@ def network(name, *, recurrent=False, kappa=0.0, hidden=5, n_in=6, n_out=4, dtyp
     net = Network(model, n_in, hidden, n_out, recurrent=recurrent, kappa=kappa, seed=seed,
                   dtype=dtype, **kwargs)
     for layer in net.layers:
-        net.params[layer.key("W_in")] *= 2.0 * DRIVE.get(name, 1.0)
+        for name_ in input_weights(layer):
+            net.params[name_] *= 2.0 * DRIVE.get(name, 1.0)
     return net
+
+
+def input_weights(layer) -> list:
+    """The names of a layer's weights from its input (W_in, or W_in_<input> of each input)."""
+    return [layer.key(name) for port in layer.ports for source, name, _ in port.projections()
+            if source == "input"]
 
 
 def batch(steps=25, size=3, n_in=6, n_out=4, seed=1, rate=0.3):
@@ -76,7 +83,8 @@ def smooth_variant(model: NeuronModel, sharpness=4.0) -> NeuronModel:
     return NeuronModel(
         name=f"{model.name}_smooth", states=model.states, params=model.params,
         update={s: smooth(e) for s, e in model.update.items()}, output=smooth(model.output),
-        input=model.input, learnable=model.learnable, per_neuron=model.per_neuron, doc=model.doc)
+        input=model.input, learnable=model.learnable, per_neuron=model.per_neuron, doc=model.doc,
+        inputs=model.inputs, projections=model.projections, signs=model.signs)
 
 
 def write_wav(path, audio, rate=8000, channels=1):

@@ -11,7 +11,7 @@ import sympy as sp
 from symgrad import models
 from symgrad.analysis import Analysis
 from symgrad.model import stop_gradient
-from symgrad.plan import TracePlan
+from symgrad.plan import TracePlan, plans_of
 from symgrad.surrogates import Pseudo, Spike
 
 C, Z, P, Y = "constant", "zero", "per-neuron", "dynamic"
@@ -27,6 +27,13 @@ EXPECTED = {
             {"x": "per-synapse", "y": "per-synapse", "q": "per-synapse"}),
     "leaky_tanh": ([[C]], [C], [Y], {"r": "presynaptic"}),
     "snn_lif": ([[Y]], [C], [Y], {"v": "per-synapse"}),
+    # several inputs: c and the plan per input
+    "coba_lif": ([[Y, Y, Y], [Z, C, Z], [Z, Z, C]], {"I_e": [Y, C, Z], "I_i": [Y, Z, C]}, [Y, Z, Z],
+                 {"I_e": {"v": "per-synapse", "g_e": "presynaptic", "g_i": "unreachable"},
+                  "I_i": {"v": "per-synapse", "g_e": "unreachable", "g_i": "presynaptic"}}),
+    "two_compartment": ([[C, C], [C, C]], {"I_s": [C, Z], "I_d": [Z, C]}, [Y, Z],
+                        {"I_s": {"v": "presynaptic", "d": "presynaptic"},
+                         "I_d": {"v": "presynaptic", "d": "presynaptic"}}),
 }
 
 
@@ -45,7 +52,9 @@ def test_classes_and_plan(name):
     assert classes["D"] == D
     assert classes["c"] == c
     assert classes["h"] == h
-    assert TracePlan(analysis).by_name() == plan
+    plans = plans_of(analysis)
+    by_name = {p.input.name: p.by_name() for p in plans}
+    assert (by_name if len(plans) > 1 else by_name[analysis.inputs[0].name]) == plan
 
 
 def test_alif_worked_example_expressions():
@@ -96,6 +105,8 @@ POINTS = {
     "brf": {"x": (0.5, 1.5), "y": (-1.0, 1.0), "q": (0.0, 0.3)},
     "leaky_tanh": {"r": (-1.0, 1.0)},
     "snn_lif": {"v": (0.8, 1.2)},
+    "coba_lif": {"v": (0.5, 1.5), "g_e": (0.0, 0.5), "g_i": (0.0, 0.5)},
+    "two_compartment": {"v": (0.5, 1.5), "d": (-0.5, 0.5)},
 }
 
 
@@ -131,14 +142,15 @@ def test_jacobians_match_finite_differences(name):
     analysis = Analysis(model)
     rng = np.random.default_rng(7)
     states, params = model.state_symbols, model.param_symbols
-    variables = states + [model.input] + list(model.learnable)
+    variables = states + list(model.inputs) + list(model.learnable)
     checked, largest_h = 0, 0.0
     for trial in range(6):
         point = {p: v for p, v in model.params.items()}
         for s in states:
             low, high = POINTS[name][s.name]
             point[s] = rng.uniform(low, high)
-        point[model.input] = rng.uniform(-0.5, 0.5)
+        for symbol in model.inputs:
+            point[symbol] = rng.uniform(-0.5, 0.5)
         updates = [_smooth(model.update[s], point) for s in states]
         f = sp.lambdify([variables + [p for p in params if p not in model.learnable]], updates, "math")
         base = [point[v] for v in variables] + [point[p] for p in params if p not in model.learnable]
@@ -153,11 +165,12 @@ def test_jacobians_match_finite_differences(name):
             fd = numeric_derivative(j)
             symbolic = [_numeric(analysis.D[k][j].expr, point) for k in range(len(states))]
             np.testing.assert_allclose(symbolic, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name} D[:, {s}]")
-        fd = numeric_derivative(len(states))  # c
-        symbolic = [_numeric(e.expr, point) for e in analysis.c]
-        np.testing.assert_allclose(symbolic, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name} c")
+        for i, symbol in enumerate(model.inputs):  # c of each input
+            fd = numeric_derivative(len(states) + i)
+            symbolic = [_numeric(e.expr, point) for e in analysis.c_of[symbol]]
+            np.testing.assert_allclose(symbolic, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name} c[{symbol}]")
         for i, p in enumerate(model.learnable):  # q
-            fd = numeric_derivative(len(states) + 1 + i)
+            fd = numeric_derivative(len(states) + len(model.inputs) + i)
             symbolic = [_numeric(e.expr, point) for e in analysis.q[p]]
             np.testing.assert_allclose(symbolic, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name} q[{p}]")
         # h: the output's derivative by the (new) state
@@ -175,8 +188,13 @@ def test_jacobians_match_finite_differences(name):
 
 
 def test_rows_at_rest_are_derived_for_the_models_that_have_them():
-    rest = {name: TracePlan(Analysis(models.builtin(name))).quiescence for name in models.BUILTIN}
-    assert {n for n, q in rest.items() if q.event_driven} == {"lif", "alif", "sigma_delta"}
+    rest = {name: [p.quiescence for p in plans_of(Analysis(models.builtin(name)))] for name in models.BUILTIN}
+    assert {n for n, q in rest.items() if all(each.event_driven for each in q)} == {
+        "lif", "alif", "sigma_delta", "two_compartment"}
+    assert not any(each.event_driven for each in rest["coba_lif"])
+    # the conductance's drive depends on v, so eps_v hears the input at rest too
+    assert "eps_v keeps hearing its input at rest (c_v_I_e = " in rest["coba_lif"][0].reason
+    rest = {name: q[0] for name, q in rest.items()}
     assert "fast_sigmoid_psi is never zero" in rest["cuba_lif"].reason
     assert {k: str(v) for k, v in rest["alif"].decays.items()} == {"a": "rho"}
     assert "c_u" in rest["se_adlif"].reason and "no surrogate" in rest["leaky_tanh"].reason

@@ -24,7 +24,7 @@ import pytest
 
 from symgrad import models, render
 from symgrad.runtime import bptt, cuda, eprop
-from helpers import batch, network, nvrtc, nvrtc_compile, relative_error
+from helpers import batch, input_weights, network, nvrtc, nvrtc_compile, relative_error
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = list(models.BUILTIN)
@@ -111,17 +111,21 @@ def test_generated_cuda_reads_well(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_fused_kernel_reads_and_writes_each_per_synapse_array_once(name):
+    """Each input's synapse kernel (synapse_step, or synapse_step_<input> of each of several)."""
     text = rendered(name)
-    kernel = text[text.index("__global__ void synapse_step"):]
-    kernel = kernel[:kernel.index("\n}\n")]
-    args = {a.name: a for k in kernels(name) if k.name == "synapse_step" for a in k.args}
-    for state in models.builtin(name).state_names:
-        reads = kernel.count(f"= trace_{state}[bij];")
-        writes = kernel.count(f"trace_{state}[bij] = ")
-        per_synapse = f"trace_{state}" in args and args[f"trace_{state}"].ctype == "real*"
-        assert (reads, writes) == ((1, 1) if per_synapse else (0, 0)), state
-    assert kernel.count("ebar[bij]") == 2 and kernel.count("seq_sum[bij]") == 1
-    assert kernel.count("grad[syn]") == 1 and kernel.count("reg_sum[syn]") == 1
+    model = models.builtin(name)
+    for suffix in (model.input_suffix(i) for i in model.input_names):
+        kernel = text[text.index(f"__global__ void synapse_step{suffix}("):]
+        kernel = kernel[:kernel.index("\n}\n")]
+        args = {a.name: a for k in kernels(name) if k.name == "synapse_step" + suffix for a in k.args}
+        assert args
+        for state in model.state_names:
+            reads = kernel.count(f"= trace_{state}[bij];")
+            writes = kernel.count(f"trace_{state}[bij] = ")
+            per_synapse = f"trace_{state}" in args and args[f"trace_{state}"].ctype == "real*"
+            assert (reads, writes) == ((1, 1) if per_synapse else (0, 0)), (suffix, state)
+        assert kernel.count("ebar[bij]") == 2 and kernel.count("seq_sum[bij]") == 1
+        assert kernel.count("grad[syn]") == 1 and kernel.count("reg_sum[syn]") == 1
 
 
 def test_lif_stores_nothing_per_synapse():
@@ -217,7 +221,8 @@ def compare(name, backend, rule, loss="ce", kappa=0.0, recurrent=False, reg=0.0,
     assert got.spikes == pytest.approx(expected.spikes, rel=1e-12)
     assert got.loss == pytest.approx(expected.loss, rel=max(tolerance, 1e-9))
     assert set(got.grads) == set(expected.grads)
-    assert np.abs(expected.grads["W_in"]).max() > 0, "a zero gradient proves nothing"
+    for key in input_weights(reference.layers[0]):  # W_in, or W_in_<input> of each input
+        assert np.abs(expected.grads[key]).max() > 0, f"{key}: a zero gradient proves nothing"
     for key, value in expected.grads.items():
         assert relative_error(host(got.grads[key]), value) <= tolerance, key
     return got

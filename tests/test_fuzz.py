@@ -6,7 +6,8 @@ For every drawn model exactly one of two things holds:
   generated (a name that clashes with the generated code is only known there); or
 * every backend's code is generated and compiles, and on a small spiking network (one layer,
   float64, inputs scaled until it fires; examples that stay silent are discarded):
-  - e-prop equals BPTT to 1e-9 where e-prop is exact: one layer, no W_rec, a leaky readout
+  - e-prop equals BPTT to 1e-9 where e-prop is exact: one layer, no W_rec (for a model with
+    several inputs every input hears the layer's input, each through its own W_in), a leaky readout
     with kappa 0 and 0.8, and a drawn loss (ce, mse per step, or ce_mean, ce_last);
   - BPTT equals central finite differences on the model's smooth variant (with W_rec);
   - and, in ``test_compiled_backends_equal_numpy``, the generated CUDA compiles with NVRTC as
@@ -40,7 +41,8 @@ from symgrad import ModelError, NeuronModel, render
 from symgrad.model import NON_DIFFERENTIABLE
 from symgrad.runtime import Network, bptt, eprop
 from fuzz_models import model_specs
-from helpers import finite_difference_check, nvrtc, nvrtc_compile, relative_error, smooth_variant
+from helpers import (finite_difference_check, input_weights, nvrtc, nvrtc_compile, relative_error,
+                     smooth_variant)
 
 pytestmark = pytest.mark.fuzz
 
@@ -84,7 +86,9 @@ def network(model, scale, backend="numpy", recurrent=False, kappa=0.0):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "model .* reaches no state")
         net = Network(model, N_IN, HIDDEN, N_OUT, recurrent=recurrent, kappa=kappa, seed=2, backend=backend)
-    net.params["W_in"] *= scale
+    for layer in net.layers:
+        for name in input_weights(layer):
+            net.params[name] *= scale
     return net
 
 
@@ -118,8 +122,11 @@ def check_eprop_equals_bptt(model, scale, kappa, loss):
     assert fast.spikes[0] > 0, "the network is silent: this test would prove nothing"
     assert fast.loss == pytest.approx(reference.loss, rel=1e-12)
     assert set(fast.grads) == set(reference.grads) == set(net.params)
-    if not np.any(reference.grads["W_in"]):
-        event("W_in gets a zero gradient")
+    if len(model.inputs) > 1:
+        event("several synaptic inputs")
+    for name in input_weights(net.layers[0]):
+        if not np.any(reference.grads[name]):
+            event("an input weight gets a zero gradient")
     for key, value in reference.grads.items():
         assert relative_error(fast.grads[key], value) <= 1e-9, key
 

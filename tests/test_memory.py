@@ -62,9 +62,10 @@ def test_the_plan_predicts_exactly_what_eprop_allocates(name, loss, kappa, backe
     layer, kind = net.layers[0], loss_kind(loss)
     flags = dict(filtered=kind.keeps_filtered(kappa), sequence_sum=kind.keeps_sum)
     state = _LayerState(net, layer, 3, flags["filtered"], flags["sequence_sum"], False)
-    flags.update(fused=backend == "numba", events=state.buffers.last is not None)
-    arrays = [a for key, a in vars(state.buffers).items() if key != "u" and isinstance(a, np.ndarray)]
-    arrays += [a for a in vars(state.traces).values() if isinstance(a, np.ndarray)]
+    (port,) = state.ports  # a one-input model
+    flags.update(fused=backend == "numba", events=port.buffers.last is not None)
+    arrays = [a for key, a in vars(port.buffers).items() if key != "u" and isinstance(a, np.ndarray)]
+    arrays += [a for a in vars(port.traces).values() if isinstance(a, np.ndarray)]
     if layer.model.learnable:
         arrays += [a for a in vars(state.ptraces).values() if isinstance(a, np.ndarray)]
     predicted = layer.plan.memory(3, layer.n, layer.n_pre, itemsize=8, **flags)

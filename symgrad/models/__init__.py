@@ -7,11 +7,13 @@ from pathlib import Path
 
 from ..model import ModelError, NeuronModel
 from .bellec import alif, lif
+from .compartments import coba_lif, two_compartment
 from .extended import brf, cuba_lif, izhikevich, leaky_tanh, se_adlif, sigma_delta, snn_lif
 
 BUILTIN = {
     factory.__name__: factory
-    for factory in (lif, alif, cuba_lif, sigma_delta, izhikevich, se_adlif, brf, leaky_tanh, snn_lif)
+    for factory in (lif, alif, cuba_lif, sigma_delta, izhikevich, se_adlif, brf, leaky_tanh, snn_lif,
+                    coba_lif, two_compartment)
 }
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from .. import printing
 from ..kernels import Blueprint
 
-KERNELS = ("fixed_entries", "neuron_step", "synapse_step", "presynaptic_step", "param_traces")
+KERNELS = ("fixed_entries", "neuron_step", "param_traces")
+PORT_KERNELS = ("synapse_step", "presynaptic_step")  # one of each per synaptic input
 
 
 def context(blueprint: Blueprint, expression, kernel, helper) -> dict:
@@ -22,18 +23,21 @@ def context(blueprint: Blueprint, expression, kernel, helper) -> dict:
         return "neuron" if param.per_neuron else "0"
 
     return {
-        "input": model.input.name,
+        "inputs_t": ", ".join(f"{name}_t" for name in model.input_names),
         "helpers": [helper(cls) for cls in functions],
         "fixed_params": [(p.name, where(p)) for p in blueprint.fixed_params],
         "fixed": [dict(name=s.name, code=expression(s.expr), source=s.source) for s in blueprint.fixed],
         "step_states": blueprint.step_states,
         "step_params": [(p.name, where(p)) for p in blueprint.step_params],
         "step_per_neuron": any(p.per_neuron for p in blueprint.step_params),
-        "uses_input": blueprint.uses_input,
+        "step_inputs": blueprint.step_inputs,
         "step": [dict(name=s.name, code=expression(s.expr), source=s.source) for s in blueprint.step],
         "states": blueprint.analysis.names,
         "dynamic": blueprint.plan.summary().dynamic,
         **{name: kernel(kernels.get(name)) for name in KERNELS},
+        "ports": [dict(input=plan.input.name, suffix=plan.suffix,
+                       **{name: kernel(kernels.get(name + plan.suffix)) for name in PORT_KERNELS})
+                  for plan in blueprint.plans],
     }
 
 

@@ -86,12 +86,17 @@ def helper(cls: type) -> tuple[str, str, str]:
 def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
     kernels = {k.name: k for k in blueprint.kernels}
-    rest = blueprint.plan.quiescence
     frame = kernel_frame.context(blueprint, printing.numba_code, _kernel, helper)
     # the kernels and rest_decays(p) declare the model's names beside these
     internal = {"np", "njit", "prange", "range", "bi", "neuron", "p"} | kernel_frame.argument_names(blueprint)
     check_clashes(blueprint.analysis, internal | {name for name, _, _ in frame["helpers"]}, "Numba")
+    events, decays = [], {}  # a trace's decay at rest is D's, the same whichever input it is of
+    for plan in blueprint.plans:
+        printed = _events(kernels.get("synapse_events" + plan.suffix), kernels.get("settle" + plan.suffix))
+        if printed:
+            events.append(dict(printed, suffix=plan.suffix))
+            decays.update(plan.quiescence.decays)
     return {**frame,
-            "synapse_events": _events(kernels.get("synapse_events"), kernels.get("settle")),
-            "decays": [(s, printing.numpy_code(d)) for s, d in (rest.decays or {}).items()],
-            "decay_params": sorted({q.name for d in (rest.decays or {}).values() for q in d.free_symbols})}
+            "synapse_events": events,
+            "decays": [(s, printing.numpy_code(d)) for s, d in decays.items()],
+            "decay_params": sorted({q.name for d in decays.values() for q in d.free_symbols})}

@@ -11,7 +11,7 @@ import json
 from .. import printing
 from ..analysis import DYNAMIC, PER_NEURON
 from ..kernels import Blueprint
-from ..plan import PRESYNAPTIC, Term, TraceUpdate
+from ..plan import PRESYNAPTIC, Term, TracePlan, TraceUpdate
 from ..statements import check_clashes
 
 
@@ -70,11 +70,11 @@ def trace_update(update: TraceUpdate) -> list[str]:
     return lines
 
 
-def accumulate(blueprint: Blueprint) -> list[str]:
+def accumulate(plan: TracePlan) -> list[str]:
     """grad += sum_b L_bi h_bi eps_bij, one matrix product (presynaptic) or einsum per term."""
     lines = []
-    for h in blueprint.plan.eligibility:
-        if h.source in blueprint.plan.summary().presynaptic:
+    for h in plan.eligibility:
+        if h.source in plan.summary().presynaptic:
             lines.append(f"np.matmul((L * {entry(h)}).T, self.eps_{h.source}, out=product)")
         else:
             lines.append(f'np.einsum("bi,bij->ij", L * {entry(h)}, self.eps_{h.source}, out=product)')
@@ -82,10 +82,10 @@ def accumulate(blueprint: Blueprint) -> list[str]:
     return lines
 
 
-def add_eligibility(blueprint: Blueprint) -> list[str]:
+def add_eligibility(plan: TracePlan) -> list[str]:
     lines = []
-    for h in blueprint.plan.eligibility:
-        presynaptic = h.source in blueprint.plan.summary().presynaptic
+    for h in plan.eligibility:
+        presynaptic = h.source in plan.summary().presynaptic
         lines += [f"np.multiply(weight * {entry3(h)}, self.eps_{h.source}"
                   f"{'[:, None, :]' if presynaptic else ''}, out=scratch)", "out += scratch"]
     return lines
@@ -112,8 +112,8 @@ def param_eligibility(blueprint: Blueprint) -> list[str]:
     return lines
 
 
-def input_gain(blueprint: Blueprint) -> str:
-    return _sum([f"{entry(h)} * {entry(c)}" for c, h in blueprint.plan.input_terms if h], "0.0")
+def input_gain(plan: TracePlan) -> str:
+    return _sum([f"{entry(h)} * {entry(c)}" for c, h in plan.input_terms if h], "0.0")
 
 
 def backward_step(blueprint: Blueprint) -> list[str]:
@@ -122,10 +122,13 @@ def backward_step(blueprint: Blueprint) -> list[str]:
         parts = [f"{entry(row.h)} * gz"] if row.h else []
         parts += [f'{entry(t, "J_next")} * g["{t.source}"]' for t in row.terms]
         lines.append(f"g_{row.state} = {_sum(parts, 'np.zeros_like(gz)')}  # {row.equation}")
-    inputs = [_product(c, f"g_{c.source}") for c, _ in blueprint.plan.input_terms]
-    lines.append(f"g_I = {_sum(inputs, 'np.zeros_like(gz)')}")
+    names = []  # dL/dI_t of each input: g_I for a one-input model, else g_<input>
+    for plan in blueprint.plans:
+        inputs = [_product(c, f"g_{c.source}") for c, _ in plan.input_terms]
+        names.append(f"g_{plan.input.name}" if plan.suffix else "g_I")
+        lines.append(f"{names[-1]} = {_sum(inputs, 'np.zeros_like(gz)')}")
     states = ", ".join(f'"{row.state}": g_{row.state}' for row in blueprint.plan.adjoint)
-    return lines + [f"return {{{states}}}, g_I"]
+    return lines + [f"return {{{states}}}, " + (names[0] if len(names) == 1 else f"({', '.join(names)})")]
 
 
 def param_gradients(blueprint: Blueprint) -> list[str]:
@@ -137,50 +140,74 @@ def param_gradients(blueprint: Blueprint) -> list[str]:
     return lines
 
 
-def context(blueprint: Blueprint) -> dict:
-    """What templates/numpy/layer.py.j2 places."""
-    model, plan = blueprint.model, blueprint.plan
+def port(plan: TracePlan) -> dict:
+    """What the template places for one synaptic input: its traces and its input gain."""
     summary = plan.summary()
-    per_synapse = bool(summary.per_synapse)
-    helpers = [printing.numpy_helper(cls) for cls in printing.used_functions(
-        [s.expr for s in blueprint.step + blueprint.fixed])]
-    # neuron_step(s, I, p) and fixed_entries(p) declare the model's names beside these
-    check_clashes(blueprint.analysis, {"np", "s", "p"} | {name for name, _, _ in helpers}, "NumPy")
+    several = bool(plan.suffix)
+    c = f"c_t^{{{plan.input.name}}}" if several else "c_t"
     return {
-        "constants": {
-            "STATES": json.dumps(list(summary.states)),
-            "PARAMS": json.dumps(model.param_names),
-            "LEARNABLE": json.dumps([p.name for p in model.learnable]),
-            "INITIAL": json.dumps({s.name: v for s, v in model.states.items()}),
-            "PRESYNAPTIC": json.dumps(list(summary.presynaptic)),
-            "PER_SYNAPSE": json.dumps(list(summary.per_synapse)),
-        },
-        "helpers": helpers,
-        "fixed_params": [p.name for p in blueprint.fixed_params],
-        "fixed": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.fixed],
-        "step_states": blueprint.step_states,
-        "step_params": [p.name for p in blueprint.step_params],
-        "input": model.input.name,
-        "step": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.step],
-        "new_states": ", ".join(f'"{s}": {s}_new' for s in summary.states),
-        "dynamic": ", ".join(f'"{n}": {n}' for n in summary.dynamic),
+        "suffix": plan.suffix,
+        "input": plan.input.name,
+        "title": (f"e-prop eligibility traces of the input {plan.input.name}: " if several
+                  else "e-prop eligibility traces ") + f"eps_t = D_t eps_{{t-1}} + {c} u_t, stored as planned.",
         "trace_storage": [(f"eps_{s}", "(batch, pre), presynaptic: a fixed filter of u, shared by all post neurons")
                           for s in summary.presynaptic]
                          + [(f"eps_{s}", "(batch, post, pre), per-synapse") for s in summary.per_synapse],
-        "scratch": per_synapse,
+        "scratch": bool(summary.per_synapse),
         "trace_arrays": [f"self.{name} = np.zeros(({', '.join(shape)}), dtype)"
                          for name, shape in summary.trace_shapes("batch", "n", "n_pre", copies=False).items()]
                         + [f"self.old_{s} = np.empty_like(self.eps_{s})  # read after eps_{s} is updated"
                            for s in summary.saved],
         "trace_update": [line for u in plan.updates for line in trace_update(u)],
-        "accumulate": accumulate(blueprint),
-        "add_eligibility": add_eligibility(blueprint),
+        "accumulate": accumulate(plan),
+        "add_eligibility": add_eligibility(plan),
+        "input_gain": input_gain(plan),
+        "gain": f"dz_t/d{plan.input.name}_t" if several else "dz_t/dI_t",
+    }
+
+
+def context(blueprint: Blueprint) -> dict:
+    """What templates/numpy/layer.py.j2 places."""
+    model, plan = blueprint.model, blueprint.plan
+    summary = plan.summary()
+    helpers = [printing.numpy_helper(cls) for cls in printing.used_functions(
+        [s.expr for s in blueprint.step + blueprint.fixed])]
+    # neuron_step(s, I, p) and fixed_entries(p) declare the model's names beside these
+    check_clashes(blueprint.analysis, {"np", "s", "p"} | {name for name, _, _ in helpers}, "NumPy")
+    several = len(blueprint.plans) > 1
+
+    def storage(names):  # PRESYNAPTIC / PER_SYNAPSE: a list, or one list per input
+        lists = {p.input.name: list(names(p.summary())) for p in blueprint.plans}
+        return json.dumps(lists if several else lists[plan.input.name])
+
+    constants = {
+        "STATES": json.dumps(list(summary.states)),
+        "PARAMS": json.dumps(model.param_names),
+        "LEARNABLE": json.dumps([p.name for p in model.learnable]),
+        "INITIAL": json.dumps({s.name: v for s, v in model.states.items()}),
+    }
+    if several:
+        constants["INPUTS"] = json.dumps(model.input_names)
+    constants["PRESYNAPTIC"] = storage(lambda s: s.presynaptic)
+    constants["PER_SYNAPSE"] = storage(lambda s: s.per_synapse)
+    return {
+        "constants": constants,
+        "helpers": helpers,
+        "fixed_params": [p.name for p in blueprint.fixed_params],
+        "fixed": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.fixed],
+        "step_states": blueprint.step_states,
+        "step_params": [p.name for p in blueprint.step_params],
+        "inputs": ", ".join(model.input_names),
+        "inputs_t": ", ".join(f"{name}_t" for name in model.input_names),
+        "step": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.step],
+        "new_states": ", ".join(f'"{s}": {s}_new' for s in summary.states),
+        "dynamic": ", ".join(f'"{n}": {n}' for n in summary.dynamic),
+        "ports": [port(p) for p in blueprint.plans],
         "learnable": bool(model.learnable),
         "param_arrays": [f"self.{p}_{s} = np.zeros((batch, n), dtype)" for p, states in summary.param_traces
                          for s in states],
         "param_update": param_update(blueprint),
         "param_eligibility": param_eligibility(blueprint),
-        "input_gain": input_gain(blueprint),
         "backward_step": backward_step(blueprint),
         "param_gradients": param_gradients(blueprint),
     }

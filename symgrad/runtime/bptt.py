@@ -25,7 +25,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     K = [layer.code.fixed_entries(p[l]) for l, layer in enumerate(layers)]
     s = [net.initial_state(layer, batch) for layer in layers]
     z = [xp.zeros((batch, layer.n), net.dtype) for layer in layers]
-    u = [xp.zeros((steps, batch, layer.n_pre), net.dtype) for layer in layers]
+    u = [[xp.zeros((steps, batch, port.n_pre), net.dtype) for port in layer.ports] for layer in layers]
     J = [[None] * steps for _ in layers]
     top_z = xp.zeros((steps, batch, layers[-1].n), net.dtype)
     ys = xp.zeros((steps, batch, net.n_out), net.dtype)
@@ -35,9 +35,10 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     for t in range(steps):  # forward, storing what the reverse pass needs
         inp = x[t]
         for l, layer in enumerate(layers):
-            layer.fill_presynaptic(u[l][t], inp, z[l])
-            I = net.synaptic_input(layer, inp, z[l])
-            s[l], z[l], J[l][t] = layer.code.neuron_step(s[l], I, p[l])
+            for port, kept in zip(layer.ports, u[l]):
+                layer.fill_presynaptic(port, kept[t], inp, z[l])
+            currents = net.synaptic_input(layer, inp, z[l])
+            s[l], z[l], J[l][t] = layer.code.neuron_step(s[l], *currents, p[l])
             rate_sum[l] += z[l].sum(axis=0)
             inp = z[l]
         top_z[t] = inp
@@ -67,7 +68,9 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
         rate_grad.append(reg * excess / (steps * batch))
 
     readout_grads = {name: xp.zeros_like(net.params[name]) for name in ("W_out", "b_out") if net.readout}
-    g_I = [xp.zeros((steps, batch, layer.n), net.dtype) for layer in layers]
+    # dL/dI_t of each port; the generated backward_step gives one per model input
+    g_I = [[xp.zeros((steps, batch, layer.n), net.dtype) for _ in layer.ports] for layer in layers]
+    inputs = [[layer.model.input_names.index(port.input) for port in layer.ports] for layer in layers]
     g_params = [{q.name: xp.zeros(layer.n, net.dtype) for q in layer.model.learnable} for layer in layers]
     g_s = [{name: xp.zeros((batch, layer.n), net.dtype) for name in layer.code.STATES} for layer in layers]
     g_rec = [xp.zeros((batch, layer.n), net.dtype) for layer in layers]  # dL/dz_t via W_rec at t+1
@@ -85,21 +88,36 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
             layer = layers[l]
             gz = gz + g_rec[l] + rate_grad[l]
             J_next = J[l][t + 1] if t + 1 < steps else J[l][t]  # g_s is zero at the last step
-            g_s[l], g_I[l][t] = layer.code.backward_step(g_s[l], gz, J[l][t], J_next, K[l])
+            g_s[l], g_in = layer.code.backward_step(g_s[l], gz, J[l][t], J_next, K[l])
+            g_in = (g_in,) if len(layer.model.inputs) == 1 else g_in
+            for kept, index in zip(g_I[l], inputs[l]):
+                kept[t] = g_in[index]
             if layer.model.learnable:
                 for name, value in layer.code.param_gradients(g_s[l], gz, J[l][t], K[l]).items():
                     g_params[l][name] += value.sum(axis=0)
-            if layer.recurrent:
-                g_rec[l] = g_I[l][t] @ net.params[layer.key("W_rec")]
+            g_rec[l] = _back(net, layer, g_I[l], t, "recurrent", g_rec[l])
             if l > 0:
-                gz = g_I[l][t] @ net.params[layer.key("W_in")]
+                gz = _back(net, layer, g_I[l], t, "input", xp.zeros((batch, layer.n_in), net.dtype))
 
     grads = {}
     for l, layer in enumerate(layers):
-        flat = g_I[l].reshape(steps * batch, layer.n).T @ u[l].reshape(steps * batch, layer.n_pre)
-        grads.update(layer.split_gradient(flat))
+        for port, g, kept in zip(layer.ports, g_I[l], u[l]):
+            flat = g.reshape(steps * batch, layer.n).T @ kept.reshape(steps * batch, port.n_pre)
+            grads.update(layer.split_gradient(port, flat))
         for name, value in g_params[l].items():
             grads[layer.key(name)] = value
     grads.update(readout_grads)
     spikes = [float(r.sum()) for r in rate_sum]
     return Result(float(total), grads, spikes, readout)
+
+
+def _back(net: Network, layer, g_I: list, t: int, source: str, zero):
+    """dL/d(the layer's input or its z_{t-1}) through every projection from ``source``:
+    sum_p dL/dI_p,t W_p; ``zero`` where no projection carries it."""
+    total = None
+    for port, g in zip(layer.ports, g_I):
+        for kind, name, _ in port.projections():
+            if kind == source:
+                part = g[t] @ net.params[layer.key(name)]
+                total = part if total is None else total + part
+    return zero if total is None else total

@@ -24,7 +24,7 @@ _GENERATED: dict[tuple, render.Generated] = {}
 def _spec(model: NeuronModel) -> tuple:
     """What determines a model's generated code (its equations, names and parameter roles)."""
     return (model.name, tuple(model.states.items()), tuple(model.params.items()),
-            tuple((s, model.update[s]) for s in model.states), model.output, model.input,
+            tuple((s, model.update[s]) for s in model.states), model.output, model.inputs,
             model.learnable, model.per_neuron)
 
 
@@ -33,9 +33,10 @@ def generated(model: NeuronModel, dense: bool = False) -> render.Generated:
     key = (_spec(model), dense)
     if key not in _GENERATED:
         _GENERATED[key] = render.generate_code(model, dense)
-        unheard = unheard_input(model.input, _GENERATED[key].plan.eligible)
-        if unheard:
-            warnings.warn(f"model {model.name!r}: {unheard}", stacklevel=3)
+        for plan in _GENERATED[key].plans:
+            unheard = unheard_input(plan.input, plan.eligible)
+            if unheard:
+                warnings.warn(f"model {model.name!r}: {unheard}", stacklevel=3)
     return _GENERATED[key]
 
 

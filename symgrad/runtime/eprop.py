@@ -22,7 +22,7 @@ import numpy as np
 
 from .losses import PER_STEP, SEQUENCE, loss_kind
 from .layer_code import SynapseBuffers
-from .network import Layer, Network
+from .network import Layer, Network, Port
 
 _PER_STEP_NAMES = " or ".join(PER_STEP)  # for messages: "ce or mse"
 # Above this fraction of active rows the dense fused step beats skipping rows at rest
@@ -40,6 +40,46 @@ class Result:
     readout: object  # (B, K): the mean readout over time, or the last one for a loss on it
 
 
+class _PortState:
+    """The traces and buffers of one synaptic input of a layer (a one-input layer has one)."""
+
+    def __init__(self, net: Network, layer: Layer, port: Port, batch: int, ebar: bool, seq_sum: bool,
+                 reg: bool):
+        xp, dtype, code = net.xp, net.dtype, layer.code
+        self.port, self.code = port, code
+        self.traces = getattr(code, "Traces" + port.suffix)(batch, layer.n, port.n_pre, dtype)
+        # A fused kernel needs no scratch; the plan says what else to allocate (and predicts it).
+        fused = hasattr(code, "synapse_step")
+        self.synapse_step = code.synapse_step if fused else functools.partial(
+            synapse_step, per_synapse=bool(port.plan.per_synapse))
+        # Rows at rest are skipped where the kernels can, the step sweeps per-synapse arrays, and
+        # the last pass was quiet enough for skipping to pay (benchmarks/events.py: the crossover).
+        self.measure = net.events and port.suffix in getattr(code, "EVENTS", ()) and not (ebar and seq_sum) and bool(
+            port.plan.per_synapse or ebar or seq_sum)
+        events = self.measure and (port.active is None or port.active < EVENTS_CROSSOVER)
+        self.active = 0.0
+        shapes = port.plan.buffers(batch, layer.n, port.n_pre, filtered=ebar, sequence_sum=seq_sum,
+                                   regulariser=reg, fused=fused, events=events)
+        arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
+        if reg:
+            arrays["ones"][...] = 1
+        if events:
+            arrays["last"][...] = -1  # every row is up to date before the first step
+        self.buffers = SynapseBuffers(u=xp.zeros((batch, port.n_pre), dtype), **arrays)
+
+    def step(self, layer: Layer, inp, z_prev, J, K, steps: int):
+        layer.fill_presynaptic(self.port, self.buffers.u, inp, z_prev)
+        self.buffers.step = steps
+        if self.measure:
+            self.active += self.code.active_fraction(J, K, self.port.suffix)
+
+    def settle(self, K, kappa, steps: int):
+        if self.buffers.last is not None:
+            self.code.settle(self.traces, K, self.buffers, kappa)
+        if self.measure and steps:
+            self.port.active = self.active / steps
+
+
 class _LayerState:
     """The buffers of one layer for one batch: allocated once, reused every step."""
 
@@ -50,25 +90,7 @@ class _LayerState:
         self.K = code.fixed_entries(self.p)
         self.s = net.initial_state(layer, batch)
         self.z = xp.zeros((batch, layer.n), dtype)
-        self.traces = code.Traces(batch, layer.n, layer.n_pre, dtype)
-        # A fused kernel needs no scratch; the plan says what else to allocate (and predicts it).
-        fused = hasattr(code, "synapse_step")
-        self.synapse_step = code.synapse_step if fused else functools.partial(
-            synapse_step, per_synapse=bool(layer.plan.per_synapse))
-        # Rows at rest are skipped where the kernels can, the step sweeps per-synapse arrays, and
-        # the last pass was quiet enough for skipping to pay (benchmarks/events.py: the crossover).
-        self.measure = net.events and getattr(code, "EVENTS", False) and not (ebar and seq_sum) and bool(
-            layer.plan.per_synapse or ebar or seq_sum)
-        events = self.measure and (layer.active is None or layer.active < EVENTS_CROSSOVER)
-        self.active = 0.0
-        shapes = layer.plan.buffers(batch, layer.n, layer.n_pre, filtered=ebar, sequence_sum=seq_sum,
-                                    regulariser=reg, fused=fused, events=events)
-        arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
-        if reg:
-            arrays["ones"][...] = 1
-        if events:
-            arrays["last"][...] = -1  # every row is up to date before the first step
-        self.buffers = SynapseBuffers(u=xp.zeros((batch, layer.n_pre), dtype), **arrays)
+        self.ports = [_PortState(net, layer, port, batch, ebar, seq_sum, reg) for port in layer.ports]
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
         if self.learnable:
@@ -82,14 +104,13 @@ class _LayerState:
 
     def step(self, net: Network, inp):
         layer = self.layer
-        layer.fill_presynaptic(self.buffers.u, inp, self.z)
-        I = net.synaptic_input(layer, inp, self.z)
-        self.buffers.step = self.steps
+        currents = net.synaptic_input(layer, inp, self.z)
+        z_prev = self.z
+        self.s, self.z, self.J = layer.code.neuron_step(self.s, *currents, self.p)
+        for port in self.ports:
+            port.step(layer, inp, z_prev, self.J, self.K, self.steps)
         self.steps += 1
-        self.s, self.z, self.J = layer.code.neuron_step(self.s, I, self.p)
         self.rate_sum += self.z.sum(axis=0)
-        if self.measure:
-            self.active += layer.code.active_fraction(self.J, self.K)
         if self.learnable:
             self.ptraces.update(self.J, self.K)
         return self.z
@@ -97,10 +118,11 @@ class _LayerState:
     def synapses(self, kappa, L, weight=1.0):
         """This step's per-synapse work, once the learning signal L (or None) is known;
         ``weight`` is the step's weight w_t in the sequence sum."""
-        buffers = self.buffers
-        self.synapse_step(self.traces, self.J, self.K, buffers, L, kappa, weight)
+        for port in self.ports:
+            port.synapse_step(port.traces, self.J, self.K, port.buffers, L, kappa, weight)
         if not self.learnable:
             return
+        buffers = self.ports[0].buffers  # which sums are kept is the same for every port
         e = self.ptraces.eligibility(self.J, self.K)
         for name in self.learnable:
             if buffers.ebar is not None:
@@ -114,23 +136,35 @@ class _LayerState:
             if buffers.reg_sum is not None:
                 self.preg[name] += e[name].sum(axis=0)
 
+    def pass_down(self, net: Network, L):
+        """The learning signal of the layer below: L through dz/dI_p and W_in_p of each input."""
+        below = None
+        for port in self.layer.ports:
+            if not port.n_in:
+                continue
+            gain = getattr(self.layer.code, "input_gain" + port.suffix)(self.J, self.K)
+            part = (L * gain) @ net.params[self.layer.key("W_in" + port.suffix)]
+            below = part if below is None else below + part
+        return below if below is not None else self.xp.zeros((L.shape[0], self.layer.n_in), L.dtype)
+
     def settle(self, kappa):
         """Bring rows the kernels skipped at rest up to date (before any sum is read), and keep
         this pass's activity for choosing the next pass's path."""
-        if self.buffers.last is not None:
-            self.layer.code.settle(self.traces, self.K, self.buffers, kappa)
-        if self.measure and self.steps:
-            self.layer.active = self.active / self.steps
+        for port in self.ports:
+            port.settle(self.K, kappa, self.steps)
 
     def gradients(self) -> dict:
         layer = self.layer
-        grads = layer.split_gradient(self.buffers.grad)
+        grads = {}
+        for port in self.ports:
+            grads.update(layer.split_gradient(port.port, port.buffers.grad))
         for name in self.learnable:
             grads[layer.key(name)] = self.pgrad[name]
         return grads
 
     def zero(self):
-        self.buffers.grad[...] = 0
+        for port in self.ports:
+            port.buffers.grad[...] = 0
         for name in self.learnable:
             self.pgrad[name][...] = 0
 
@@ -223,8 +257,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         for state in reversed(layers):
             state.synapses(net.kappa, L)
             if state.layer.index > 0:  # pass the signal down through dz/dI and W_in
-                gain = state.layer.code.input_gain(state.J, state.K)
-                L = (L * gain) @ net.params[state.layer.key("W_in")]
+                L = state.pass_down(net, L)
         if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
             for state in layers:
                 state.settle(net.kappa)
@@ -240,9 +273,10 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         total, err = kind.value(final, target, xp)
         readout.add_sequence_gradient(err, kind, steps)
         L = net.learning_signal(err)
-        held = top.buffers.seq_sum if kind.keeps_sum else top.buffers.ebar
         scale = kind.scale(steps)
-        top.buffers.grad += scale * xp.einsum("bi,bij->ij", L, held)
+        for port in top.ports:
+            held = port.buffers.seq_sum if kind.keeps_sum else port.buffers.ebar
+            port.buffers.grad += scale * xp.einsum("bi,bij->ij", L, held)
         for name in top.learnable:
             source = top.psum[name] if kind.keeps_sum else top.pbar[name]
             top.pgrad[name] += scale * (L * source).sum(axis=0)
@@ -259,7 +293,7 @@ def sweeps_synapses(net: Network, loss: str) -> bool:
     dominates its step; without them the step is a few matrix products per layer."""
     kind = loss_kind(loss)
     return (kind.keeps_filtered(net.kappa) or kind.keeps_sum
-            or any(layer.code.PER_SYNAPSE for layer in net.layers))
+            or any(port.plan.per_synapse for layer in net.layers for port in layer.ports))
 
 
 def _rate_regulariser(layers, reg, rate_target, steps, batch, scope=None) -> float:
@@ -273,7 +307,8 @@ def _rate_regulariser(layers, reg, rate_target, steps, batch, scope=None) -> flo
         excess = rate_sum / (steps * whole) - rate_target
         value += 0.5 * reg * float((excess * excess).sum())
         coef = reg * excess / (steps * batch)
-        state.buffers.grad += coef[:, None] * state.buffers.reg_sum
+        for port in state.ports:
+            port.buffers.grad += coef[:, None] * port.buffers.reg_sum
         for name in state.learnable:
             state.pgrad[name] += coef * state.preg[name]
     return value

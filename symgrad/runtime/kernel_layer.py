@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernels import input_argument
 from ..render import Generated
 from .layer_code import SynapseBuffers
 
@@ -73,20 +74,32 @@ class KernelLayer:
         self.PARAMS = self.model.param_names
         self.LEARNABLE = [p.name for p in self.model.learnable]
         self.INITIAL = {s.name: v for s, v in self.model.states.items()}
-        self.PRESYNAPTIC, self.PER_SYNAPSE = list(plan.presynaptic), list(plan.per_synapse)
-        self.DYNAMIC, self._readout = plan.dynamic, plan.readout
+        self.DYNAMIC = plan.dynamic
         self._kind = plan.entry_kinds
         self._param_rows = plan.param_traces
+        self._inputs = [input_argument(each.suffix) for each in code.plans]
+        # Where the traces live, as the NumPy module says it: per input for a model with several.
+        storage = {each.input: (list(each.presynaptic), list(each.per_synapse)) for each in code.plans}
+        if len(storage) == 1:
+            self.PRESYNAPTIC, self.PER_SYNAPSE = storage[plan.input]
+        else:
+            self.INPUTS = list(storage)
+            self.PRESYNAPTIC = {name: pre for name, (pre, _) in storage.items()}
+            self.PER_SYNAPSE = {name: per for name, (_, per) in storage.items()}
         self._per_neuron = {p.name for p in self.model.neuron_params}
         fixed = kernels.kernels.get("fixed_entries")
         self._fixed_names, self._fixed_params = _names(fixed, "K_"), _names(fixed, "p_")
         self._step_params = _names(kernels.kernels["neuron_step"], "p_")
-        # Event-driven kernels (Numba, for models with rows at rest) skip rows at rest.
-        self.EVENTS = "synapse_events" in kernels.kernels
-        self.Traces = functools.partial(Traces, self)
+        # Event-driven kernels (Numba, for models with rows at rest) skip rows at rest: the
+        # suffixes of the inputs that have them.
+        self.EVENTS = {each.suffix for each in code.plans if "synapse_events" + each.suffix in kernels.kernels}
+        # As the NumPy module: Traces and input_gain for a one-input model, Traces_<input> and
+        # input_gain_<input> for each input of a model with several.
+        for each in code.plans:
+            setattr(self, "Traces" + each.suffix, functools.partial(Traces, self, each))
+            # element-wise array code: runs on NumPy and CuPy arrays alike
+            setattr(self, "input_gain" + each.suffix, getattr(numpy_module, "input_gain" + each.suffix))
         self.ParamTraces = functools.partial(ParamTraces, self)
-        # element-wise array code: runs on NumPy and CuPy arrays alike
-        self.input_gain = numpy_module.input_gain
         self.backward_step = numpy_module.backward_step
         if self.LEARNABLE:
             self.param_gradients = numpy_module.param_gradients
@@ -140,12 +153,18 @@ class KernelLayer:
         return values
 
     # -- the neuron step -----------------------------------------------------------------
-    def neuron_step(self, s: dict, I, p: dict):
-        """s_t, z_t and the dynamic Jacobian entries (fresh arrays, as the NumPy module returns)."""
+    def neuron_step(self, s: dict, *currents_and_p):
+        """s_t, z_t and the dynamic Jacobian entries (fresh arrays, as the NumPy module returns),
+        from neuron_step(s, I, p), or neuron_step(s, I_1, ..., I_k, p) for k inputs."""
         xp = self.xp
-        I = xp.ascontiguousarray(I)
+        *currents, p = currents_and_p
+        if len(currents) != len(self._inputs):
+            raise TypeError(f"{self.name}: neuron_step takes {len(self._inputs)} input currents, "
+                            f"not {len(currents)}")
+        currents = [xp.ascontiguousarray(I) for I in currents]
+        I = currents[0]
         dtype, (batch, n) = I.dtype, I.shape
-        values = {"size": batch * n, "n": n, "input": I}
+        values = {"size": batch * n, "n": n, **dict(zip(self._inputs, currents))}
         values.update({f"s_{name}": self._state(s[name], dtype, I.shape) for name in self.STATES})
         values.update({f"p_{q}": self._param(p, q, dtype, n) for q in self._step_params})
         new = {name: xp.empty((batch, n), dtype) for name in self.STATES}
@@ -174,20 +193,20 @@ class KernelLayer:
             raise ValueError(f"{self.name}: u has shape {u.shape}, expected {(batch, n_pre)}")
         if L is not None and grad is None:
             raise ValueError(f"{self.name}: a learning signal needs a gradient to add to")
-        if self.PER_SYNAPSE or any(a is not None for a in (L, ebar, seq_sum, reg_sum)):
+        if traces.plan.per_synapse or any(a is not None for a in (L, ebar, seq_sum, reg_sum)):
             values = self.synapse_values(traces, J, K, u, L, kappa, ebar, seq_sum, grad, reg_sum,
                                          seq_weight)
-            self.kernels.launch("synapse_step", traces.dtype, n * n_pre, values)
+            self.kernels.launch(traces.kernel("synapse_step"), traces.dtype, n * n_pre, values)
         self._presynaptic(traces, J, K, u)
 
     def _presynaptic(self, traces, J: dict, K: dict, u) -> None:
         """presynaptic_step, after the synapse step has read the traces' previous values."""
         batch, n, n_pre = traces.shape
-        if self.PRESYNAPTIC:
-            kernel = self.kernels.kernels["presynaptic_step"]
-            values = {"size": batch * n_pre, "u": u, **self._entries(kernel, J, K, n)}
-            values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in self.PRESYNAPTIC})
-            self.kernels.launch("presynaptic_step", traces.dtype, batch * n_pre, values)
+        if traces.plan.presynaptic:
+            name = traces.kernel("presynaptic_step")
+            values = {"size": batch * n_pre, "u": u, **self._entries(self.kernels.kernels[name], J, K, n)}
+            values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in traces.plan.presynaptic})
+            self.kernels.launch(name, traces.dtype, batch * n_pre, values)
 
     def synapse_values(self, traces: "Traces", J: dict, K: dict, u, L=None, kappa=0.0, ebar=None,
                        seq_sum=None, grad=None, reg_sum=None, seq_weight=1.0) -> dict:
@@ -196,8 +215,8 @@ class KernelLayer:
         values = {"batch": batch, "n": n, "n_pre": n_pre, "u": u, "L": L, "kappa": kappa,
                   "ebar": ebar, "seq_sum": seq_sum, "seq_weight": seq_weight, "grad": grad,
                   "reg_sum": reg_sum}
-        values.update(self._entries(self.kernels.kernels["synapse_step"], J, K, n))
-        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in self.PRESYNAPTIC + self.PER_SYNAPSE})
+        values.update(self._entries(self.kernels.kernels[traces.kernel("synapse_step")], J, K, n))
+        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in traces.stored})
         return values
 
     def _entries(self, kernel, J: dict, K: dict, n: int) -> dict:
@@ -208,14 +227,14 @@ class KernelLayer:
     def synapse_step(self, traces: "Traces", J: dict, K: dict, buffers: SynapseBuffers, L, kappa,
                      weight=1.0) -> None:
         """e-prop's per-synapse work for one step, fused (see eprop.synapse_step for the contract)."""
-        if not self.PER_SYNAPSE and buffers.ebar is None and buffers.seq_sum is None:
+        if not traces.plan.per_synapse and buffers.ebar is None and buffers.seq_sum is None:
             # Nothing per synapse is stored: the gradient is a matrix product of (L * h) and
             # the presynaptic traces, as in the NumPy module's Traces.accumulate.
             self.advance(traces, J, K, buffers.u)
             for target, signal in ((buffers.reg_sum, buffers.ones), (buffers.grad, L)):
                 if target is None or signal is None:
                     continue
-                for s, entry in self._readout:
+                for s, entry in traces.plan.readout:
                     h = J[entry] if entry in J else K[entry]
                     self.xp.matmul((signal * h).T, getattr(traces, f"eps_{s}"), out=buffers.product)
                     target += buffers.product
@@ -233,13 +252,14 @@ class KernelLayer:
         values = self.synapse_values(traces, J, K, u, L, kappa, buffers.ebar, buffers.seq_sum,
                                      buffers.grad, buffers.reg_sum, weight)
         values.update(self._bookkeeping(K, buffers))
-        self.kernels.launch("synapse_events", traces.dtype, n * n_pre, values)
+        self.kernels.launch(traces.kernel("synapse_events"), traces.dtype, n * n_pre, values)
         self._presynaptic(traces, J, K, u)
 
-    def active_fraction(self, J: dict, K: dict) -> float:
-        """The fraction of (sample, post) rows not at rest this step (event kernels only)."""
+    def active_fraction(self, J: dict, K: dict, suffix: str = "") -> float:
+        """The fraction of (sample, post) rows not at rest this step, in the event kernels of the
+        input with this suffix."""
         rest = None
-        for entry, value in self.kernels.kernels["synapse_events"].rests:
+        for entry, value in self.kernels.kernels["synapse_events" + suffix].rests:
             here = J[entry] == (0.0 if value == "0" else K[value])
             rest = here if rest is None else rest & here
         return 1.0 - float(rest.mean())
@@ -255,22 +275,31 @@ class KernelLayer:
         batch, n, n_pre = traces.shape
         values = {"batch": batch, "n": n, "n_pre": n_pre, "kappa": kappa, "ebar": buffers.ebar,
                   "grad": buffers.grad, **self._bookkeeping(K, buffers)}
-        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in self.PER_SYNAPSE})
-        self.kernels.launch("settle", traces.dtype, n * n_pre, values)
+        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in traces.plan.per_synapse})
+        self.kernels.launch(traces.kernel("settle"), traces.dtype, n * n_pre, values)
 
 
 class Traces:
-    """e-prop traces stored as planned: eps_<s> (batch, pre) presynaptic, (batch, n, pre) per synapse.
+    """e-prop traces of one input stored as planned: eps_<s> (batch, pre) presynaptic,
+    (batch, n, pre) per synapse.
 
     The kernels keep every intermediate in registers, so no saved copies or scratch are needed.
     """
 
-    def __init__(self, code: KernelLayer, batch: int, n: int, n_pre: int, dtype):
-        self.code, self.shape, self.dtype = code, (batch, n, n_pre), np.dtype(dtype)
-        for s in code.PRESYNAPTIC:
+    def __init__(self, code: KernelLayer, plan, batch: int, n: int, n_pre: int, dtype):
+        self.code, self.plan, self.shape, self.dtype = code, plan, (batch, n, n_pre), np.dtype(dtype)
+        for s in plan.presynaptic:
             setattr(self, f"eps_{s}", code.xp.zeros((batch, n_pre), dtype))
-        for s in code.PER_SYNAPSE:
+        for s in plan.per_synapse:
             setattr(self, f"eps_{s}", code.xp.zeros((batch, n, n_pre), dtype))
+
+    @property
+    def stored(self) -> list:
+        return list(self.plan.presynaptic + self.plan.per_synapse)
+
+    def kernel(self, name: str) -> str:
+        """The name of this input's kernel ``name`` (synapse_step, presynaptic_step, ...)."""
+        return name + self.plan.suffix
 
     def update(self, J: dict, K: dict, u, scratch=None) -> None:
         """One step of every trace: eps_t = D_t eps_t-1 + c_t u_t."""

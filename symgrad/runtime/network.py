@@ -25,13 +25,51 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model import NeuronModel
+from ..model import SOURCES, NeuronModel, sources_of
 from . import backends, compiled
 
 
 @dataclass
+class Port:
+    """One synaptic input of a layer's neurons and the projections that drive it.
+
+    Its presynaptic vector is u_t = [input_t, z_{t-1}, 1] with the parts it hears, and its
+    current I_t = W_in input_t + W_rec z_{t-1} + b_in. A one-input model's only port is the
+    layer's, with the weights named ``W_in``, ``W_rec``, ``b_in``; a model with several inputs
+    names each port's weights after its input (``W_in_I_e``) and has traces for each.
+    """
+
+    input: str  # the model's input symbol's name
+    plan: object = field(repr=False)  # its plan.PlanSummary: the traces' storage and buffers
+    n_in: int = 0  # 0 where it hears no input from below
+    n_rec: int = 0  # 0 where it hears no recurrent spikes
+    bias: bool = False
+    active: float | None = None  # the fraction of rows not at rest in the last e-prop pass
+
+    @property
+    def suffix(self) -> str:
+        return self.plan.suffix
+
+    @property
+    def n_pre(self) -> int:
+        return self.n_in + self.n_rec + (1 if self.bias else 0)
+
+    def projections(self) -> list[tuple]:
+        """(source, weight name without the layer's suffix, its columns in u) of each projection;
+        the source is "input", "recurrent" or "bias"."""
+        found, start = [], 0
+        for source, name, width in (("input", "W_in", self.n_in), ("recurrent", "W_rec", self.n_rec),
+                                    ("bias", "b_in", int(self.bias))):
+            if width:
+                found.append((source, name + self.suffix, slice(start, start + width)))
+                start += width
+        return found
+
+
+@dataclass
 class Layer:
-    """One population of a model, with its input, optional recurrent projection and bias."""
+    """One population of a model: its synaptic inputs (``ports``), each with the projections
+    that drive it, from below, recurrent or a bias."""
 
     model: NeuronModel
     n: int
@@ -39,33 +77,31 @@ class Layer:
     recurrent: bool
     index: int
     code: object = field(repr=False)  # the generated code (see layer_code.LayerCode)
-    plan: object = field(repr=False)  # its plan.PlanSummary: storage and buffers
+    ports: list = field(repr=False)  # Port of each of the model's inputs that hears something
     bias: bool = False
-    active: float | None = None  # the fraction of rows not at rest in the last e-prop pass
 
     def key(self, name: str) -> str:
         return name if self.index == 0 else f"{name}_{self.index}"
 
     @property
+    def plan(self):
+        """The first port's plan (the only one of a one-input model)."""
+        return self.ports[0].plan
+
+    @property
     def n_pre(self) -> int:
-        return self.n_in + (self.n if self.recurrent else 0) + (1 if self.bias else 0)
+        """The first port's presynaptic count (a one-input model's only one)."""
+        return self.ports[0].n_pre
 
-    def fill_presynaptic(self, u, inp, z_prev) -> None:
-        """Write u_t = [input_t, z_{t-1}, 1] into u (batch, n_pre)."""
-        u[:, :self.n_in] = inp
-        if self.recurrent:
-            u[:, self.n_in:self.n_in + self.n] = z_prev
-        if self.bias:
-            u[:, -1] = 1
+    def fill_presynaptic(self, port: Port, u, inp, z_prev) -> None:
+        """Write u_t = [input_t, z_{t-1}, 1] of ``port`` into u (batch, n_pre)."""
+        for source, _, columns in port.projections():
+            u[:, columns] = {"input": inp, "recurrent": z_prev, "bias": 1}[source]
 
-    def split_gradient(self, grad) -> dict:
-        """The gradient over u's columns (post, pre), by parameter name."""
-        grads = {self.key("W_in"): grad[:, :self.n_in]}
-        if self.recurrent:
-            grads[self.key("W_rec")] = grad[:, self.n_in:self.n_in + self.n]
-        if self.bias:
-            grads[self.key("b_in")] = grad[:, -1]
-        return grads
+    def split_gradient(self, port: Port, grad) -> dict:
+        """The gradient over ``port``'s columns of u (post, pre), by parameter name."""
+        return {self.key(name): grad[:, columns.start] if source == "bias" else grad[:, columns]
+                for source, name, columns in port.projections()}
 
 
 def per_layer(value, count: int, what: str) -> list:
@@ -86,6 +122,12 @@ class Network:
     learnable parameter may be given an array of one value per neuron.
     readout=False: no readout weights; the output is the last layer's spikes (n_out must be its
     size). readout_gain, readout_offset: fixed (n_out,) factors of the readout's drive.
+    projections: for a model with several synaptic inputs, {input name: sources} with sources
+    among "input" and "recurrent" (shared, or one dict per layer); by default the model's own
+    wiring, without its recurrent projections where ``recurrent`` is False. bias=True adds the
+    bias to the first input that hears anything.
+    signs: {input name, or weight name such as "W_rec_I_i": +1 or -1}: those weights start
+    with that sign and keep it through training (``constrain``); by default the model's signs.
     dense=True ignores the trace plan and keeps every trace per synapse (for benchmarks);
     events=False sweeps every row every step even where the kernels could skip rows at rest.
     """
@@ -93,13 +135,15 @@ class Network:
     def __init__(self, model, n_in: int, hidden, n_out: int, *, recurrent=True, bias=False,
                  kappa=0.0, readout=True, readout_gain=None, readout_offset=None,
                  feedback="symmetric", seed=0, dtype="float64", backend="numpy",
-                 params: dict | None = None, neuron_params=None, dense: bool = False, events: bool = True):
+                 params: dict | None = None, neuron_params=None, dense: bool = False, events: bool = True,
+                 projections=None, signs: dict | None = None):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         count = len(hidden)
         models = per_layer(model, count, "model")
         recurrent = per_layer(recurrent, count, "recurrent")
         bias = per_layer(bias, count, "bias")
         values = per_layer(neuron_params or {}, count, "neuron_params")
+        wirings = per_layer(projections, count, "projections")
         backend = backends.resolve(backend)
         self.events = events  # skip rows at rest where the backend's kernels can (exact either way)
         self.dtype = np.dtype(dtype)
@@ -110,9 +154,11 @@ class Network:
         sizes = [n_in] + hidden
         for index, (n, layer_model) in enumerate(zip(hidden, models)):
             code = compiled.load(layer_model, backend, dense=dense)
-            plan = compiled.generated(layer_model, dense).plan
-            self.layers.append(Layer(layer_model, n, sizes[index], bool(recurrent[index]), index, code, plan,
-                                     bias=bool(bias[index])))
+            plans = compiled.generated(layer_model, dense).plans
+            ports = _ports(layer_model, plans, n, sizes[index], bool(recurrent[index]), bool(bias[index]),
+                           wirings[index])
+            self.layers.append(Layer(layer_model, n, sizes[index], any(p.n_rec for p in ports), index, code,
+                                     ports, bias=bool(bias[index])))
         self.n_in, self.n_out = n_in, n_out
         self.readout = bool(readout)
         if not self.readout and (n_out != hidden[-1] or self.kappa):
@@ -121,6 +167,7 @@ class Network:
         self.layer_values = [_checked_values(layer, given) for layer, given in zip(self.layers, values)]
         self.gain = None if readout_gain is None else self._array(np.broadcast_to(readout_gain, (n_out,)))
         self.offset = None if readout_offset is None else self._array(np.broadcast_to(readout_offset, (n_out,)))
+        self.signs = _signs(self.layers, signs)
         rng = np.random.default_rng(seed)
         self.params = self._initial_params(rng)
         if params:
@@ -141,14 +188,17 @@ class Network:
     def _initial_params(self, rng) -> dict:
         params = {}
         for layer, values in zip(self.layers, self.layer_values):
-            params[layer.key("W_in")] = self._array(
-                rng.standard_normal((layer.n, layer.n_in)) / np.sqrt(layer.n_in))
-            if layer.recurrent:
-                w = rng.standard_normal((layer.n, layer.n)) / np.sqrt(layer.n)
-                np.fill_diagonal(w, 0.0)
-                params[layer.key("W_rec")] = self._array(w)
-            if layer.bias:
-                params[layer.key("b_in")] = self._array(np.zeros(layer.n))
+            for port in layer.ports:
+                for source, name, _ in port.projections():
+                    key = layer.key(name)
+                    if source == "input":
+                        w = rng.standard_normal((layer.n, layer.n_in)) / np.sqrt(layer.n_in)
+                    elif source == "recurrent":
+                        w = rng.standard_normal((layer.n, layer.n)) / np.sqrt(layer.n)
+                        np.fill_diagonal(w, 0.0)
+                    else:
+                        w = np.zeros(layer.n)
+                    params[key] = self._array(np.abs(w) * self.signs[key] if key in self.signs else w)
             for p in layer.model.learnable:
                 value = values.get(p.name, layer.model.params[p])
                 params[layer.key(p.name)] = self._array(np.broadcast_to(value, (layer.n,)))
@@ -157,6 +207,15 @@ class Network:
             params["W_out"] = self._array(rng.standard_normal((self.n_out, last)) / np.sqrt(last))
             params["b_out"] = self._array(np.zeros(self.n_out))
         return params
+
+    def constrain(self) -> None:
+        """Give every signed weight its sign back (after an optimiser's step): Dale's law."""
+        for name, sign in self.signs.items():
+            weight = self.params[name]
+            if sign > 0:
+                self.xp.maximum(weight, 0, out=weight)
+            else:
+                self.xp.minimum(weight, 0, out=weight)
 
     def set_params(self, values: dict):
         """Overwrite parameters by name, checking shapes; unknown names are an error."""
@@ -250,20 +309,84 @@ class Network:
         y = xp.zeros((batch, self.n_out), self.dtype) if self.readout else None
         for inp in x:
             for l, layer in enumerate(self.layers):
-                I = self.synaptic_input(layer, inp, outputs[l])
-                states[l], outputs[l], _ = layer.code.neuron_step(states[l], I, p[l])
+                currents = self.synaptic_input(layer, inp, outputs[l])
+                states[l], outputs[l], _ = layer.code.neuron_step(states[l], *currents, p[l])
                 inp = outputs[l]
             if self.readout:
                 y = self.read(y, inp)
             yield states, outputs, y
 
-    def synaptic_input(self, layer: Layer, inp, z_prev):
-        I = inp @ self.params[layer.key("W_in")].T
-        if layer.recurrent:
-            I += z_prev @ self.params[layer.key("W_rec")].T
-        if layer.bias:
-            I += self.params[layer.key("b_in")]
-        return I
+    def synaptic_input(self, layer: Layer, inp, z_prev) -> list:
+        """The current of each of the model's inputs, in declaration order (zero for an input
+        no projection drives)."""
+        currents = {}
+        for port in layer.ports:
+            I = None  # the bias, if any, comes last: I is a product by then
+            for source, name, _ in port.projections():
+                weight = self.params[layer.key(name)]
+                if source == "bias":
+                    I += weight
+                elif I is None:
+                    I = (inp if source == "input" else z_prev) @ weight.T
+                else:
+                    I += (inp if source == "input" else z_prev) @ weight.T
+            currents[port.input] = I
+        zeros = None
+        for name in layer.model.input_names:
+            if name not in currents:
+                zeros = self.xp.zeros((len(inp), layer.n), self.dtype) if zeros is None else zeros
+                currents[name] = zeros
+        return [currents[name] for name in layer.model.input_names]
+
+
+def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: bool, given) -> list[Port]:
+    """The layer's ports: the model's inputs with the projections that drive them."""
+    inputs = model.input_names
+    wiring = given if given is not None else model.wiring
+    if not isinstance(wiring, dict):
+        raise ValueError(f"projections of model {model.name!r} must map input names to sources, "
+                         f"not {wiring!r}")
+    for name, sources in wiring.items():
+        if name not in inputs:
+            raise ValueError(f"projection to undeclared input {name!r} of model {model.name!r} "
+                             f"(its inputs: {', '.join(inputs)})")
+        for source in sources_of(sources):
+            if source not in SOURCES:
+                raise ValueError(f"projection to {name!r} from {source!r}: a source is "
+                                 f"{' or '.join(map(repr, SOURCES))}")
+    ports = []
+    for plan in plans:
+        sources = sources_of(wiring.get(plan.input, ()))
+        hears_recurrent = "recurrent" in sources and (recurrent or given is not None)
+        if "input" in sources or hears_recurrent:
+            ports.append(Port(plan.input, plan, n_in if "input" in sources else 0,
+                              n if hears_recurrent else 0, bias and not ports))
+    if not ports:
+        raise ValueError(f"no projection drives model {model.name!r}: give its inputs "
+                         f"({', '.join(inputs)}) a source")
+    return ports
+
+
+def _signs(layers: list, given: dict | None) -> dict:
+    """{parameter name: +1 or -1} of every signed weight, from the signs of inputs or weights."""
+    found = {}
+    for layer in layers:
+        table = layer.model.signs if given is None else given
+        for port in layer.ports:
+            for source, name, _ in port.projections():
+                if source == "bias":
+                    continue
+                sign = table.get(name, table.get(port.input)) if table else None
+                if sign is not None:
+                    found[layer.key(name)] = sign
+        named = {name for port in layer.ports for _, name, _ in port.projections()}
+        for key, sign in (table or {}).items():
+            if key not in named and key not in layer.model.input_names:
+                raise ValueError(f"sign of {key!r}: layer {layer.index} has no input or weight of that "
+                                 f"name (weights: {', '.join(sorted(named))})")
+            if sign not in (1, -1):
+                raise ValueError(f"sign of {key!r} is {sign!r}: +1 or -1")
+    return found
 
 
 def _checked_values(layer: Layer, given: dict) -> dict:

@@ -323,6 +323,7 @@ class Trainer:
         if not all(bool(xp.isfinite(g).all()) for g in grads.values()):
             raise Diverged("a gradient is not finite")
         self.optimizer.step(self.net.params, grads)
+        self.net.constrain()
         for name, value in self.net.params.items():
             if not bool(xp.isfinite(value).all()):
                 raise Diverged(f"{name} overflowed {self.config.dtype} after an update")
