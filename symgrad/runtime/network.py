@@ -15,9 +15,13 @@ Each layer may have its own model, recurrence, bias and neuron parameter values,
 per-neuron parameter may take one value per neuron. The bias b_in is a constant input current,
 trained like a weight from an input that is always 1 (the last column of u).
 
+A model with several synaptic inputs has these per input p (a ``Port``), with the projections
+its wiring gives it: u^p_t, I_p,t = W_in_p input_t + W_rec_p z_{t-1} + b_in_p, and its own traces.
+
 Parameters live in one flat dict (``Network.params``) so optimisers and checkpoints treat
-them alike: ``W_in``, ``W_rec``, ``b_in`` and learnable neuron parameters by name for layer 0,
-the same names suffixed ``_<l>`` for layer l > 0, then ``W_out`` and ``b_out``.
+them alike: ``W_in``, ``W_rec``, ``b_in`` (``W_in_<input>``, ... for a model with several inputs)
+and learnable neuron parameters by name for layer 0, the same names suffixed ``_<l>`` for layer
+l > 0, then ``W_out`` and ``b_out``.
 """
 from __future__ import annotations
 
