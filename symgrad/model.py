@@ -269,19 +269,28 @@ def sources_of(given) -> tuple:
     return (given,) if isinstance(given, str) else tuple(given)
 
 
+def wiring_problem(model: NeuronModel, projections, what: str = "projection") -> str | None:
+    """What is wrong with ``projections`` ({input name: sources}) for ``model``, in one line; None
+    when nothing is. The model's own defaults and a network's wiring are checked alike."""
+    inputs = model.input_names
+    if not isinstance(projections, dict):
+        return f"{what}s of model {model.name!r} must map input names to sources, not {projections!r}"
+    for name, sources in projections.items():
+        if name not in inputs:
+            return f"{what} to undeclared input {name!r} of model {model.name!r} (its inputs: {', '.join(inputs)})"
+        for source in sources_of(sources) if what == "projection" else ():
+            if source not in SOURCES:
+                return (f"projection to {name!r} of model {model.name!r} from {source!r}: "
+                        f"a source is {' or '.join(map(repr, SOURCES))}")
+    return None
+
+
 def _check_wiring(model: NeuronModel) -> None:
     """The default projections and signs name declared inputs and known sources."""
-    inputs = model.input_names
     for what, table in (("projection", model.projections), ("sign", model.signs)):
-        for name in table or {}:
-            if name not in inputs:
-                raise ModelError(f"{what} to undeclared input {name!r} of model {model.name!r} "
-                                 f"(its inputs: {', '.join(inputs)})")
-    for name, sources in (model.projections or {}).items():
-        for source in sources_of(sources):
-            if source not in SOURCES:
-                raise ModelError(f"projection to {name!r} of model {model.name!r} from {source!r}: "
-                                 f"a source is {' or '.join(map(repr, SOURCES))}")
+        problem = wiring_problem(model, table, what) if table is not None else None
+        if problem:
+            raise ModelError(problem)
     for name, sign in (model.signs or {}).items():
         if sign not in (1, -1):
             raise ModelError(f"sign of input {name!r} of model {model.name!r} is {sign!r}: +1 or -1")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model import SOURCES, NeuronModel, sources_of
+from ..model import NeuronModel, sources_of, wiring_problem
 from . import backends, compiled
 
 
@@ -345,19 +345,10 @@ class Network:
 
 def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: bool, given) -> list[Port]:
     """The layer's ports: the model's inputs with the projections that drive them."""
-    inputs = model.input_names
     wiring = given if given is not None else model.wiring
-    if not isinstance(wiring, dict):
-        raise ValueError(f"projections of model {model.name!r} must map input names to sources, "
-                         f"not {wiring!r}")
-    for name, sources in wiring.items():
-        if name not in inputs:
-            raise ValueError(f"projection to undeclared input {name!r} of model {model.name!r} "
-                             f"(its inputs: {', '.join(inputs)})")
-        for source in sources_of(sources):
-            if source not in SOURCES:
-                raise ValueError(f"projection to {name!r} from {source!r}: a source is "
-                                 f"{' or '.join(map(repr, SOURCES))}")
+    problem = wiring_problem(model, wiring)
+    if problem:
+        raise ValueError(problem)
     ports = []
     for plan in plans:
         sources = sources_of(wiring.get(plan.input, ()))
@@ -367,7 +358,7 @@ def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: 
                               n if hears_recurrent else 0, bias and not ports))
     if not ports:
         raise ValueError(f"no projection drives model {model.name!r}: give its inputs "
-                         f"({', '.join(inputs)}) a source")
+                         f"({', '.join(model.input_names)}) a source")
     return ports
 
 
