@@ -17,6 +17,7 @@ import numpy as np
 from . import store
 from .errors import UserError
 from .model import NeuronModel
+from .runtime.config import SETTINGS
 
 
 @dataclass
@@ -40,11 +41,9 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     def need(key, ndim):
         if key not in data:
             raise UserError(f"{where}: missing array {key!r}")
-        value = np.asarray(data[key])
+        value = _finite(data[key], key, where)
         if value.ndim != ndim:
             raise UserError(f"{where}: {key} must have {ndim} dimensions, has shape {value.shape}")
-        if not np.issubdtype(value.dtype, np.number) or not np.all(np.isfinite(value)):
-            raise UserError(f"{where}: {key} must hold finite numbers")
         return value
 
     x = need("x", 3)
@@ -52,6 +51,9 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     labels = need("labels", 1)
     W_out, b_out = need("W_out", 2), need("b_out", 1)
     kappa = float(need("kappa", 0))
+    problem = SETTINGS["kappa"].problem(kappa)  # as train checks its --kappa
+    if problem:
+        raise UserError(f"{where}: kappa {problem}")
     projected = _projections(data, model, where)
     weights = {name: need(name, 2) for name in projected}
     n, n_out = next(iter(weights.values())).shape[0], W_out.shape[0]
@@ -65,8 +67,10 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
         if arrays[key].shape != shape:
             raise UserError(f"{where}: {key} has shape {arrays[key].shape}, expected {shape} "
                             f"(from x {x.shape} and {first} {weights[first].shape})")
-    if steps == 0 or batch == 0:
-        raise UserError(f"{where}: x has no steps or no samples (shape {x.shape})")
+    if steps == 0 or batch == 0 or n_in == 0:
+        raise UserError(f"{where}: x has no steps, samples or input channels (shape {x.shape})")
+    if n == 0:
+        raise UserError(f"{where}: {first} has no rows: the layer needs at least one neuron")
     if not np.all(labels == np.round(labels)) or labels.min() < 0 or labels.max() >= n_out:
         raise UserError(f"{where}: labels must be integers in [0, {n_out})")
     neuron_params = _param_overrides(data, model, n, where)
@@ -116,7 +120,7 @@ def _param_overrides(data, model: NeuronModel, n: int, where: str) -> dict:
         if name not in names:
             raise UserError(f"{where}: {key} names no parameter of model {model.name} "
                             f"(it has {', '.join(names)})")
-        value = np.asarray(data[key], dtype=float)
+        value = _finite(data[key], key, where).astype(float)
         if value.ndim == 0:
             values[name] = float(value)
         elif value.shape == (n,) and names[name] in model.neuron_params:
@@ -126,6 +130,15 @@ def _param_overrides(data, model: NeuronModel, n: int, where: str) -> dict:
                             + ("per-neuron: give a scalar or ({n},)".format(n=n)
                                if names[name] in model.neuron_params else "shared: give a scalar"))
     return values
+
+
+def _finite(value, key: str, where: str) -> np.ndarray:
+    """``value`` as an array of finite real numbers (integers or floats), else a UserError."""
+    value = np.asarray(value)
+    if value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)):
+        raise UserError(f"{where}: {key} must hold finite numbers"
+                        + ("; it holds complex ones" if value.dtype.kind == "c" else ""))
+    return value
 
 
 def _load_npz(path: Path) -> dict:

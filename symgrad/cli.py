@@ -6,7 +6,9 @@ Exit codes: 0 success, 1 a user error (bad model, input file, data; the message 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import os
 import sys
 import warnings
@@ -14,35 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, render, store
+from . import __version__, render, run_model, store
 from .errors import UserError
 from .model import ModelError
 from .render import GenerationError
 from .runtime import backends
-from .runtime.config import SETTINGS, count
+from .runtime.config import SETTINGS, Config, Rule, count
 from .runtime.losses import LOSSES
-
-
-def _model(spec: str):
-    from . import models
-
-    if _is_graph(spec):
-        raise UserError(f"{spec} is a NIR graph: a whole network, not one neuron model "
-                        "(train, evaluate and inspect take it)")
-    return models.load(spec)
-
-
-def _is_graph(spec: str) -> bool:
-    return spec.lower().endswith(".nir")
-
-
-def _source(spec: str):
-    """What a network is built from: a neuron model (NeuronModel), or a NIR graph (nir.NIRGraph)."""
-    if _is_graph(spec):
-        from . import nir
-
-        return nir.read(spec)
-    return _model(spec)
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -51,9 +31,9 @@ def cmd_inspect(args) -> int:
     from .analysis import Analysis
     from .plan import plans_of
 
-    if _is_graph(args.model):
+    if run_model.is_graph(args.model):
         return _inspect_graph(args)
-    model = _model(args.model)
+    model = run_model.neuron_model(args.model)
     analysis = Analysis(model)
     plans = plans_of(analysis)
     if args.json:
@@ -120,20 +100,29 @@ def cmd_generate(args) -> int:
         raise UserError("name at least one model, or pass --all")
     chosen = []  # all checked before anything is written
     for spec in names:
-        if _is_graph(spec):  # each distinct model of the graph's layers
+        if run_model.is_graph(spec):  # the model of each of the graph's layers
             from . import nir
 
-            graph_models = {layer.model.name: layer.model for layer in nir.load(spec).layers}
-            chosen += [(spec, model) for model in graph_models.values()]
+            for layer in nir.load(spec).layers:
+                layer.model.source_file = str(Path(spec).resolve())  # the header says to regenerate from it
+                chosen.append((spec, layer.model))
         else:
-            chosen.append((spec, _model(spec)))
+            chosen.append((spec, run_model.neuron_model(spec)))
     into_repository = Path(args.out).resolve() == store.repository_generated().resolve()
     for spec, model in chosen:
         if into_repository and spec not in models.BUILTIN and model.name in models.BUILTIN:
             raise UserError(f"{spec} defines a model named {model.name!r}, like the built-in model; "
                             f"writing it to {args.out} would overwrite the built-in's generated code "
                             f"(rename the model or choose another --out)")
+    kept = {}  # model name: (spec, model); layers and specs that share a model write its files once
     for spec, model in chosen:
+        first, other = kept.setdefault(model.name, (spec, model))
+        if other is not model and not render.same_code(other, model):
+            where = f"the layers of {spec} hold" if first == spec else f"{first} and {spec} hold"
+            raise UserError(f"{where} different models named {model.name!r}: their files would overwrite "
+                            f"each other in {Path(args.out) / model.name}"
+                            + ("; generate them into different --out folders" if first != spec else ""))
+    for spec, model in kept.values():
         for path in render.generate(model, args.out, backends=args.backend):
             print(path)
     return 0
@@ -146,7 +135,7 @@ def cmd_grads(args) -> int:
     from .runtime.eprop import sweeps_synapses
     from .runtime.parallel import default_workers, gradient_pass
 
-    model = _model(args.model)
+    model = run_model.neuron_model(args.model)
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a directory; name the file to write, such as "
                         f"{Path(args.out) / 'grads.npz'}")
@@ -158,12 +147,26 @@ def cmd_grads(args) -> int:
     net.set_params({k: v for k, v in values.items() if k in net.params})
     shard = args.rule == "eprop" and sweeps_synapses(net, "ce")
     run = gradient_pass(net, default_workers(net.backend), shard)
-    result = run(RULES[args.rule], net, net.xp.asarray(given.x), net.xp.asarray(given.labels), loss="ce")
+    try:
+        with np.errstate(all="ignore"):  # an overflow is reported below, once, as on every backend
+            result = run(RULES[args.rule], net, net.xp.asarray(given.x), net.xp.asarray(given.labels), loss="ce")
+    except FloatingPointError as err:  # a kernel's division by zero
+        return _failed_numerically(str(err), args.out)
     out = {"loss": np.asarray(result.loss)}
     out.update({name: np.asarray(_host(result.grads[name])) for name in values})
+    problem = result.overflowed or next((f"the {name if name == 'loss' else 'gradient of ' + name} is not finite"
+                                         for name, value in out.items() if not np.all(np.isfinite(value))), None)
+    if problem:
+        return _failed_numerically(problem, args.out)
     store.write_npz(args.out, out)
     print(f"loss {result.loss:.6g}; wrote {', '.join(out)} to {args.out}")
     return 0
+
+
+def _failed_numerically(problem: str, out) -> int:
+    """grads' verdict on a pass whose numbers overflowed: one line, exit 3, nothing written."""
+    print(f"symgrad: the gradient pass failed numerically: {problem}; nothing was written to {out}", file=sys.stderr)
+    return 3
 
 
 # -- train / evaluate ------------------------------------------------------------------------
@@ -181,6 +184,8 @@ def _load_task(config, data_dir, progress=True, everything=False, world=None):
     from .data import TASKS, DataError, load_task
 
     task = TASKS.get(config.task)  # None: load_task names the unknown task
+    if task and task.needs_data and data_dir is None:
+        raise UserError(f"task {config.task!r} reads files: give the folder holding its data with --data DIR")
     settings = dict(config.task_settings)
     if task and task.shows_progress:
         settings.setdefault("progress", progress)
@@ -201,10 +206,17 @@ def cmd_train(args) -> int:
     from .runtime.trainer import CHECKPOINT, CONFIG, Diverged
 
     world = distributed.world()
+    # Ranks given other options would hang or train apart: all stop first, in one line. (The
+    # options are the plain values; args also holds the parser and the command's function.)
+    distributed.require_same(world, {name if name == "model" else "--" + name.replace("_", "-"): value
+                                     for name, value in vars(args).items()
+                                     if isinstance(value, (str, int, float, list, type(None)))})
     say = print if world.rank == 0 else _silent
     error = None
     try:
         trainer = _prepare_run(args, world)
+    except distributed.RankFailed:  # heard in a collective of the loader: every rank knows already
+        raise
     except Exception as err:  # noqa: BLE001 - every rank hears of it in agree()
         if world.size == 1:
             raise
@@ -245,70 +257,117 @@ def _prepare_run(args, world):
     from dataclasses import asdict
 
     from .data import TASKS
-    from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer
+    from .runtime import memory
+    from .runtime.trainer import CONFIG, Config, Trainer, check_new_run_folder
 
-    spec = _model_spec(args.model)
-    source = _source(spec)
-    if _is_graph(spec):
-        fixed = [k for k in GRAPH_FIXES if getattr(args, k) is not None and not (k == "kappa" and args.add_readout)]
-        if fixed:
-            raise UserError(f"the NIR graph {args.model} fixes the network's shape; drop "
-                            + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
-        name = Path(spec).stem
-    else:
-        for option, given in (("--dt", args.dt), ("--add-readout", args.add_readout), ("--learn", args.learn),
-                              ("--detach-reset", args.detach_reset)):
-            if given is not None:
-                raise UserError(f"{option} is for NIR graphs; a model's own declaration fixes its step, "
-                                "readout and learnable parameters")
-        name = source.name
-    task = args.task or "randman"
-    run_dir = Path(args.out or f"runs/{name}-{task}-seed{args.seed if args.seed is not None else 0}")
     if args.resume:
-        config = Config.load(run_dir / CONFIG)
-        _refuse_changes(config, args, spec, run_dir / CONFIG)
-        config.epochs, config.data = args.epochs or config.epochs, args.data or config.data
-        if not (run_dir / CHECKPOINT).exists():
-            raise UserError(f"{run_dir} holds no checkpoint: no epoch of it finished, so there is "
-                            f"nothing to resume; start it again without --resume")
+        run_dir, config, source = _resumed(args)
     else:
-        if (run_dir / CHECKPOINT).exists():
-            raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, "
-                            f"or choose another --out")
-        values = dict(model=spec, task=task, data=args.data)
+        if Path(args.model).is_dir():
+            raise UserError(f"{args.model} is a folder, not a model: pass --resume to continue the run in it")
+        if args.model_file:
+            raise UserError("--model names the model of a run to resume; a new run takes it as its first argument")
+        spec = run_model.spec_of(args.model)
+        source = run_model.load(spec)
+        _refuse_shape_options(args, spec)
+        task = args.task or DEFAULT_TASK
+        run_dir = Path(args.out) if args.out else _default_run_dir(spec, source, task, args.seed)
+        check_new_run_folder(run_dir)
+        values = dict(model=spec, task=task, data=_absolute(args.data), model_record=run_model.record(spec, source))
         values.update(TASKS[task].defaults if task in TASKS else {})
         values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
         values["task_settings"] = {**values.get("task_settings", {}), **dict(args.set or [])}
         config = Config(**values)
     split = _load_task(config, config.data, progress=not args.quiet and world.rank == 0, world=world)
     trainer = Trainer(config, source, split, run_dir, progress=not args.quiet, world=world)
+    memory.check_training(trainer)  # before anything is written: a run that cannot fit is refused
+    trainer.claim_folder(new=not args.resume)  # held until the process ends; before any write
     if args.resume:
         trainer.restore()
-    elif world.rank == 0:
+        if trainer.epoch >= trainer.config.epochs:
+            trainer.release_folder()
+            raise UserError(_nothing_to_do(trainer, args.epochs))
+    if world.rank == 0:  # a resumed run's too: --epochs, --data and the model's place may have changed
         run_dir.mkdir(parents=True, exist_ok=True)
         store.write_json(run_dir / CONFIG, asdict(trainer.config))
     return trainer
+
+
+def _resumed(args):
+    """(run folder, config, model) of the run ``train --resume`` continues: the
+    folder given as the first argument (its model the one it names, or --model), or --out
+    (or the default folder) with the model given as the first argument."""
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config
+
+    if Path(args.model).is_dir():
+        run_dir = Path(args.model)
+        if args.out and Path(args.out).resolve() != run_dir.resolve():
+            raise UserError(f"resuming the run in {run_dir}: drop --out {args.out} (a run stays in its folder)")
+        config = Config.load(run_dir / CONFIG)
+        spec, source = run_model.of_run(config, run_dir, args.model_file)
+    elif args.model_file:
+        raise UserError(f"give the model once: as the first argument ({args.model}) or as --model")
+    else:
+        spec = run_model.spec_of(args.model)
+        source = run_model.load(spec)
+        run_dir = Path(args.out) if args.out else _default_run_dir(spec, source, args.task or DEFAULT_TASK, args.seed)
+        config = Config.load(run_dir / CONFIG)
+    _refuse_changes(config, args, run_dir / CONFIG, run_model.changes(config, spec, source, run_dir, strict=True))
+    if not (run_dir / CHECKPOINT).exists():
+        raise UserError(f"{run_dir} holds no checkpoint: no epoch of it finished, so there is "
+                        f"nothing to resume; start it again without --resume")
+    _refuse_shape_options(args, spec)
+    config.model, config.model_record = spec, run_model.record(spec, source)  # the file may have moved
+    config.epochs, config.data = args.epochs or config.epochs, _absolute(args.data) or config.data
+    return run_dir, config, source
+
+
+def _nothing_to_do(trainer, epochs: int | None) -> str:
+    """Why a resumed run that has trained the epochs asked for is refused: it would do nothing."""
+    done = trainer.epoch
+    if epochs is not None:
+        return (f"--epochs {epochs}: {trainer.run_dir} has already trained {done} epoch{'s' * (done != 1)}; "
+                f"to train it longer, pass --epochs N with N above {done}")
+    return f"{trainer.run_dir} has finished its {done} epochs: to train it longer, pass --epochs N with N above {done}"
+
+
+def _refuse_shape_options(args, spec: str):
+    """The options that only a NIR graph takes, or that a graph fixes, given with the wrong one."""
+    if run_model.is_graph(spec):
+        fixed = [k for k in GRAPH_FIXES if getattr(args, k) is not None and not (k == "kappa" and args.add_readout)]
+        if fixed:
+            raise UserError(f"the NIR graph {spec} fixes the network's shape; drop "
+                            + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
+        return
+    for option, given in (("--dt", args.dt), ("--add-readout", args.add_readout), ("--learn", args.learn),
+                          ("--detach-reset", args.detach_reset)):
+        if given is not None:
+            raise UserError(f"{option} is for NIR graphs; a model's own declaration fixes its step, "
+                            "readout and learnable parameters")
+
+
+def _default_run_dir(spec: str, source, task: str, seed: int | None) -> Path:
+    name = Path(spec).stem if run_model.is_graph(spec) else source.name
+    return Path(f"runs/{name}-{task}-seed{seed if seed is not None else 0}")
+
+
+def _absolute(path: str | None) -> str | None:
+    """A folder as config.json keeps it: absolute, so the run is evaluated from anywhere."""
+    return str(Path(path).absolute()) if path else path
 
 
 def _silent(*args, **kwargs):
     """print's stand-in on the MPI ranks that do not speak for the job."""
 
 
-def _model_spec(spec: str) -> str:
-    """A model as the run's config keeps it: a built-in name, or a file as an absolute path,
-    so the run resumes from any working directory."""
-    path, colon, name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
-    return str(Path(path).resolve()) + colon + name if path.endswith(".py") or _is_graph(path) else spec
-
-
-def _refuse_changes(config, args, spec: str, where: Path):
+def _refuse_changes(config, args, where: Path, model: str | None):
     """One line listing each setting given on the command line that differs from the run's
-    (only RESUMABLE settings may change when resuming)."""
-    kept = {**vars(config), "model": _model_spec(config.model)}
-    given = {"model": spec, "task": args.task}
+    (only RESUMABLE settings may change when resuming), the ``model``'s changes first."""
+    given = {"task": args.task}
     given.update({k: getattr(args, k) for k in TRAIN_OPTIONS if k not in RESUMABLE + ("recurrent",)})
-    differ = [f"{'model' if k == 'model' else '--' + k.replace('_', '-')} {value} (the run has {kept[k]})"
-              for k, value in given.items() if value is not None and value != kept[k]]
+    differ = [model] if model else []
+    differ += [f"--{k.replace('_', '-')} {value} (the run has {getattr(config, k)})"
+               for k, value in given.items() if value is not None and value != getattr(config, k)]
     if args.recurrent is False and config.recurrent:
         differ.append("--no-recurrent (the run has a recurrent projection)")
     differ += [f"--set {k}={v} (the run has {config.task_settings.get(k, 'no ' + k)})"
@@ -344,19 +403,22 @@ def cmd_evaluate(args) -> int:
     from .runtime.checkpoint import CheckpointMismatch
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, Trainer, score
 
-    if _is_graph(args.run):
+    if run_model.is_graph(args.run):
         return _evaluate_graph(args)
     run_dir = Path(args.run)
     config = Config.load(run_dir / CONFIG)
+    spec, source = run_model.of_run(config, run_dir, args.model_file)
+    run_model.check(config, spec, source, run_dir, strict=False)
+    config.model = spec
     trained_on = config.task
     if args.task and args.task != trained_on:
         accepted = TASKS[args.task].settings if args.task in TASKS else []
         config.task = args.task
         config.task_settings = {k: v for k, v in config.task_settings.items() if k in accepted}
     split = _load_task(config, args.data or config.data, everything=True)
-    trainer = Trainer(config, _source(config.model), split, run_dir, progress=False)
+    trainer = Trainer(config, source, split, run_dir, progress=False)
     try:
-        trainer.restore()
+        trainer.restore(metrics=False)  # it only reads, beside a live training too
     except CheckpointMismatch as err:
         if config.task == trained_on:
             raise
@@ -375,8 +437,8 @@ def _evaluate_graph(args) -> int:
 
     if not args.task:
         raise UserError(f"evaluating the NIR graph {args.run} needs --task (a graph names no task)")
-    graph = _source(args.run)
-    config = Config(model=_model_spec(args.run), task=args.task, data=args.data, dt=args.dt,
+    graph = run_model.load(args.run)
+    config = Config(model=run_model.spec_of(args.run), task=args.task, data=args.data, dt=args.dt,
                     dtype=args.dtype, task_settings=dict(args.set or []))
     split = _load_task(config, args.data, everything=True)
     net = build_network(config, graph, split.test.channels, split.test.outputs)
@@ -389,22 +451,23 @@ def _evaluate_graph(args) -> int:
 def cmd_export(args) -> int:
     """A run's network, with the weights of its checkpoint, as a NIR graph."""
     from . import nir
-    from .runtime.checkpoint import load_checkpoint
-    from .runtime.trainer import CHECKPOINT, CONFIG, Config, build_network
+    from .runtime.checkpoint import check_checkpoint, load_checkpoint
+    from .runtime.trainer import CHECKPOINT, CONFIG, Config, build_network, build_optimizer
 
     run_dir = Path(args.run)
     config = Config.load(run_dir / CONFIG)
+    spec, source = run_model.of_run(config, run_dir, args.model_file)
+    run_model.check(config, spec, source, run_dir, strict=True)
+    config.model = spec
     state = load_checkpoint(run_dir / CHECKPOINT)
     params = {k[len("param/"):]: v for k, v in state.items() if k.startswith("param/")}
     last = "W_in" if config.layers == 1 else f"W_in_{config.layers - 1}"
     if "W_in" not in params or last not in params:
         raise UserError(f"{run_dir / CHECKPOINT} holds no {last!r}: it does not fit {run_dir / CONFIG}")
     n_out = params["W_out"].shape[0] if "W_out" in params else params[last].shape[0]
-    net = build_network(config, _source(config.model), params["W_in"].shape[1], n_out)
-    try:
-        net.set_params(params)
-    except (KeyError, ValueError) as err:
-        raise UserError(f"{run_dir / CHECKPOINT} does not fit {run_dir / CONFIG}: {err}") from None
+    net = build_network(config, source, params["W_in"].shape[1], n_out)
+    check_checkpoint(state, net, build_optimizer(config), run_dir / CHECKPOINT)  # as evaluate and --resume do
+    net.set_params(params)
     path = nir.save(net, args.nir)
     print(f"wrote {path}: {len(net.layers)} layers ({', '.join(layer.model.name for layer in net.layers)}), "
           f"epoch {int(state['epoch'])} of {run_dir}")
@@ -417,6 +480,34 @@ def _host(array):
 
 # -- parser ----------------------------------------------------------------------------------
 DT_HELP = "time step of a NIR graph's forward Euler (default: the graph's own, else 1e-4, snnTorch's)"
+DEFAULT_TASK = "randman"  # generated, so it needs no download
+FLOAT_TYPES = ["float32", "float64"]
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's help with each option's default. A train option that the task fills (its
+    parser default None) shows the default task's value and every other task's own."""
+
+    def _get_help_string(self, action):
+        if getattr(action, "task_fills", False):
+            return f"{action.help} ({_train_default(action.dest)})"
+        default = action.default
+        if default is None or default is argparse.SUPPRESS or action.nargs == 0 or "default:" in (action.help or ""):
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{action.help} (default: {shown})".replace("%", "%%")
+
+
+def _train_default(name: str) -> str:
+    """What train's option ``name`` is without it: Config's value, or the task's where the task
+    has its own (data.TASKS owns those)."""
+    from .data import TASKS
+
+    def value(task: str):
+        return TASKS[task].defaults.get(name, getattr(Config(), name))
+
+    others = [f"{task} {value(task)}" for task in TASKS if value(task) != value(DEFAULT_TASK)]
+    return f"default: {value(DEFAULT_TASK)}" + "".join(f"; {other}" for other in others)
 
 
 def _typed(rule):
@@ -434,6 +525,13 @@ def _setting(name: str):
     return _typed(SETTINGS[name])
 
 
+def _path(text: str) -> str:
+    """A file or folder named on the command line: never empty (an empty --out is not "the default")."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symgrad",
@@ -441,7 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("inspect", help="show a model's Jacobians, their classes and the trace plan")
+    def command(name: str, help: str, func):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+        p.set_defaults(func=func, command_parser=p)
+        return p
+
+    p = command("inspect", "show a model's Jacobians, their classes and the trace plan", cmd_inspect)
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME, or GRAPH.nir (each layer's model)")
     p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable summary")
@@ -450,21 +553,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=_typed(count(1)), default=140, help="input channels for the memory figures")
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false",
                    help="size the memory figures without a recurrent projection")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.set_defaults(func=cmd_inspect)
+    p.add_argument("--dtype", choices=FLOAT_TYPES, default="float32", help="number type for the memory figures")
 
-    p = sub.add_parser("generate", help="write the generated code of models")
+    p = command("generate", "write the generated code of models", cmd_generate)
     p.add_argument("models", nargs="*", help="built-in names, FILE.py or FILE.py:NAME, or GRAPH.nir (the "
                    "model of each of its layers)")
     p.add_argument("--all", action="store_true", help="every built-in model")
-    p.add_argument("--out", default="generated", help="output folder (default: generated)")
+    p.add_argument("--out", type=_path, default="generated", help="output folder")
     p.add_argument("--backend", nargs="+", default=list(render.BACKENDS), choices=list(render.BACKENDS),
-                   help="backends to generate for (default: all)")
-    p.set_defaults(func=cmd_generate)
+                   help="backends to generate for")
 
-    p = sub.add_parser("train", help="train a network on a task, writing a run folder")
-    p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME, or GRAPH.nir: a NIR network "
-                   "to train further (its graph fixes --hidden, --layers, --kappa and recurrence)")
+    p = command("train", "train a network on a task, writing a run folder", cmd_train)
+    p.add_argument("model", metavar="MODEL|RUNDIR",
+                   help="built-in name, FILE.py or FILE.py:NAME, or GRAPH.nir: a NIR network to train "
+                        "further (its graph fixes --hidden, --layers, --kappa and recurrence); with "
+                        "--resume, the run folder to continue")
     p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
     p.add_argument("--add-readout", action="store_true", default=None,
                    help="a NIR graph whose output is a spiking layer: train it through an added leaky "
@@ -474,66 +577,107 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach-reset", action="store_true", default=None,
                    help="a NIR graph: no gradient through the reset to v_reset (the same network; with one "
                         "time constant per layer, every trace becomes a cheap presynaptic filter)")
-    p.add_argument("--task", help="fsdd, shd, ssc, randman, evidence or pattern "
-                   "(default: randman, generated, needs no download)")
-    p.add_argument("--data", metavar="DIR", help="data folder for fsdd, shd and ssc")
-    p.add_argument("--hidden", type=_setting("hidden"), help="neurons per layer")
-    p.add_argument("--layers", type=_setting("layers"), help="number of hidden layers")
-    p.add_argument("--epochs", type=_setting("epochs"))
-    p.add_argument("--batch", type=_setting("batch"))
-    p.add_argument("--rule", choices=["eprop", "bptt"])
-    p.add_argument("--backend", choices=list(backends.BACKENDS))
+    p.add_argument("--task", help=f"fsdd, shd, ssc, randman, evidence or pattern (default: {DEFAULT_TASK}, "
+                                  f"generated, needs no download)")
+    p.add_argument("--data", metavar="DIR", type=_path, help="data folder for fsdd, shd and ssc")
+    task_fills = [
+        p.add_argument("--hidden", type=_setting("hidden"), help="neurons per layer"),
+        p.add_argument("--layers", type=_setting("layers"), help="number of hidden layers"),
+        p.add_argument("--epochs", type=_setting("epochs"), help="epochs in all (resuming: those done included)"),
+        p.add_argument("--batch", type=_setting("batch"), help="samples per batch"),
+        p.add_argument("--rule", choices=["eprop", "bptt"], help="learning rule: e-prop, online, or BPTT"),
+        p.add_argument("--backend", choices=list(backends.BACKENDS), help="where the network runs"),
+        p.add_argument("--seed", type=_setting("seed"), help="seed of the weights and the batch order"),
+        p.add_argument("--lr", type=_setting("lr"), help="learning rate"),
+        p.add_argument("--optimizer", choices=["adam", "sgd"], help="optimiser"),
+        p.add_argument("--schedule", choices=["cosine", "constant"], help="learning rate over epochs"),
+        p.add_argument("--kappa", type=_setting("kappa"), help="readout leak, in [0, 1) (0: instantaneous readout)"),
+        p.add_argument("--loss", choices=list(LOSSES), help="loss of the readout"),
+        p.add_argument("--feedback", choices=["symmetric", "random"],
+                       help="e-prop's learning signal through the readout weights, or fixed random ones"),
+        p.add_argument("--reg", type=_setting("reg"), help="firing-rate regularisation strength"),
+        p.add_argument("--dtype", choices=FLOAT_TYPES, help="number type of the network"),
+    ]
+    for action in task_fills:
+        action.task_fills = True
     p.add_argument("--workers", type=_setting("workers"), metavar="N",
                    help="threads for e-prop's gradient pass (default: the CPU count, at most 8)")
-    p.add_argument("--seed", type=_setting("seed"))
-    p.add_argument("--lr", type=_setting("lr"), help="learning rate")
-    p.add_argument("--optimizer", choices=["adam", "sgd"])
-    p.add_argument("--schedule", choices=["cosine", "constant"], help="learning rate over epochs")
-    p.add_argument("--kappa", type=_setting("kappa"),
-                   help="readout leak, in [0, 1) (0: instantaneous readout)")
-    p.add_argument("--loss", choices=list(LOSSES))
-    p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None)
-    p.add_argument("--update-every", type=_setting("update_every"), metavar="K", help="update the weights every K steps")
-    p.add_argument("--feedback", choices=["symmetric", "random"])
-    p.add_argument("--reg", type=_setting("reg"),
-                   help="firing-rate regularisation strength")
-    p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=None,
+                   help="no recurrent projection (default: one in every hidden layer)")
+    p.add_argument("--update-every", type=_setting("update_every"), metavar="K",
+                   help="update the weights every K steps (default: once, at the end of each batch)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_task_setting,
                    help="a setting of the task's loader, e.g. test_speaker=jackson, augment=0 or "
                         "skip_unreadable=true for fsdd, pool=5 for shd (repeatable)")
-    p.add_argument("--out", metavar="RUNDIR", help="run folder (default: runs/NAME-TASK-seedS, NAME the model's name)")
+    p.add_argument("--out", metavar="RUNDIR", type=_path,
+                   help="run folder (default: runs/NAME-TASK-seedS, NAME the model's name)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in RUNDIR with the settings in its config.json; only "
+                   help="continue a run (RUNDIR, or --out) with the settings in its config.json; only "
                         "--epochs and --data may differ from them")
+    p.add_argument("--model", dest="model_file", metavar="MODEL", type=_path,
+                   help="with --resume RUNDIR: the run's model (default: the one its config.json names, "
+                        "unless that is a model file: one runs only when named here; or where it moved)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy of a trained run, or of a NIR network, on a data set")
-    p.add_argument("run", metavar="RUNDIR|GRAPH.nir")
+    p = command("evaluate", "accuracy of a trained run, or of a NIR network, on a data set", cmd_evaluate)
+    p.add_argument("run", metavar="RUNDIR|GRAPH.nir", help="a run folder, or a NIR network as it is")
     p.add_argument("--task", help="task to evaluate on (default: the run's; needed for a NIR graph)")
-    p.add_argument("--data", metavar="DIR", help="data folder (default: the run's)")
+    p.add_argument("--data", metavar="DIR", type=_path, help="data folder (default: the run's)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_task_setting,
                    help="a setting of the task's loader, for a NIR graph (a run uses its own)")
     p.add_argument("--dt", type=_setting("dt"), help=DT_HELP)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="for a NIR graph")
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--dtype", choices=FLOAT_TYPES, default="float32", help="number type, for a NIR graph")
+    p.add_argument("--model", dest="model_file", metavar="MODEL", type=_path,
+                   help="the run's model (default: the one its config.json names, unless that is a "
+                        "model file: one runs only when named here)")
 
-    p = sub.add_parser("export", help="write a trained run's network in another format")
-    p.add_argument("run", metavar="RUNDIR")
-    p.add_argument("--nir", required=True, metavar="OUT.nir",
+    p = command("export", "write a trained run's network in another format", cmd_export)
+    p.add_argument("run", metavar="RUNDIR", help="the run folder")
+    p.add_argument("--nir", required=True, metavar="OUT.nir", type=_path,
                    help="write a NIR graph (its neuron models must be NIR primitives: LIF, CubaLIF, IF, "
                         "LI, CubaLI, I)")
-    p.set_defaults(func=cmd_export)
+    p.add_argument("--model", dest="model_file", metavar="MODEL", type=_path,
+                   help="the run's model (default: the one its config.json names, unless that is a "
+                        "model file: one runs only when named here)")
 
-    p = sub.add_parser("grads", help="loss and gradients of one batch, from and to .npz files")
+    p = command("grads", "loss and gradients of one batch, from and to .npz files", cmd_grads)
     p.add_argument("model", help="built-in name, FILE.py or FILE.py:NAME")
-    p.add_argument("--inputs", required=True, metavar="IN.npz")
-    p.add_argument("--out", required=True, metavar="OUT.npz")
-    p.add_argument("--rule", choices=["eprop", "bptt"], default="eprop")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--backend", choices=list(backends.BACKENDS), default=backends.DEFAULT)
-    p.set_defaults(func=cmd_grads)
+    p.add_argument("--inputs", required=True, metavar="IN.npz", type=_path,
+                   help="the batch and the weights (see the README's grads contract)")
+    p.add_argument("--out", required=True, metavar="OUT.npz", type=_path, help="file to write the loss and gradients to")
+    p.add_argument("--rule", choices=["eprop", "bptt"], default="eprop", help="learning rule")
+    p.add_argument("--dtype", choices=FLOAT_TYPES, default="float64", help="number type")
+    p.add_argument("--backend", choices=list(backends.BACKENDS), default=backends.DEFAULT, help="where the layer runs")
     return parser
+
+
+# A loader setting's type, as its default's: a value of another type is a mistake.
+LOADER_KINDS = {int: Rule(int, lambda v: True, "a whole number"), float: Rule(float, math.isfinite, "a number"),
+                bool: Rule(bool, lambda v: True, "true or false")}
+
+
+def _check_task_settings(args):
+    """Each --set against its task's loader (exit 2, as any bad option): a setting the loader
+    takes, of the type of its default. A resumed run's task is its own, and any --set that
+    differs from its settings is refused anyway."""
+    from .data import TASKS
+
+    if not getattr(args, "set", None) or getattr(args, "resume", False):
+        return
+    name = args.task or (DEFAULT_TASK if args.command == "train" else None)
+    if name not in TASKS:
+        return  # an unknown task is load_task's to name
+    task = TASKS[name]
+    unknown = sorted({key for key, _ in args.set} - set(task.settings))
+    if unknown:
+        args.command_parser.error(f"argument --set: task {name!r}: unknown setting(s) {', '.join(unknown)}; "
+                                  f"known: {', '.join(task.settings)}")
+    defaults = {p.name: p.default for p in inspect.signature(task.loader).parameters.values()}
+    for key, value in args.set:
+        rule = LOADER_KINDS.get(type(defaults[key]))
+        problem = rule and rule.problem(value)
+        if problem:
+            args.command_parser.error(f"argument --set: {key} {problem} (a setting of task {name!r})")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -545,6 +689,7 @@ def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_task_settings(args)
     try:
         return args.func(args)
     except (ModelError, UserError) as err:

@@ -13,8 +13,10 @@ import keyword
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.core.function import Application
 
 from . import surrogates
+from .printing import SUPPORTED
 from .surrogates import Pseudo, Spike
 
 
@@ -71,6 +73,9 @@ class NeuronModel:
                 below, or the data) or "recurrent"; by default every input hears both.
     signs:      {input name: +1 or -1}: the weights of every projection to that input keep this
                 sign through training (Dale's law); by default none is constrained.
+    source_file: the file the model was loaded from (its absolute path), set by what read it
+                (symgrad.models.load, or symgrad generate for a NIR graph's layers); None for a
+                built-in or a model built in Python.
     """
 
     name: str
@@ -85,6 +90,7 @@ class NeuronModel:
     inputs: tuple = ()
     projections: dict | None = None
     signs: dict | None = None
+    source_file: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.states = dict(self.states)
@@ -209,6 +215,7 @@ def _validate(model: NeuronModel) -> None:
                     raise ModelError(f"duplicate name {sym.name!r} in {place}: a different symbol "
                                      f"with the same name as a declared one (check its assumptions)")
                 raise ModelError(f"undeclared symbol {sym.name!r} in {place}: {expr}")
+        _reject_unsupported(expr, place)
         _reject_non_differentiable(expr, place)
     for symbol in model.inputs:
         if symbol in model.output.free_symbols:
@@ -298,6 +305,22 @@ def _check_wiring(model: NeuronModel) -> None:
 
 _LOGICAL = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
             sp.logic.boolalg.BooleanAtom)
+
+
+def _reject_unsupported(expr: sp.Expr, place: str) -> None:
+    """Every function called is one the printers write for every backend (printing.SUPPORTED)."""
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, Application) and not isinstance(node, (*SUPPORTED, Spike, Pseudo, stop_gradient)):
+            raise ModelError(f"unsupported function {node.func} in {place}: {node}; a model may call "
+                             f"{_supported()}")
+
+
+def _supported() -> str:
+    steps = [f.__name__ for f in SUPPORTED if issubclass(f, NON_DIFFERENTIABLE + _LOGICAL)]
+    smooth = [f.__name__ for f in SUPPORTED if f.__name__ not in steps]
+    codegen = [f.__name__ for f in SUPPORTED if f.__module__.startswith("sympy.codegen")]
+    return (f"{', '.join(smooth)} ({', '.join(codegen)} from sympy.codegen.cfunctions) and, "
+            f"inside stop_gradient(), {', '.join(steps)}")
 
 
 def _reject_non_differentiable(expr: sp.Expr, place: str, in_spike: bool = False) -> None:

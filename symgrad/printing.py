@@ -1,30 +1,63 @@
-"""Printing SymPy expressions as NumPy code.
+"""Printing SymPy expressions as NumPy, Numba and CUDA code.
 
 Spikes and surrogate derivatives print as calls of small helpers defined at the top of the
 generated module (``spike``, ``triangle_psi``, ...), so the generated code reads like the
 model; ``helpers`` returns the source of exactly the helpers an expression list uses.
+
+``FUNCTIONS`` and ``WRITTEN_OUT`` are every function a model may call: symgrad.model refuses
+any other when a model is declared, and tests/test_functions.py runs each on every backend.
 """
 from __future__ import annotations
 
 import inspect
 
 import sympy as sp
+from sympy.codegen.cfunctions import exp2, expm1, hypot, log1p, log2, log10
 from sympy.printing.numpy import NumPyPrinter as _SymPyNumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
 
 from .surrogates import Pseudo, Spike
 
+# SymPy function: (its NumPy function, which the Numba kernels call too, on scalars; its CUDA
+# function, with float and double overloads). NumPy has no erf or erfc: Python's math module
+# stands in, called as it is in the Numba kernels and mapped over arrays by a helper of the same
+# name in the NumPy module (``array_helper``).
+FUNCTIONS = {
+    sp.exp: ("np.exp", "exp"), sp.log: ("np.log", "log"),
+    exp2: ("np.exp2", "exp2"), log2: ("np.log2", "log2"), log10: ("np.log10", "log10"),
+    expm1: ("np.expm1", "expm1"), log1p: ("np.log1p", "log1p"),
+    sp.sin: ("np.sin", "sin"), sp.cos: ("np.cos", "cos"), sp.tan: ("np.tan", "tan"),
+    sp.asin: ("np.arcsin", "asin"), sp.acos: ("np.arccos", "acos"), sp.atan: ("np.arctan", "atan"),
+    sp.atan2: ("np.arctan2", "atan2"), hypot: ("np.hypot", "hypot"),
+    sp.sinh: ("np.sinh", "sinh"), sp.cosh: ("np.cosh", "cosh"), sp.tanh: ("np.tanh", "tanh"),
+    sp.asinh: ("np.arcsinh", "asinh"), sp.acosh: ("np.arccosh", "acosh"), sp.atanh: ("np.arctanh", "atanh"),
+    sp.erf: ("math.erf", "erf"), sp.erfc: ("math.erfc", "erfc"),
+    # without a useful derivative: a model calls these inside stop_gradient() only
+    sp.Abs: ("np.abs", "fabs"), sp.Max: ("np.maximum", "fmax"), sp.Min: ("np.minimum", "fmin"),
+    sp.floor: ("np.floor", "floor"), sp.ceiling: ("np.ceil", "ceil"),
+}
+# Written out by each printer its own way (a sign, a remainder, a choice and its conditions); like
+# the relations they test, a model uses them inside stop_gradient() only.
+WRITTEN_OUT = (sp.sign, sp.Mod, sp.frac, sp.Heaviside, sp.Piecewise, sp.And, sp.Or, sp.Not)
+SUPPORTED = (*FUNCTIONS, *WRITTEN_OUT)
+
 
 class _ModelFunctions:
-    """Spikes, surrogates, max, min and abs, printed alike by every backend's printer.
+    """Spikes, surrogates and the FUNCTIONS, printed alike by every backend's printer.
 
-    A backend names its maximum, minimum and absolute-value functions; ``_arg`` prints a
-    function argument (the CUDA printer makes numbers ``real`` literals there).
+    ``function`` names a SymPy function in the backend's code; ``_arg`` prints a function
+    argument (the CUDA printer makes numbers ``real`` literals there).
     """
 
-    maximum = minimum = absolute = ""
+    def function(self, func) -> str:
+        raise NotImplementedError
 
     def _arg(self, expr) -> str:
         return self._print(expr)
+
+    def _print_listed(self, expr):
+        return f"{self.function(expr.func)}({', '.join(self._arg(a) for a in expr.args)})"
 
     def _fold(self, func, args):
         text = self._arg(args[0])
@@ -33,13 +66,10 @@ class _ModelFunctions:
         return text
 
     def _print_Max(self, expr):
-        return self._fold(self.maximum, expr.args)
+        return self._fold(self.function(sp.Max), expr.args)
 
     def _print_Min(self, expr):
-        return self._fold(self.minimum, expr.args)
-
-    def _print_Abs(self, expr):
-        return f"{self.absolute}({self._arg(expr.args[0])})"
+        return self._fold(self.function(sp.Min), expr.args)
 
     def _print_Spike(self, expr):
         return f"spike({self._arg(expr.args[0])})"
@@ -55,13 +85,29 @@ class _ModelFunctions:
         return super()._print_Function(expr)
 
 
+# SymPy's printers dispatch on _print_<class name>, ahead of their own ways to print these
+for _function in FUNCTIONS:
+    if _function not in (sp.Max, sp.Min):  # folded, two arguments at a time
+        setattr(_ModelFunctions, f"_print_{_function.__name__}", lambda self, expr: self._print_listed(expr))
+
+
 class NumPyPrinter(_ModelFunctions, _SymPyNumPyPrinter):
     """Element-wise NumPy code, with ``np.`` as the module prefix."""
 
-    maximum, minimum, absolute = "np.maximum", "np.minimum", "np.abs"
-
     def __init__(self):
         super().__init__({"inline": True})
+
+    def function(self, func) -> str:
+        return FUNCTIONS[func][0].removeprefix("math.")  # the helper that maps it over an array
+
+    def _print_And(self, expr):
+        return self._fold("np.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._fold("np.logical_or", expr.args)
+
+    def _print_Not(self, expr):
+        return f"np.logical_not({self._print(expr.args[0])})"
 
     def _module_format(self, fqn, register=True):
         name = super()._module_format(fqn, register)
@@ -82,12 +128,25 @@ class NumbaPrinter(NumPyPrinter):
             text = value if condition == sp.true else f"({value} if {self._print(condition)} else {text})"
         return text
 
+    def function(self, func) -> str:
+        return FUNCTIONS[func][0]
+
     def _print_Relational(self, expr):
         return f"({self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)})"
+
+    def _print_And(self, expr):
+        return "(" + " and ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        return "(" + " or ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        return f"(not {self._print(expr.args[0])})"
 
 
 _PRINTER = NumPyPrinter()
 _NUMBA_PRINTER = NumbaPrinter()
+_STR = StrPrinter()
 
 
 def numpy_code(expr: sp.Expr) -> str:
@@ -117,6 +176,31 @@ def numpy_helper(cls: type) -> tuple[str, str, str]:
     return cls.__name__, ", ".join(names), numpy_code(cls.formula(*sp.symbols(names)))
 
 
+def math_calls(exprs) -> list[str]:
+    """The functions of Python's math module that ``exprs`` call, by name (see FUNCTIONS)."""
+    return sorted({FUNCTIONS[f.func][0].removeprefix("math.") for e in exprs for f in e.atoms(sp.Function)
+                   if FUNCTIONS.get(f.func, ("",))[0].startswith("math.")})
+
+
+def array_helper(name: str) -> tuple[str, str, str]:
+    """(name, argument list, body expression) of the NumPy helper that maps Python's math function
+    ``name`` over an array, keeping its floating type."""
+    return name, "x", f"np.vectorize(math.{name}, otypes=[np.result_type(x, 1.0)])(x)"
+
+
+def linear_text(terms) -> str:
+    """``a * x + (b - c) * y - u``: the sum of (coefficient, operand) pairs in SymPy's notation, each
+    coefficient bracketed where its precedence needs it and a unit one left out."""
+    text = ""
+    for coefficient, operand in terms:
+        sign = " + "
+        if not coefficient.is_Add and coefficient.could_extract_minus_sign():
+            sign, coefficient = " - ", -coefficient
+        factor = _STR.parenthesize(coefficient, PRECEDENCE["Mul"])
+        text += sign + (operand if coefficient == 1 else f"{factor} * {operand}")
+    return "-" + text[3:] if text.startswith(" - ") else text[3:] or "0"
+
+
 # -- CUDA --------------------------------------------------------------------------------------
 # The kernels are templates on ``real`` (float or double), so every number is printed as a
 # ``real(...)`` literal or left an integer that C++ promotes to real next to a real operand;
@@ -124,16 +208,16 @@ def numpy_helper(cls: type) -> tuple[str, str, str]:
 # functions (and of the host shim's <cmath>) are the ones chosen, never a promotion to double.
 
 from sympy.printing.c import C99CodePrinter as _C99CodePrinter  # noqa: E402
-from sympy.printing.c import known_functions_C99 as _C99_FUNCTIONS  # noqa: E402
 
 
 class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
     """Element-wise CUDA C++ for kernels templated on ``real``."""
 
-    maximum, minimum, absolute = "fmax", "fmin", "fabs"
-
     def __init__(self):
         super().__init__({"math_macros": {}})
+
+    def function(self, func) -> str:
+        return FUNCTIONS[func][1]
 
     def _number(self, value) -> str:
         value = float(value)
@@ -187,18 +271,26 @@ class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
         x, y = expr.args
         return self._print(x - y * sp.floor(x / y))
 
-    def _print_math(self, expr):
-        if expr.is_number:
-            return self._number(expr)
-        known = self.known_functions[type(expr).__name__]
-        if not isinstance(known, str):
-            known = next(name for test, name in known if test(*expr.args))
-        return f"{known}({', '.join(self._arg(a) for a in expr.args)})"
+    def _print_listed(self, expr):
+        return self._number(expr) if expr.is_number else super()._print_listed(expr)
 
+    def _print_sign(self, expr):
+        # a real, never an int: 1/sign(x) must not be an integer division
+        x = self._print(expr.args[0])
+        return f"real(({x} > 0) - ({x} < 0))"
 
-for _name in _C99_FUNCTIONS:
-    if _name not in ("Abs", "Max", "Min"):
-        setattr(CUDAPrinter, f"_print_{_name}", CUDAPrinter._print_math)
+    def _print_Piecewise(self, expr):
+        """On one line, every value a real (an int choice would make 1/(...) an integer division);
+        no condition holding gives NaN, as NumPy's np.select does."""
+        text = 'real(nan(""))'
+        for value, condition in reversed(expr.args):
+            value = self._arg(value)
+            text = value if condition == sp.true else f"({self._print(condition)} ? {value} : {text})"
+        return text
+
+    def _print_Heaviside(self, expr):
+        return self._print(expr.rewrite(sp.Piecewise))
+
 
 _CUDA_PRINTER = CUDAPrinter()
 
@@ -231,7 +323,4 @@ def cuda_helper(cls: type) -> tuple[str, str, str]:
 
 def cuda_function_names() -> list[str]:
     """The math functions the CUDA printer may call."""
-    names = {"fmax", "fmin", "fabs", "pow", "sqrt"}
-    for known in _C99_FUNCTIONS.values():
-        names.update([known] if isinstance(known, str) else [name for _, name in known])
-    return sorted(names)
+    return sorted({cuda for _, cuda in FUNCTIONS.values()} | {"pow", "sqrt", "floor", "nan"})

@@ -9,12 +9,14 @@ summary and the kernels, and the runtime builds its layers from it. Jinja runs w
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass
+import os
+import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
 
-from . import __version__, store
+from . import __version__, models, store
 from .analysis import Analysis
 from .kernels import Blueprint, Kernel, blueprint
 from .model import NeuronModel
@@ -81,7 +83,8 @@ def _render(design: Blueprint, backend: str) -> str:
     target = TARGETS[backend]
     model = design.model
     values = {"version": __version__, "model": model, "doc": (model.doc or "").strip(),
-              "header": header(design.analysis, design.plans), **target.context(design)}
+              "regenerate": regenerate(model, backend), "header": header(design.analysis, design.plans),
+              **target.context(design)}
     text = environment().get_template(f"{backend}/{target.template}{TEMPLATE_SUFFIX}").render(values)
     if target.python:
         try:
@@ -94,9 +97,33 @@ def _render(design: Blueprint, backend: str) -> str:
     return text
 
 
+def regenerate(model: NeuronModel, backend: str) -> str:
+    """How to write ``backend``'s file of ``model`` again, as the file's header says it."""
+    option = "" if backend == "numpy" else f" --backend {backend}"
+    if model.source_file:  # a model file, named with the model (it may hold several), or a NIR graph
+        spec = _shown(model.source_file) + (f":{model.name}" if model.source_file.endswith(".py") else "")
+        return f"`symgrad generate {shlex.quote(spec)}{option}`"
+    if model.name in models.BUILTIN and model == models.builtin(model.name):
+        return f"`symgrad generate {model.name}{option}`"
+    backends = "" if backend == "numpy" else f', backends=["{backend}"]'
+    return f"`symgrad.render.generate(model{backends})`, where the model is built,"
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the current folder where it lies below it, as it was likely typed."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def render(model: NeuronModel, backend: str = "numpy", dense: bool = False) -> str:
     """The generated file of ``model`` for ``backend``; ``dense`` forces every trace per synapse."""
     return generate_code(model, dense, (backend,)).texts[backend]
+
+
+def same_code(a: NeuronModel, b: NeuronModel) -> bool:
+    """Whether models ``a`` and ``b`` generate the same code, whichever file each came from (every
+    backend renders the same analysis, so NumPy's module stands for them all)."""
+    return render(replace(a, source_file=None)) == render(replace(b, source_file=None))
 
 
 def cuda_kernels(model: NeuronModel, dense: bool = False) -> list[Kernel]:
@@ -104,8 +131,12 @@ def cuda_kernels(model: NeuronModel, dense: bool = False) -> list[Kernel]:
     return [k for k in generate_code(model, dense, ()).kernels if not k.cpu_only]
 
 
+def files(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> dict:
+    """{path under ``out_dir/<model>/``: text} of the generated files of ``model``, unwritten."""
+    code = generate_code(model, backends=tuple(dict.fromkeys(backends)))
+    return {Path(out_dir) / model.name / TARGETS[b].filename: code.texts[b] for b in code.texts}
+
+
 def generate(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> list[Path]:
     """Write the generated files of ``model`` under ``out_dir/<model>/``; return their paths."""
-    code = generate_code(model, backends=tuple(backends))
-    folder = Path(out_dir) / model.name
-    return [store.write_if_changed(folder / TARGETS[b].filename, code.texts[b]) for b in backends]
+    return [store.write_if_changed(path, text) for path, text in files(model, out_dir, backends).items()]

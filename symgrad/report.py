@@ -8,7 +8,9 @@ from __future__ import annotations
 import sympy as sp
 
 from .analysis import Analysis
+from .memory import size_text
 from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan, unheard_input
+from .printing import linear_text
 
 
 def _listed(plans) -> list[TracePlan]:
@@ -63,13 +65,6 @@ def header(analysis: Analysis, plans: list[TracePlan]) -> list[str]:
     return lines
 
 
-def _size(nbytes: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-
-
 def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pre, itemsize: int) -> str:
     """n_pre: the presynaptic inputs of each input's projections (one number: the same for each)."""
     model, names, plans = analysis.model, analysis.names, _listed(plans)
@@ -110,15 +105,15 @@ def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, i
     if unheard:
         out.append(f"  warning: {unheard}")
     for name, coefs in plan.filter_coefficients().items():
-        terms = [f"{sp.sstr(c)} * eps_{j}" for j, c in coefs["D"].items()]
-        if coefs["c"] != 0:
-            terms.append(f"{sp.sstr(coefs['c'])} * u")
-        out.append(f"  filter of eps_{name}: eps_{name},t = " + " + ".join(terms))
+        terms = [(c, f"eps_{j}") for j, c in coefs["D"].items()]
+        terms += [(coefs["c"], "u")] if coefs["c"] != 0 else []
+        out.append(f"  filter of eps_{name}: eps_{name},t = {linear_text(terms)}")
     rest = plan.quiescence
     if rest.event_driven:
         out += ["", f"rows at rest{of} (sample, neuron with every surrogate derivative zero at step t):"]
         out += [f"  when {condition} = 0" for condition in rest.at_rest]
-        out += [f"  eps_{name},t = {sp.sstr(decay)} * eps_{name},t-1" for name, decay in rest.decays.items()]
+        out += [f"  eps_{name},t = " + linear_text([(decay, f"eps_{name},t-1")])
+                for name, decay in rest.decays.items()]
         out.append("  e_t = 0: the filtered eligibility only decays by kappa, and no sum grows")
     else:
         out += ["", f"rows at rest{of}: none ({rest.reason})"]
@@ -126,7 +121,7 @@ def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, i
                 f"{itemsize}-byte floats):"]
     for label, filtered in (("instantaneous readout (kappa = 0)", False), ("leaky readout", True)):
         figures = plan.memory(batch, n, n_pre, itemsize, filtered=filtered)
-        parts = ", ".join(f"{k} {_size(v)}" for k, v in figures.items()
+        parts = ", ".join(f"{k} {size_text(v)}" for k, v in figures.items()
                           if v and k != "total")
-        out.append(f"  {label}: {_size(figures['total'])}" + (f" ({parts})" if parts else ""))
+        out.append(f"  {label}: {size_text(figures['total'])}" + (f" ({parts})" if parts else ""))
     return out

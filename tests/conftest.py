@@ -1,4 +1,5 @@
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -6,3 +7,22 @@ import pytest
 @pytest.fixture(autouse=True, scope="session")
 def _symgrad_cache(tmp_path_factory):
     os.environ["SYMGRAD_CACHE"] = str(tmp_path_factory.mktemp("symgrad-cache"))
+
+
+@pytest.fixture
+def symgrad(capsys, monkeypatch, tmp_path):
+    """The command line, run in this process (fast) in ``tmp_path``: run(*args) gives its exit
+    code, stdout and stderr."""
+    from symgrad.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit:  # argparse: --help, or a malformed command line
+            code = exit.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(code=code, out=out, err=err)
+    return run

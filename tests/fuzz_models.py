@@ -156,13 +156,15 @@ def non_differentiable(draw, states: list) -> sp.Expr:
 
 @st.composite
 def model_specs(draw) -> dict:
-    """Keyword arguments of a random ``NeuronModel``: 1-4 states, 0-6 parameters, one synaptic
-    input or (one in five) two or three."""
+    """Keyword arguments of a random ``NeuronModel``: 1-4 states, 0-6 parameters (none at all
+    in one in six), one synaptic input or (one in five) two or three."""
     n_states = draw(st.integers(1, 4))
     drawn = draw(names(n_states + 6))
     state_names, param_names = drawn[:n_states], drawn[n_states:]
     if one_in(draw, 40):  # a parameter named like a state: must be rejected
         param_names[0] = state_names[-1]
+    elif one_in(draw, 6):  # no parameters at all: every coefficient a number
+        param_names = []
     states = [sp.Symbol(n) for n in state_names]
     if one_in(draw, 5):
         count = draw(st.integers(2, 3))

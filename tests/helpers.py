@@ -80,11 +80,15 @@ def smooth_variant(model: NeuronModel, sharpness=4.0) -> NeuronModel:
         # far below threshold as exp(-k x) / (1 + exp(-k x))^2 does.
         return expr.replace(lambda e: isinstance(e, Spike),
                             lambda e: (1 + sp.tanh(sharpness * e.args[0] / 2)) / 2)
+    update = {s: smooth(e) for s, e in model.update.items()}
+    heard = set().union(*(e.free_symbols for e in update.values()))
+    # A model that ignores its one input was declared without naming it; so is its variant.
+    inputs = model.inputs if set(model.inputs) <= heard else ()
     return NeuronModel(
-        name=f"{model.name}_smooth", states=model.states, params=model.params,
-        update={s: smooth(e) for s, e in model.update.items()}, output=smooth(model.output),
-        input=model.input, learnable=model.learnable, per_neuron=model.per_neuron, doc=model.doc,
-        inputs=model.inputs, projections=model.projections, signs=model.signs)
+        name=f"{model.name}_smooth", states=model.states, params=model.params, update=update,
+        output=smooth(model.output), input=model.input, learnable=model.learnable,
+        per_neuron=model.per_neuron, doc=model.doc, inputs=inputs, projections=model.projections,
+        signs=model.signs)
 
 
 def write_wav(path, audio, rate=8000, channels=1):

@@ -153,11 +153,12 @@ def test_fsdd_cache(fsdd_dir, cache, monkeypatch):
         with pytest.raises(AssertionError, match="converted"):
             fsdd.load_fsdd_all(fsdd_dir, cache_dir=cache, progress=False)
 
-    # A corrupt cache file is rebuilt.
+    # A corrupt cache file is rebuilt, with a warning.
     fsdd.load_fsdd_all(fsdd_dir, cache_dir=cache, progress=False)
     for f in cache.glob("*.npz"):
         f.write_bytes(b"garbage")
-    rebuilt = fsdd.load_fsdd_all(fsdd_dir, cache_dir=cache, progress=False)
+    with pytest.warns(UserWarning, match="is not an .npz archive; converting the recordings again"):
+        rebuilt = fsdd.load_fsdd_all(fsdd_dir, cache_dir=cache, progress=False)
     assert len(rebuilt) == 42
     with monkeypatch.context() as m:
         m.setattr(fsdd, "convert", no_conversion)
@@ -270,13 +271,14 @@ def test_fsdd_cache_that_cannot_be_written_only_warns(fsdd_dir, tmp_path):
     assert len(d) == 42
 
 
-def test_fsdd_evaluation_loads_every_recording_with_the_runs_front_end(fsdd_dir, cache):
+def test_fsdd_evaluation_loads_every_recording_with_the_runs_front_end(fsdd_dir, tmp_path, monkeypatch):
     """The run's settings that load_fsdd_all takes apply; the split's and augment's do not."""
-    settings = dict(channels=16, steps=30, test_speaker="bob", augment=2, cache_dir=cache, progress=False)
+    monkeypatch.setenv("SYMGRAD_CACHE", str(tmp_path / "env"))
+    settings = dict(channels=16, steps=30, test_speaker="bob", augment=2, progress=False)
     split = data.TASKS["fsdd"].everything(fsdd_dir, **settings)
     assert split.train is split.test and split.test.x.shape == (42, 30, 16)
     assert split.test.variants is None
-    assert len(list(cache.glob("*.npz"))) == 1  # the run's cache folder was used
+    assert len(list((tmp_path / "env" / "fsdd").glob("*.npz"))) == 1  # symgrad's cache folder was used
 
 
 def test_fsdd_other_formats(tmp_path):

@@ -11,13 +11,15 @@ For every drawn model exactly one of two things holds:
     with kappa 0 and 0.8, and a drawn loss (ce, mse per step, or ce_mean, ce_last);
   - BPTT equals central finite differences on the model's smooth variant (with W_rec);
   - and, in ``test_compiled_backends_equal_numpy``, the generated CUDA compiles with NVRTC as
-    CuPy compiles it, and the Numba and CUDA host-shim backends give NumPy's results.
+    CuPy compiles it, and the Numba and CUDA host-shim backends give NumPy's results, in float64
+    and (the host shim for every model, Numba for those without parameters) in float32.
 
 What a run covers. By default the examples are fixed (``derandomize``), so CI sees the same
-models every time: ``test_random_models`` draws 100 models, of which symgrad accepts 70 and
-these are checked on NumPy (about 35 s on two cores), and ``test_compiled_backends_equal_numpy``
-draws 20 other models, of which 14 are accepted and checked on every backend (about 85 s: Numba
-and the host shim compile each model for seconds, so they see a subset). Silent networks are
+models every time: ``test_random_models`` draws 100 models, of which symgrad accepts about 60 and
+these are checked on NumPy (about 80 s on two cores), and ``test_compiled_backends_equal_numpy``
+draws 20 other models, of which 13 are accepted and checked on every backend (about 80 s: Numba
+and the host shim compile each model for seconds, so they see a subset; 6 of the 20 have no
+parameters). Silent networks are
 discarded and redrawn; --hypothesis-show-statistics prints the counts and the reasons for
 rejection. The long run draws fresh models instead, as many as the environment asks:
 
@@ -80,12 +82,13 @@ def inputs():
     return x, rng.integers(0, N_OUT, BATCH)
 
 
-def network(model, scale, backend="numpy", recurrent=False, kappa=0.0):
+def network(model, scale, backend="numpy", recurrent=False, kappa=0.0, dtype="float64"):
     """One layer of ``model`` with its input weights scaled by ``scale`` (a model that ignores
     its input is expected here: its warning is not news)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "model .* reaches no state")
-        net = Network(model, N_IN, HIDDEN, N_OUT, recurrent=recurrent, kappa=kappa, seed=2, backend=backend)
+        net = Network(model, N_IN, HIDDEN, N_OUT, recurrent=recurrent, kappa=kappa, seed=2, backend=backend,
+                      dtype=dtype)
     for layer in net.layers:
         for name in input_weights(layer):
             net.params[name] *= scale
@@ -156,6 +159,23 @@ def check_backend_equals_numpy(model, scale, backend):
                 assert relative_error(got.grads[key], value) <= 1e-9, (backend, rule.__name__, key)
 
 
+def check_backend_runs_float32(model, scale, backend):
+    """e-prop and BPTT in float32 on ``backend`` against NumPy in float32: the kernels are typed,
+    and every array they are given (the fixed Jacobian entries of a model without parameters
+    too) must be float32. Float32 rounding differs between the two, so the bound is float32's."""
+    x, labels = inputs()
+    for rule, kappa in ((eprop, 0.8), (bptt, 0.6)):
+        expected = rule(network(model, scale, recurrent=True, kappa=kappa, dtype="float32"), x, labels)
+        assert expected.spikes[0] > 0, "the network is silent: this test would prove nothing"
+        got = rule(network(model, scale, backend, recurrent=True, kappa=kappa, dtype="float32"), x, labels)
+        assert got.spikes == expected.spikes, (backend, rule.__name__)
+        assert got.loss == pytest.approx(expected.loss, rel=1e-4), (backend, rule.__name__)
+        for key, value in expected.grads.items():
+            assert got.grads[key].dtype == np.float32, (backend, rule.__name__, key)
+            assert relative_error(got.grads[key].astype(float), value.astype(float)) <= 1e-3, (
+                backend, rule.__name__, key)
+
+
 def check_cuda_compiles_with_nvrtc(model) -> bool:
     """The generated .cu, with every kernel in float and double, compiles as CuPy compiles it;
     False where NVRTC is not found."""
@@ -195,5 +215,11 @@ def test_compiled_backends_equal_numpy(spec):
     scale = firing_scale(model)
     if not check_cuda_compiles_with_nvrtc(model):
         event("NVRTC not found: the .cu was compiled for the host only")
+    if not model.params:
+        event("no parameters")
     for backend in ("numba", "cuda-host"):
         check_backend_equals_numpy(model, scale, backend)
+        # float32 too: on the host shim for every model (its library holds both precisions), on
+        # Numba (which compiles each precision anew, for seconds) for the models without parameters
+        if backend == "cuda-host" or not model.params:
+            check_backend_runs_float32(model, scale, backend)

@@ -9,7 +9,7 @@ import sympy as sp
 from symgrad import ModelError, NeuronModel, render, spike, stop_gradient, surrogates
 from symgrad.runtime import Network, eprop
 from helpers import assert_eprop_equals_bptt, batch, relative_error
-from test_fuzz import check_backend_equals_numpy, check_cuda_compiles_with_nvrtc
+from test_fuzz import check_backend_equals_numpy, check_backend_runs_float32, check_cuda_compiles_with_nvrtc
 
 v, I, alpha = sp.symbols("v I alpha")
 
@@ -186,3 +186,23 @@ def test_kinks_inside_a_spike_are_rejected(kink):
     rejected(lambda: NeuronModel("kink_in_spike", {v: 0.0, w: 0.0}, {},
                                  {v: 0.9 * v + I, w: 0.8 * w + I}, spike(v - kink.subs(v, w))),
              "inside a spike in output")
+
+
+@pytest.mark.parametrize("backend", ["numba", "cuda-host"])
+def test_a_model_without_parameters_in_float32(backend):
+    # Was: "synapse_step: K_D_v_v is float64, expected float32": the kernels' layer took the
+    # dtype of its fixed Jacobian entries from the parameter arrays, and fell back to float64
+    # where a model has none.
+    check_backend_runs_float32(NeuronModel("no_params", {v: 0.0}, {}, {v: 0.5 * v + I}, spike(v - 1)), 3.0, backend)
+
+
+def test_the_smooth_variant_of_a_model_that_ignores_its_input():
+    # Was: "declared input 'I' of model 'fuzz_smooth' is used by no update": the finite-difference
+    # check rebuilt the model with inputs=(I,) named explicitly, which a model that never reads
+    # its input may not declare; the variant now declares its inputs as the model did.
+    from helpers import smooth_variant
+
+    w = sp.Symbol("w")
+    deaf = NeuronModel("deaf", {v: 0.9, w: 0.0}, {}, {v: 0.5 * v + 0.1, w: 0.8 * w - stop_gradient(spike(v - 1))},
+                       spike(v - 1))
+    assert [s.name for s in smooth_variant(deaf).inputs] == ["I"]

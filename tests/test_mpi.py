@@ -172,6 +172,57 @@ if job.rank == 0:
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), alone.x)
 
 
+@pytest.mark.parametrize("options, differ", [
+    ((["--epochs", "1"], ["--epochs", "2"]), "--epochs 1 (rank 0) vs 2 (rank 1)"),
+    (([], ["--rule", "bptt", "--seed", "3", "--kappa", "0.5"]),
+     "--rule not given (rank 0) vs bptt (rank 1); --seed not given (rank 0) vs 3 (rank 1); "
+     "--kappa not given (rank 0) vs 0.5 (rank 1)"),
+], ids=["epochs-hung", "rule-seed-kappa-summed-unlike-gradients"])
+def test_ranks_given_different_settings_stop_before_anything_in_one_line(tmp_path, options, differ):
+    """Different --epochs hung the job; a different rule, seed or leak summed unlike gradients
+    and ended with exit 0 (or a warning blaming the MPI library's sums)."""
+    command = [str(MPIEXEC)]
+    for rank, mine in enumerate(options):  # MPICH's MPMD syntax: one command per rank
+        command += [":"] * (rank > 0) + ["-n", "1", sys.executable, "-m", "symgrad.cli", "train", "alif", *SMALL,
+                                         "--out", "run", *mine]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"symgrad: error: the ranks were started with different settings: "
+                                        f"{differ} (every rank must be given the same)"], done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+FAILING_CONVERSION = """
+import os
+from symgrad import models
+from symgrad.data import fsdd
+
+model = models.builtin("alif")
+if os.environ.get("PMI_RANK") == "0":
+    def band_power_db(*args):  # rank 0 fails on its first recording; rank 1 converts its share
+        raise ZeroDivisionError("float division by zero")
+
+    fsdd.band_power_db = band_power_db
+"""
+
+
+def test_a_rank_failing_in_the_fsdd_conversion_stops_every_rank_with_one_line(tmp_path):
+    """Rank 0 failed while rank 1 waited in the gather of the converted shares: a hang."""
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for digit, freq in enumerate((300.0, 900.0)):
+        for index in range(6):
+            write_wav(folder / f"{digit}_alice_{index}.wav", tone(freq, 0.2))
+    (tmp_path / "failing.py").write_text(FAILING_CONVERSION)
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "symgrad.cli", "train", "failing.py", "--task", "fsdd",
+               "--data", str(folder), "--epochs", "1", "--hidden", "8", "--quiet", "--out", "run"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"symgrad: error: rank 0 of 2: fsdd: {folder / '0_alice_0.wav'} could "
+                                        f"not be converted (ZeroDivisionError: float division by zero)"], done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------------------- in one process
 
 
@@ -211,6 +262,24 @@ class Disagreeing(distributed.Single):
 
     def same_everywhere(self, digest):
         return False
+
+
+class Gathering(distributed.Single):
+    """Rank 0 of a job whose ranks were given ``everyone``'s settings."""
+
+    def __init__(self, everyone):
+        self.everyone, self.size = everyone, len(everyone)
+
+    def gather_all(self, value):
+        return self.everyone
+
+
+def test_differing_settings_are_told_with_every_ranks_value():
+    given = [{"--seed": seed, "--lr": 0.01, "--set": [("steps", 12)]} for seed in (0, 0, 1, 0, 0)]
+    with pytest.raises(distributed.RankFailed, match=r"^the ranks were started with different settings: "
+                                                     r"--seed 0 \(ranks 0-1, 3-4\) vs 1 \(rank 2\) \(every"):
+        distributed.require_same(Gathering(given), given[0])
+    distributed.require_same(Gathering([given[0]] * 5), given[0])  # all alike: nothing to say
 
 
 def test_ranks_whose_weights_differ_are_told_and_resynchronised(tmp_path):

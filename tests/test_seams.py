@@ -311,12 +311,12 @@ def test_settings_a_rule_cannot_train_are_refused_before_anything_is_written(tmp
 
 
 @pytest.mark.parametrize("setting, value, message", [
-    ("hidden", -3, "setting 'hidden' must be a whole number of at least 1, got -3"),
+    ("hidden", -3, "setting 'hidden' must be a whole number from 1 to 100000, got -3"),
     ("lr", "fast", "setting 'lr' must be a positive number, got 'fast'"),
     ("kappa", 1.5, "setting 'kappa' must be a number in [0, 1), got 1.5"),
     ("loss", "hinge", "setting 'loss' must be one of"),
     ("recurrent", "yes", "setting 'recurrent' must be true or false"),
-    ("workers", 0, "setting 'workers' must be a whole number of at least 1, got 0"),
+    ("workers", 0, "setting 'workers' must be a whole number from 1 to 1024, got 0"),
 ])
 def test_a_hand_edited_config_is_checked(run_dir, capsys, setting, value, message):
     path = run_dir / "config.json"
@@ -333,8 +333,6 @@ def test_a_hand_edited_config_is_checked(run_dir, capsys, setting, value, messag
     ("randman", "samples=-5", "randman: samples must be a whole number of at least 1, got -5"),
     ("randman", "steps=0", "randman: steps must be a whole number of at least 1, got 0"),
     ("randman", "n_classes=1", "randman: n_classes must be a whole number of at least 2"),
-    ("randman", "samples=abc", "randman: samples must be a whole number of at least 1, got 'abc'"),
-    ("randman", "alpha=nan", "randman: alpha must be a number at least 0, got nan"),
     ("randman", "seed=-1", "randman: seed must be a whole number of at least 0"),
     ("evidence", "cues=4", "evidence: cues must be odd"),
     ("evidence", "noise_rate=2", "evidence: noise_rate must be a number at least 0 and at most 1"),
@@ -343,6 +341,17 @@ def test_a_hand_edited_config_is_checked(run_dir, capsys, setting, value, messag
 def test_task_settings_are_checked(tmp_path, capsys, task, setting, message):
     code, _, err = cli(capsys, "train", "lif", "--task", task, "--set", setting, "--out", tmp_path / "r")
     assert code == 1 and message in one_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("samples=abc", "samples must be a whole number, got 'abc'"),
+    ("alpha=nan", "alpha must be a number, got nan"),
+])
+def test_task_settings_of_the_wrong_type_are_command_line_errors(tmp_path, capsys, setting, message):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "lif", "--set", setting, "--out", str(tmp_path / "r")])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

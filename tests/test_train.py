@@ -180,7 +180,7 @@ def test_train_data_errors_name_the_problem(tmp_path):
     out = cli("train", "alif", "--set", "colour", cwd=tmp_path)
     assert out.returncode == 2 and "expected KEY=VALUE" in out.stderr
     out = cli("train", "alif", "--set", "colour=red", cwd=tmp_path)
-    assert out.returncode == 1 and "unknown setting(s) colour" in out.stderr
+    assert out.returncode == 2 and "unknown setting(s) colour" in out.stderr  # a command-line error
     out = cli("train", "alif", "--task", "fsdd", "--data", str(tmp_path), "--set", "augment=-2", cwd=tmp_path)
     assert out.returncode == 1 and "augment must be" in out.stderr and "Traceback" not in out.stderr
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
+from .. import store
 from .base import DataError, Dataset, Split
 from .fsdd import load_fsdd, load_fsdd_all
 from .plots import audio_to_spikes, raster
@@ -38,10 +39,11 @@ class Task:
 
     @property
     def settings(self) -> list[str]:
-        """The keyword settings the loader accepts: its parameters but ``data_dir`` and those
-        a ``functools.partial`` fixes (shd's and ssc's ``name``)."""
+        """The keyword settings the loader accepts: its parameters but ``data_dir``, ``comm``,
+        ``cache_dir`` (see :func:`refuse_folders`) and those a ``functools.partial`` fixes
+        (shd's and ssc's ``name``)."""
         fixed = set(self.loader.keywords) if isinstance(self.loader, partial) else set()
-        return [p for p in self._parameters if p not in {"data_dir", "comm", *fixed}]
+        return [p for p in self._parameters if p not in {"data_dir", "comm", "cache_dir", *fixed}]
 
     @property
     def shares_work(self) -> bool:
@@ -58,11 +60,22 @@ class Task:
         return "progress" in self.settings
 
 
+def refuse_folders(name: str, settings: dict):
+    """A task's settings come from the command line or a run folder's config.json: data, never
+    a folder to write to. A crafted config.json naming a ``cache_dir`` made evaluate create
+    folders and write anywhere (and an empty one wrote into the current folder), so one is
+    refused; the cache folder is symgrad's own."""
+    if "cache_dir" in settings:
+        raise DataError(f"{name}: cache_dir is not a task setting (got {settings['cache_dir']!r}): symgrad "
+                        f"keeps its caches in {store.cache_root()}; set SYMGRAD_CACHE to move them")
+
+
 def _every_recording(data_dir, **settings) -> Split:
     """Every FSDD recording in ``data_dir``, whatever its index or speaker, converted with the
     run's settings of the front end (those load_fsdd_all takes). Scoring never reads
     augmented copies, so none are made."""
-    accepted = set(inspect.signature(load_fsdd_all).parameters) - {"data_dir", "augment"}
+    refuse_folders("fsdd", settings)
+    accepted = set(inspect.signature(load_fsdd_all).parameters) - {"data_dir", "augment", "cache_dir"}
     everything = load_fsdd_all(data_dir, **{k: v for k, v in settings.items() if k in accepted})
     return Split(everything, everything)
 
@@ -93,6 +106,7 @@ def load_task(name: str, data_dir=None, comm=None, **settings) -> Split:
     if name not in TASKS:
         raise DataError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     task = TASKS[name]
+    refuse_folders(name, settings)
     known = task.settings
     unknown = sorted(set(settings) - set(known))
     if unknown:

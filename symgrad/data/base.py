@@ -12,15 +12,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import memory
+from ..errors import UserError
+
 KINDS = ("classification", "regression")
 
 
-class DataError(Exception):
-    """A problem with the user's data (missing, unreadable, malformed).
+class DataError(UserError):
+    """A problem with the user's data (missing, unreadable, malformed) or with a loader's
+    setting.
 
-    The message always names the offending file or folder, so that it can be shown to the
-    user as it is, without a traceback.
+    The message always names the offending file, folder or setting, so that it can be shown
+    to the user as it is, without a traceback.
     """
+
+
+def affordable(task: str, what: str, nbytes: float) -> None:
+    """Refuse, before allocating it, what needs ``nbytes`` of memory when this machine has
+    not that much available: in one line, with ``what`` (the sizes behind it) and the figure,
+    rather than a MemoryError, or the swapping that comes before one."""
+    free = memory.available()
+    if nbytes > free:
+        raise DataError(f"{task}: {what} would need {memory.size_text(nbytes)} of memory, more than the "
+                        f"{memory.size_text(free)} available")
 
 
 def whole(task: str, name: str, value, least: int = 1) -> int:

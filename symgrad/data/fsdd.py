@@ -34,7 +34,9 @@ Hz (filters above the Nyquist frequency of a slower recording stay silent); ster
 averaged to mono.
 
 Conversion results are cached as an .npz keyed by the settings and by the names, sizes and
-modification times of the WAV files, so a folder is converted once.
+modification times of the WAV files, so a folder is converted once. A cache is checked before
+it is used (its recordings, shapes, values and labels against the folder and the settings);
+one that does not fit is converted again, with a warning.
 """
 from __future__ import annotations
 
@@ -44,13 +46,14 @@ import re
 import warnings
 import wave
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import store
-from .base import DataError, Dataset, Split, real, whole
+from .base import DataError, Dataset, Split, affordable, real, whole
 
 NAME_RE = re.compile(r"^(\d)_(.+)_(\d+)\.wav$", re.IGNORECASE)
 TEST_INDICES = (0, 1, 2, 3, 4)  # the official split: indices 0-4 test, the rest train
@@ -65,6 +68,10 @@ ONSET_GAIN = 2.0  # extra drive per unit rise of the level above its recent aver
 ONSET_TAU = 0.05  # s; time constant of that recent average
 RECOLOUR_GAIN = 15.0  # dB; scale of the random gain curve of an augmented copy
 RECOLOUR_NOISE = (20.0, 50.0)  # dB below the loudest band: range of its background noise level
+# Hz; sample rates of audio recordings. A header outside them is not a recording (a rate of 0
+# divided by zero; one of 2**31 Hz in a 16 kB file made an analysis window of 25.8 million
+# samples, and 21.5 GB of filterbank).
+RATES = (1000, 768000)
 # Bump when the front end changes, so stale caches are not reused.
 FRONT_END_VERSION = 2
 
@@ -136,6 +143,9 @@ def read_wav(path) -> tuple[np.ndarray, int]:
         reason = str(err) or ("the file is empty" if Path(path).stat().st_size == 0
                               else "the file ends inside its header")
         raise UnreadableWav(path, f"is not a readable PCM WAV file ({reason})") from None
+    if not RATES[0] <= rate <= RATES[1]:
+        raise UnreadableWav(path, f"has a sample rate of {rate} Hz, outside the {RATES[0]}-{RATES[1]} Hz "
+                                  f"of audio recordings")
     if n_frames == 0 or not raw:
         raise UnreadableWav(path, "holds no audio samples")
     if len(raw) < n_frames * n_channels * width:
@@ -180,9 +190,14 @@ def band_power_db(audio: np.ndarray, rate: int, channels: int, dt: float, steps:
     hop = max(1, round(dt * rate))
     win = max(hop, round(WINDOW * rate))
     n_fft = 1 << (win - 1).bit_length()
-    x = np.append(audio[0], audio[1:] - PRE_EMPHASIS * audio[:-1])
-    n_frames = min(steps, -(-len(x) // hop))
+    n_frames = min(steps, -(-len(audio) // hop))
     needed = (n_frames - 1) * hop + win
+    bins = n_fft // 2 + 1
+    # In float64: the padded signal, the windowed frames, their spectra (complex: two numbers;
+    # magnitude; power) and the filterbank with its temporaries.
+    affordable("fsdd", f"dt = {dt:g} s makes frames of {win} samples at {rate} Hz, whose analysis",
+               8 * (needed + n_frames * win + 4 * n_frames * bins + 4 * bins * channels))
+    x = np.append(audio[0], audio[1:] - PRE_EMPHASIS * audio[:-1])
     x = np.pad(x[:needed], (0, max(0, needed - len(x))))
     frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n_frames]
     power = np.abs(np.fft.rfft(frames * np.hanning(win), n_fft)) ** 2
@@ -268,20 +283,59 @@ def cache_key(recordings, settings: dict) -> str:
 CACHE_FIELDS = ("spikes", "labels", "speakers", "indices", "files")
 
 
-def _read_cache(path: Path, names: list[str], augment: int, skip_unreadable: bool):
-    """The cached arrays, or None if the file is missing, corrupt or does not fit: it must
-    hold every recording named, or with ``skip_unreadable`` some of them."""
-    fields = CACHE_FIELDS + (("variants",) if augment else ())
+def _read_cache(path: Path, recordings, steps: int, channels: int, augment: int, skip_unreadable: bool):
+    """The cached arrays, or None if there are none to trust. A cache is read, never trusted: one
+    that is corrupt or does not fit the recordings and the settings (see :func:`_cache_problem`)
+    is treated as missing, with a warning."""
     try:
         arrays = store.read_npz(path)
-        cached = {key: arrays[key] for key in fields}
-    except (OSError, store.NotNpz, KeyError):
+    except FileNotFoundError:
         return None
-    files = list(cached["files"])
-    fits = set(files) <= set(names) if skip_unreadable else files == names
-    if not fits or any(len(v) != len(files) for v in cached.values()):
+    except store.NotNpz as err:
+        problem = f"is {err}"
+    except (OSError, MemoryError) as err:  # a crafted header can declare an array of any size
+        problem = f"cannot be read ({type(err).__name__}: {err})"
+    else:
+        problem = _cache_problem(arrays, recordings, steps, channels, augment, skip_unreadable)
+    if problem:
+        warnings.warn(f"fsdd: the cache {path} {problem}; converting the recordings again")
         return None
-    return cached
+    return {key: arrays[key] for key in CACHE_FIELDS + (("variants",) if augment else ())}
+
+
+def _cache_problem(arrays: dict, recordings, steps: int, channels: int, augment: int,
+                   skip_unreadable: bool) -> str | None:
+    """Why cached ``arrays`` are not the conversion of ``recordings`` with these settings (in a
+    few words), or None. It must hold every recording, or with ``skip_unreadable`` some of them,
+    in order; spikes and copies of 0 and 1 shaped by the settings; and each file's digit, speaker
+    and index, as its name gives them."""
+    fields = CACHE_FIELDS + (("variants",) if augment else ())
+    missing = [key for key in fields if key not in arrays]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    files = arrays["files"]
+    named = {path.name: (digit, speaker, index) for path, digit, speaker, index in recordings}
+    if files.dtype.kind != "U" or files.ndim != 1:
+        return "holds no list of file names"
+    kept = set(files.tolist())
+    expected = [name for name in named if name in kept] if skip_unreadable else list(named)
+    if files.tolist() != expected:
+        return "holds other recordings than the folder"
+    n = len(files)
+    shapes = {"spikes": (n, steps, channels), "labels": (n,), "speakers": (n,), "indices": (n,)}
+    if augment:
+        shapes["variants"] = (n, augment, steps, channels)
+    for key, shape in shapes.items():
+        if arrays[key].shape != shape:
+            return f"holds {key} of shape {arrays[key].shape}, where the settings make {shape}"
+    for key in ("spikes", "variants") if augment else ("spikes",):
+        if arrays[key].dtype != np.uint8 or arrays[key].max(initial=0) > 1:
+            return f"holds {key} other than 0 and 1"
+    given = [named[name] for name in files.tolist()]
+    for column, (key, kind) in enumerate((("labels", "i"), ("speakers", "U"), ("indices", "i"))):
+        if arrays[key].dtype.kind != kind or arrays[key].tolist() != [g[column] for g in given]:
+            return f"holds {key} other than its files' names give"
+    return None
 
 
 def _write_cache(path: Path, arrays: dict) -> None:
@@ -297,19 +351,47 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 # ---------------------------------------------------------------------------- loading
 
+@contextmanager
+def _on_every_rank(comm):
+    """Run a block on this rank, then (with a ``comm`` of several MPI ranks) hear from every
+    rank: where the block failed on any, every rank raises (``comm.agree``), so that none is
+    left waiting in a collective that a failed rank never reaches."""
+    if comm is None or comm.size == 1:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - told to every rank, then raised on all
+        comm.agree(err)
+        raise
+    comm.agree(None)
+
+
+def _band_power_of(path, channels: int, dt: float, steps: int):
+    """One recording's band power in dB (steps 1-3), or its UnreadableWav. Anything else that
+    fails is a DataError naming the file."""
+    try:
+        audio, rate = read_wav(path)
+        return band_power_db(audio, rate, channels, dt, steps)
+    except UnreadableWav as err:
+        return err
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one line naming the file, not a traceback
+        raise DataError(f"fsdd: {path} could not be converted ({type(err).__name__}: {err})") from err
+
+
 def _analyse(recordings, channels: int, dt: float, steps: int, progress: bool, comm=None):
     """Steps 1-3 for every recording: (recordings read, their band power in dB, the
     UnreadableWav errors). With a ``comm`` of several ranks each rank reads and analyses every
-    size-th recording, and rank 0 alone gets the whole result (the others get None)."""
+    size-th recording, and rank 0 alone gets the whole result (the others get None); where any
+    rank fails, every rank raises."""
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     results = []
-    for position in tqdm(range(rank, len(recordings), size), desc="fsdd: converting", unit="file",
-                         disable=not progress or rank > 0):
-        try:
-            audio, rate = read_wav(recordings[position][0])
-            results.append((position, band_power_db(audio, rate, channels, dt, steps)))
-        except UnreadableWav as err:
-            results.append((position, err))
+    with _on_every_rank(comm):
+        for position in tqdm(range(rank, len(recordings), size), desc="fsdd: converting", unit="file",
+                             disable=not progress or rank > 0):
+            results.append((position, _band_power_of(recordings[position][0], channels, dt, steps)))
     if size > 1:
         shares = comm.gather(results)
         if rank > 0:
@@ -396,45 +478,46 @@ def load_fsdd_all(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 1
     variable is set, else ``~/.cache/symgrad/fsdd``). ``meta`` holds ``speaker``,
     ``index`` and ``file`` (name) per sample. One unreadable recording stops the loading
     (the error counts them all) unless ``skip_unreadable``, which leaves them out and warns.
+    Settings that would make a data set larger than the memory available are refused first.
 
     ``comm``, the ranks of an MPI job: each reads and converts its share of the recordings,
-    rank 0 alone reads and writes the cache, and every rank gets the whole Dataset.
+    rank 0 alone reads and writes the cache, and every rank gets the whole Dataset; where any
+    rank fails, every rank raises (RankFailed, naming the rank unless all failed alike).
     """
-    _check_settings(channels, dt, steps, augment)
-    if not isinstance(speaker_norm, (bool, np.bool_)):
-        raise DataError(f"fsdd: speaker_norm must be true or false, got {speaker_norm!r}")
-    if not isinstance(skip_unreadable, (bool, np.bool_)):
-        raise DataError(f"fsdd: skip_unreadable must be true or false, got {skip_unreadable!r}")
-    channels, steps, dt, augment = int(channels), int(steps), float(dt), int(augment)
-    recordings = list_recordings(data_dir)
-    settings = _front_end_settings(channels, dt, steps, bool(speaker_norm), augment)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else store.cache_dir("fsdd")
-    # A cache written while skipping may lack recordings: it has a key of its own.
-    key = cache_key(recordings, {**settings, "skip_unreadable": True} if skip_unreadable else settings)
-    cache_file = cache / f"fsdd-{key}.npz"
-    names = [r[0].name for r in recordings]
-    lead = comm is None or comm.rank == 0
-    arrays = _read_cache(cache_file, names, augment, bool(skip_unreadable)) if lead else None
-    if comm is not None and comm.size > 1:
-        cached = comm.broadcast(arrays is not None)
-    else:
-        cached = arrays is not None
-    if not cached:
-        outcome = None
-        try:
+    lead, arrays = comm is None or comm.rank == 0, None
+    with _on_every_rank(comm):  # every rank has checked the settings and found the recordings
+        _check_settings(channels, dt, steps, augment)
+        if not isinstance(speaker_norm, (bool, np.bool_)):
+            raise DataError(f"fsdd: speaker_norm must be true or false, got {speaker_norm!r}")
+        if not isinstance(skip_unreadable, (bool, np.bool_)):
+            raise DataError(f"fsdd: skip_unreadable must be true or false, got {skip_unreadable!r}")
+        channels, steps, dt, augment = int(channels), int(steps), float(dt), int(augment)
+        recordings = list_recordings(data_dir)
+        n = len(recordings)
+        # Bytes per recording, step and channel: the spikes as cached (1), as float32 (4) and
+        # again split into training and test sets (4), and 2 per augmented copy; and, while
+        # one recording is encoded, three float64 arrays of it and of each copy.
+        affordable("fsdd", f"{n} recordings x {steps} steps x {channels} channels"
+                           + (f" x {1 + augment} versions" if augment else ""),
+                   steps * channels * (n * (9 + 2 * augment) + 24 * (1 + augment)))
+        settings = _front_end_settings(channels, dt, steps, bool(speaker_norm), augment)
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else store.cache_dir("fsdd")
+        # A cache written while skipping may lack recordings: it has a key of its own.
+        key = cache_key(recordings, {**settings, "skip_unreadable": True} if skip_unreadable else settings)
+        cache_file = cache / f"fsdd-{key}.npz"
+        if lead:
+            arrays = _read_cache(cache_file, recordings, steps, channels, augment, bool(skip_unreadable))
+    if not _shared(comm, arrays is not None):
+        with _on_every_rank(comm):
             converted = convert(recordings, channels, dt, steps, bool(speaker_norm), augment, progress,
                                 bool(skip_unreadable), comm)
             if converted is not None:  # on rank 0 only, in an MPI job
                 arrays = _as_arrays(*converted)
                 _write_cache(cache_file, arrays)
-        except DataError as err:
-            outcome = err
-        arrays = _shared(comm, arrays, outcome)
-    else:
-        arrays = _shared(comm, arrays, None)
-        if lead and len(arrays["files"]) < len(recordings):
-            warnings.warn(f"fsdd: skipped {len(recordings) - len(arrays['files'])} of {len(recordings)} "
-                          f"recordings, which are unreadable (as when the cache was written)")
+    elif lead and len(arrays["files"]) < n:
+        warnings.warn(f"fsdd: skipped {n - len(arrays['files'])} of {n} recordings, which are unreadable "
+                      f"(as when the cache was written)")
+    arrays = _shared(comm, arrays)
     meta = dict(speaker=arrays["speakers"], index=arrays["indices"], file=arrays["files"],
                 settings=settings)
     return Dataset("fsdd", arrays["spikes"].astype(np.float32), arrays["labels"].astype(np.int64),
@@ -455,13 +538,9 @@ def _as_arrays(kept, spikes, variants) -> dict:
     return arrays
 
 
-def _shared(comm, arrays, error):
-    """Rank 0's arrays, or its DataError, on every rank of ``comm`` (None: this process only)."""
-    if comm is not None and comm.size > 1:
-        arrays, error = comm.broadcast((arrays, error))
-    if error is not None:
-        raise error
-    return arrays
+def _shared(comm, value):
+    """Rank 0's ``value`` on every rank of ``comm`` (None: this process only)."""
+    return comm.broadcast(value) if comm is not None and comm.size > 1 else value
 
 
 def load_fsdd(data_dir, channels: int = 40, dt: float = 0.01, steps: int = 100,

@@ -1,4 +1,5 @@
-"""Figures for looking at inputs: spike rasters and the FSDD audio-to-spikes pipeline.
+"""Figures for looking at inputs and training: spike rasters, the FSDD audio-to-spikes
+pipeline, a run's learning curves.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they work under
 any backend (Agg included), do not pile up in pyplot's registry, and still display in
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from . import fsdd
 
@@ -29,6 +31,37 @@ def raster(spikes, ax=None, title: str | None = None, dt: float | None = None) -
     if title:
         ax.set_title(title)
     return ax.figure
+
+
+def training_curves(metrics: dict, title: str, chance: float | None = None) -> Figure:
+    """Train loss, and train and test accuracy (or score), per epoch, from a run's metrics.
+
+    ``chance``: a classification task's chance accuracy (1 / classes), drawn as a line, the
+    accuracy axis then spanning [0, 1]. Both axes are fixed where they can be (the loss from 0),
+    so a run that learns nothing shows flat lines, not autoscaled noise that looks like learning.
+    """
+    epochs = np.arange(1, len(metrics["train_loss"]) + 1)
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    fig.suptitle(title)
+    left, right = fig.subplots(1, 2)
+    left.plot(epochs, metrics["train_loss"], marker="o")
+    left.set(ylabel="train loss", title="loss")
+    highest = max(metrics["train_loss"], default=0)
+    # every loss symgrad trains with is at least 0; the margin keeps the top point off the frame
+    left.set_ylim(0, 1.1 * highest if 0 < highest < np.inf else None)
+    right.plot(epochs, metrics["train_acc"], marker="o", label="train")
+    right.plot(epochs, metrics["test_acc"], marker="s", label="test")
+    if chance is not None:
+        right.axhline(chance, color="grey", linestyle="--", label=f"chance ({100 * chance:.3g}%)")
+        right.set_ylim(0, 1)
+        right.set(ylabel="accuracy", title="accuracy")
+    else:
+        right.set(ylabel="score (negative MSE)", title="score")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.legend()
+    return fig
 
 
 def audio_to_spikes(source, spikes, dt: float = 0.01, title: str | None = None) -> Figure:

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .base import DataError, Dataset, Split, real, whole
+from .base import DataError, Dataset, Split, affordable, real, whole
 
 UNITS = 700  # channels of the cochlea model used for SHD and SSC
 # name: (training file, test file, classes). SSC's ssc_valid.h5 is not used.
@@ -107,6 +107,10 @@ def load_shd(data_dir, name: str = "shd", steps: int = 100, max_time: float = 1.
         times, units, labels, speakers = _read(path, name)
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise DataError(f"{name}: {path} has labels outside 0-{n_classes - 1}")
+        channels = -(-UNITS // pool)
+        # The binned float32 samples, and the int64 counts of one chunk of them.
+        affordable(name, f"{path}: {len(times)} samples x {steps} steps x {channels} channels",
+                   len(times) * steps * channels * 4 + max(2**24, steps * channels) * 8)
         x = bin_spikes(times, units, steps, max_time, pool, counts, str(path))
         meta = dict(file=file) if speakers is None else dict(file=file, speaker=np.asarray(speakers))
         parts.append(Dataset(name, x, labels, "classification", n_classes, meta))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DataError, Dataset, Split, counts, real, whole
+from .base import DataError, Dataset, Split, affordable, counts, real, whole
 
 
 def _streams(seed: int, n: int) -> list[np.random.Generator]:
@@ -39,9 +39,13 @@ def pattern_generation(seed: int = 0, samples: int = 1, steps: int = 1000, chann
                                                outputs=outputs)
     dt = real("pattern", "dt", dt)
     rate = real("pattern", "rate", rate, 0.0, 1.0 / dt, open_low=False)  # at most one spike a step
+    freqs = np.asarray(freqs, np.float64)
+    # Per step of a sample: the input's random draw, its test and its float32 copy; the targets'
+    # sinusoids, three float64 temporaries per frequency, and their float32 sum.
+    affordable("pattern", f"{samples} samples x {steps} steps x {channels} channels",
+               samples * steps * (13 * channels + outputs * (24 * freqs.size + 4)))
     rng = np.random.default_rng(seed)
     x = (rng.random((samples, steps, channels)) < rate * dt).astype(np.float32)
-    freqs = np.asarray(freqs, np.float64)
     amp = rng.uniform(0.5, 2.0, (samples, 1, outputs, len(freqs)))
     phase = rng.uniform(0.0, 2 * np.pi, (samples, 1, outputs, len(freqs)))
     t = np.arange(steps)[None, :, None, None] * dt
@@ -83,6 +87,11 @@ def evidence_accumulation(seed: int = 0, samples: int = 500, test_samples: int =
     period = cue_steps + gap_steps
     steps = cues * period + delay_steps + recall_steps
     recall = (steps - recall_steps, steps)
+    channels, total = 4 * population, samples + test_samples
+    # Both sets as float32, and while the larger is drawn, its random draw (float64), its test,
+    # and the rates and populations driven per step.
+    affordable("evidence", f"{total} samples x {steps} steps x {channels} channels",
+               total * steps * channels * 4 + max(samples, test_samples) * steps * (9 * channels + 36))
 
     def draw(rng, n):
         sides = rng.integers(0, 2, (n, cues))
@@ -144,6 +153,13 @@ def randman(seed: int = 0, samples: int = 500, test_samples: int = 200, n_classe
         "randman", samples=samples, test_samples=test_samples, channels=channels, steps=steps, dim=dim,
         harmonics=harmonics)
     alpha = real("randman", "alpha", alpha, open_low=False)
+    total = samples + test_samples
+    affordable("randman", f"{total} samples x {steps} steps x {channels} channels", total * steps * channels * 4)
+    # The manifolds' amplitudes and phases, and a class's waves and their weighted copy at once
+    # for the reference points or the class's samples, whichever are more.
+    points = max(1024, -(-max(samples, test_samples) // n_classes))
+    affordable("randman", f"manifolds of {n_classes} classes x {channels} channels x {dim} dimensions x "
+                          f"{harmonics} harmonics", 16 * (n_classes + points) * channels * dim * harmonics)
     structure, train_rng, test_rng = _streams(seed, 3)
     amp, phase = _manifold_params(structure, n_classes, channels, dim, alpha, harmonics)
     reference = [_manifold(amp[c], phase[c], structure.random((1024, dim))) for c in range(n_classes)]

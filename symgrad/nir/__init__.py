@@ -20,11 +20,15 @@ dt is not part of NIR. It is taken from the ``dt`` argument, else from the graph
 """
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
+import h5py
 import nir as _nir
 import numpy as np
 
+from ..runtime import memory
 from ..runtime.network import Network
 from . import models
 from .graph import NirError, Stage, chain
@@ -40,10 +44,41 @@ def read(source) -> _nir.NIRGraph:
     path = Path(source)
     if not path.is_file():
         raise NirError(f"{path}: no such file")
+    _check_declared_size(path)
     try:
         return _nir.read(path)
     except Exception as err:  # h5py and nir raise many kinds; the user needs the file and the reason
-        raise NirError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from None
+        strict = err
+    try:  # NIR's type check refuses some files other frameworks wrote (rockpool's LIF, say)
+        graph = _nir.read(path, type_check=False)
+    except Exception:  # noqa: BLE001 - unreadable either way: the strict reason is the one to tell
+        raise NirError(f"{path}: not a readable NIR file ({_reason(strict)})") from None
+    warnings.warn(f"{path}: NIR's type check fails ({_reason(strict)}); read without it")
+    return graph
+
+
+def _reason(err: Exception) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())  # one line, whatever the message holds
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a file whose arrays cannot fit in memory, from the shapes its datasets declare,
+    before any is read: a small compressed file may declare gigabytes."""
+    sizes = {}
+
+    def measure(name, item):
+        if isinstance(item, h5py.Dataset):
+            sizes[name] = (item.size * item.dtype.itemsize, item.shape)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(measure)
+    except OSError:  # not HDF5: nir.read says so
+        return
+    if sizes:
+        largest = max(sizes, key=lambda name: sizes[name][0])
+        memory.require(sum(size for size, _ in sizes.values()),
+                       f"{path}: reading its arrays (the largest, {largest}, of shape {sizes[largest][1]})")
 
 
 def load(source, dt: float | None = None, add_readout: float | None = None, learn=(), detach_reset=False,
@@ -61,7 +96,7 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
     an Affine and an LI node). A graph with a readout of its own refuses it."""
     graph = read(source)
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
-    dt = float(dt if dt is not None else metadata.get("dt", DT))
+    dt = _time_step(dt, "dt") if dt is not None else _time_step(metadata.get("dt", DT), "the graph's metadata.dt")
     n_in, stages = chain(graph)
     fields = {name for stage in stages for name in KINDS[stage.kind].fields}
     unknown = sorted(set(learn) - fields)
@@ -120,6 +155,18 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
     return net
 
 
+def _time_step(value, what: str) -> float:
+    """A time step: one positive, finite number (a file may hold anything)."""
+    number = np.asarray(value) if not isinstance(value, (bytes, str)) else None
+    if number is None or number.ndim or number.dtype.kind not in "iuf" or not (
+            math.isfinite(float(number)) and float(number) > 0):
+        shown = value.decode(errors="replace") if isinstance(value, bytes) else value
+        shown = repr(shown) if isinstance(shown, str) else " ".join(str(shown).split())
+        raise NirError(f"{what} is {shown if len(shown) < 60 else shown[:50] + '...'}: a time step must be "
+                       f"a positive number" + (" (--dt overrides it)" if "metadata" in what else ""))
+    return float(number)
+
+
 def _is_readout(stages) -> bool:
     """A last LI node with one time constant and no recurrent weights is the leaky readout
     (after some other layer)."""
@@ -152,11 +199,31 @@ def _fields(stage: Stage, n: int, dt: float) -> dict:
     return fields
 
 
+# Weights and biases must fit float32: the precision NIR files are written in and symgrad's
+# default, where a larger value is inf (a value near this bound overflows the states instead).
+LARGEST = float(np.finfo(np.float32).max)
+
+
 def _check_weights(name: str, node, shape: tuple) -> None:
+    """The weight node's weight has ``shape``, its bias (an Affine's) one value per row, and
+    both hold finite numbers within float32's range."""
+    kind = type(node).__name__
     weight = np.asarray(node.weight)
     if weight.shape != shape:
-        raise NirError(f"node {name!r} ({type(node).__name__}): weight has shape {weight.shape}, "
+        raise NirError(f"node {name!r} ({kind}): weight has shape {weight.shape}, "
                        f"expected {shape} from the nodes around it")
+    arrays = {"weight": weight}
+    if isinstance(node, _nir.Affine):
+        arrays["bias"] = np.asarray(node.bias)
+        if arrays["bias"].size != shape[0]:
+            raise NirError(f"node {name!r} ({kind}): bias has shape {arrays['bias'].shape}, expected "
+                           f"({shape[0]},): one value per row of the weight")
+    for field, values in arrays.items():
+        if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)):
+            raise NirError(f"node {name!r} ({kind}): {field} holds values that are not finite numbers")
+        if values.size and np.abs(values).max() > LARGEST:
+            raise NirError(f"node {name!r} ({kind}): {field} holds {np.abs(values).max():.3g}, beyond "
+                           f"float32's range ({LARGEST:.3g})")
 
 
 def _bias(node, n: int):

@@ -87,16 +87,24 @@ def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
     kernels = {k.name: k for k in blueprint.kernels}
     frame = kernel_frame.context(blueprint, printing.numba_code, _kernel, helper)
-    # the kernels and rest_decays(p) declare the model's names beside these
-    internal = {"np", "njit", "prange", "range", "bi", "neuron", "p"} | kernel_frame.argument_names(blueprint)
-    check_clashes(blueprint.analysis, internal | {name for name, _, _ in frame["helpers"]}, "Numba")
     events, decays = [], {}  # a trace's decay at rest is D's, the same whichever input it is of
     for plan in blueprint.plans:
         printed = _events(kernels.get("synapse_events" + plan.suffix), kernels.get("settle" + plan.suffix))
         if printed:
             events.append(dict(printed, suffix=plan.suffix))
             decays.update(plan.quiescence.decays)
+    # the kernels call Python's math functions as they are; rest_decays(p), plain Python on arrays,
+    # through the NumPy module's helpers
+    calls_math = bool(printing.math_calls([s.expr for s in blueprint.step + blueprint.fixed]))
+    decay_helpers = [printing.array_helper(name) for name in printing.math_calls(decays.values())]
+    # the kernels and rest_decays(p) declare the model's names beside these
+    internal = {"np", "njit", "prange", "range", "bi", "neuron", "p"} | kernel_frame.argument_names(blueprint)
+    internal |= {name for name, _, _ in frame["helpers"] + decay_helpers} | ({"math"} if calls_math else set())
+    check_clashes(blueprint.analysis, internal, "Numba")
     return {**frame,
+            "math": calls_math or bool(decay_helpers),
             "synapse_events": events,
-            "decays": [(s, printing.numpy_code(d)) for s, d in decays.items()],
+            "decay_helpers": decay_helpers,
+            "decays": [(s, printing.numpy_code(d), f"eps_{s},t = " + printing.linear_text([(d, f"eps_{s},t-1")]))
+                       for s, d in decays.items()],
             "decay_params": sorted({q.name for d in decays.values() for q in d.free_symbols})}

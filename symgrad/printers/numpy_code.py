@@ -170,8 +170,9 @@ def context(blueprint: Blueprint) -> dict:
     """What templates/numpy/layer.py.j2 places."""
     model, plan = blueprint.model, blueprint.plan
     summary = plan.summary()
-    helpers = [printing.numpy_helper(cls) for cls in printing.used_functions(
-        [s.expr for s in blueprint.step + blueprint.fixed])]
+    exprs = [s.expr for s in blueprint.step + blueprint.fixed]
+    helpers = [printing.numpy_helper(cls) for cls in printing.used_functions(exprs)]
+    helpers += [printing.array_helper(name) for name in printing.math_calls(exprs)]
     # neuron_step(s, I, p) and fixed_entries(p) declare the model's names beside these
     check_clashes(blueprint.analysis, {"np", "s", "p"} | {name for name, _, _ in helpers}, "NumPy")
     several = len(blueprint.plans) > 1
@@ -192,6 +193,7 @@ def context(blueprint: Blueprint) -> dict:
     constants["PER_SYNAPSE"] = storage(lambda s: s.per_synapse)
     return {
         "constants": constants,
+        "math": bool(printing.math_calls(exprs)),
         "helpers": helpers,
         "fixed_params": [p.name for p in blueprint.fixed_params],
         "fixed": [dict(name=s.name, code=printing.numpy_code(s.expr), source=s.source) for s in blueprint.fixed],

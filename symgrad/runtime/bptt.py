@@ -7,7 +7,7 @@ conventions as e-prop). Memory grows linearly with the sequence length.
 """
 from __future__ import annotations
 
-from .eprop import Result
+from .eprop import Result, overflowed
 from .losses import loss_kind
 from .network import Network
 
@@ -22,7 +22,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     steps, batch = x.shape[:2]
     layers = net.layers
     p = [net.neuron_params(layer) for layer in layers]
-    K = [layer.code.fixed_entries(p[l]) for l, layer in enumerate(layers)]
+    K = [net.fixed_entries(layer, p[l]) for l, layer in enumerate(layers)]
     s = [net.initial_state(layer, batch) for layer in layers]
     z = [xp.zeros((batch, layer.n), net.dtype) for layer in layers]
     u = [[xp.zeros((steps, batch, port.n_pre), net.dtype) for port in layer.ports] for layer in layers]
@@ -108,7 +108,18 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
             grads[layer.key(name)] = value
     grads.update(readout_grads)
     spikes = [float(r.sum()) for r in rate_sum]
-    return Result(float(total), grads, spikes, readout)
+    return Result(float(total), grads, spikes, readout, overflowed(net, s))
+
+
+def history(net: Network, batch: int, steps: int) -> int:
+    """Bytes of what the forward pass stores for the reverse one, which grows with the sequence:
+    per step and layer, u of each port, the dynamic Jacobian entries and dL/dI of each port,
+    and the top layer's output, readout and its gradient."""
+    per_step = sum(batch * (sum(port.n_pre for port in layer.ports) + layer.n * (len(layer.plan.dynamic)
+                                                                                 + len(layer.ports)))
+                   for layer in net.layers)
+    per_step += batch * (net.layers[-1].n + 2 * net.n_out)
+    return per_step * steps * net.dtype.itemsize
 
 
 def _back(net: Network, layer, g_I: list, t: int, source: str, zero):

@@ -1,4 +1,8 @@
-"""Reading a run's checkpoint and metrics back, each checked before anything uses it."""
+"""Reading a run's checkpoint and metrics back, each checked before anything uses it.
+
+The one place that says what a valid checkpoint is: resume, evaluate and export all read
+theirs with ``load_checkpoint`` and ``check_checkpoint``.
+"""
 from __future__ import annotations
 
 import json
@@ -20,11 +24,33 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"{path}: corrupt checkpoint ({err})") from None
     if "epoch" not in state or not any(k.startswith("param/") for k in state):
         raise UserError(f"{path}: not a symgrad checkpoint (no epoch or parameters)")
+    epoch = state["epoch"]  # its shape and dtype are check_arrays's to name
+    if np.issubdtype(epoch.dtype, np.number) and (epoch < 0).any():
+        raise UserError(f"{path}: 'epoch' must be a whole number of at least 0, got {epoch.tolist()!r}")
     return state
 
 
 class CheckpointMismatch(UserError):
     """A checkpoint whose arrays are not those the run's config builds."""
+
+
+def check_checkpoint(state: dict, net, optimizer, path: Path):
+    """``state`` (from load_checkpoint) holds exactly the arrays of a checkpoint of ``net``
+    trained with ``optimizer``, each with its shape and dtype, finite; else CheckpointMismatch."""
+    check_arrays(state, checkpoint_layout(state, net, optimizer), path)
+
+
+def checkpoint_layout(state: dict, net, optimizer) -> dict:
+    """``{array: (shape, dtype)}`` a checkpoint of ``net`` holds; dtype None: any integer.
+    Its optimiser state is there once an epoch has finished."""
+    layout = {f"param/{k}": (v.shape, np.dtype(v.dtype)) for k, v in net.params.items()}
+    layout["epoch"] = ((), None)
+    if np.ndim(state["epoch"]) == 0 and state["epoch"] > 0:
+        layout.update({f"optim/{k}": (shape, np.dtype(dtype)) for k, (shape, dtype)
+                       in optimizer.state_layout(net.params).items()})
+    if "baseline_loss" in state:  # absent in checkpoints written before it was kept
+        layout["baseline_loss"] = ((), np.dtype(np.float64))
+    return layout
 
 
 def check_arrays(state: dict, layout: dict, path: Path):
@@ -64,4 +90,9 @@ def read_metrics(path: Path, epochs: int) -> dict:
     if not isinstance(metrics, dict) or set(metrics) != set(empty) or not all(
             isinstance(v, list) and len(v) >= epochs for v in metrics.values()):
         raise UserError(f"{path}: expected lists {', '.join(empty)} of at least {epochs} epochs each")
+    for name in empty:
+        for epoch, value in enumerate(metrics[name][:epochs], 1):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"{path}: {name} of epoch {epoch} is {value!r}, not a number; the "
+                                f"checkpoint is untouched; restore metrics.json to resume")
     return {k: metrics[k][:epochs] for k in empty}

@@ -3,12 +3,14 @@
 The generated file is a real module on disk, so tracebacks point into it. Built-in models
 use the committed copy under ``generated/`` when it matches what the templates render now;
 anything else (a user's model, or an installed package without the checkout) is rendered
-into the cache folder, keyed by the model's name and the rendered text.
+into the cache folder, keyed by the model's name and the rendered text. The module runs from
+the text rendered in memory, and Numba's compiled kernels are cached through a manifest of
+what symgrad wrote (``numba_layer.cache_kernels``): nothing found in the cache runs unverified.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -62,7 +64,12 @@ def _module(code: render.Generated, backend: str):
     text = code.texts[backend]
     key = f"{code.model.name}-{backend}-{store.digest(text)}"
     if key not in _LOADED:
-        _LOADED[key] = _import(store.committed_or_cached(code.model.name, code.filename(backend), text), key)
+        module = _execute(store.committed_or_cached(code.model.name, code.filename(backend), text), text, key)
+        if backend == "numba":
+            from .numba_layer import cache_kernels
+
+            cache_kernels(module, store.code_name(code.model.name, text))
+        _LOADED[key] = module
     return _LOADED[key]
 
 
@@ -80,10 +87,13 @@ def _numba_layer(code: render.Generated, numpy_module):
     return _LOADED[key]
 
 
-def _import(path: Path, key: str):
+def _execute(path: Path, text: str, key: str):
+    """The module of the generated ``text``, run from that text, never from a .pyc beside
+    ``path`` that anyone could have written: the file, which holds the same text, only gives
+    tracebacks their lines and Numba its source stamp."""
     name = f"symgrad_generated_{key.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    exec(compile(text, str(path), "exec"), vars(module))
     return module

@@ -34,7 +34,8 @@ class Rule:
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not self.kind or not self.accept(value):
-            return f"must be {self.requirement}, got {value!r}"
+            shown = repr(value)
+            return f"must be {self.requirement}, got {shown if len(shown) < 80 else shown[:70] + '...'}"
         return None
 
     def parse(self, text: str):
@@ -48,8 +49,24 @@ class Rule:
         return value
 
 
-def count(least: int, optional: bool = False) -> Rule:
-    return Rule(int, lambda v: v >= least, f"a whole number of at least {least}", optional)
+def count(least: int, most: int | None = None, optional: bool = False) -> Rule:
+    if most is None:
+        return Rule(int, lambda v: v >= least, f"a whole number of at least {least}", optional)
+    return Rule(int, lambda v: least <= v <= most, f"a whole number from {least} to {most}", optional)
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _model_record(record: dict) -> bool:
+    """What config.json keeps of a run's model (see cli._model_record): its equations, or a
+    graph file's hash, the source text of a model file, and the symgrad that wrote them."""
+    equations = record.get("equations", {})
+    return (set(record) <= {"symgrad", "source", "sha256", "equations"}
+            and all(isinstance(value, str) for key, value in record.items() if key != "equations")
+            and isinstance(equations, dict)
+            and all(isinstance(key, str) and isinstance(value, str) for key, value in equations.items()))
 
 
 def _number(accept, requirement: str, optional: bool = False) -> Rule:
@@ -65,15 +82,16 @@ SETTINGS = {
     "model": Rule(str, bool, "a model name or file"),
     "task": Rule(str, bool, "a task name"),
     "data": Rule(str, bool, "a folder", optional=True),
-    "hidden": count(1),
-    "layers": count(1),
+    # The bounds are far above any run that fits in memory; beyond them a value is a mistake.
+    "hidden": count(1, 100_000),
+    "layers": count(1, 1000),
     "recurrent": Rule(bool, lambda v: True, "true or false"),
-    "epochs": count(1),
-    "batch": count(1),
+    "epochs": count(1, 1_000_000),
+    "batch": count(1, 1_000_000),
     "rule": _one_of(("eprop", "bptt")),
     "backend": _one_of(backends.BACKENDS),
-    "workers": count(1, optional=True),
-    "seed": count(0),
+    "workers": count(1, 1024, optional=True),
+    "seed": count(0, 2**63 - 1),
     "lr": _number(lambda v: v > 0, "a positive number"),
     "schedule": _one_of(("cosine", "constant")),
     "optimizer": _one_of(OPTIMIZERS),
@@ -83,14 +101,16 @@ SETTINGS = {
     "loss": _one_of(LOSSES),
     "reg": _number(lambda v: v >= 0, "zero or a positive number"),
     "rate_target": _number(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "update_every": count(1, optional=True),
+    "update_every": count(1, 10**9, optional=True),
     "feedback": _one_of(("symmetric", "random")),
     "dtype": _one_of(("float32", "float64")),
     "dt": _number(lambda v: v > 0, "a positive number or null", optional=True),
     "add_readout": Rule(bool, lambda v: True, "true or false"),
     "learn": Rule(list, lambda v: all(isinstance(x, str) for x in v), "a list of field names"),
     "detach_reset": Rule(bool, lambda v: True, "true or false"),
-    "task_settings": Rule(dict, lambda v: all(isinstance(k, str) for k in v), "an object of settings"),
+    "task_settings": Rule(dict, lambda v: all(isinstance(k, str) and _scalar(x) for k, x in v.items()),
+                          "an object of settings, each a number, text, true, false or null"),
+    "model_record": Rule(dict, _model_record, "an object recording the model's equations", optional=True),
 }
 
 
@@ -125,6 +145,7 @@ class Config:
     learn: list = field(default_factory=list)  # a NIR graph's neuron fields trained per neuron
     detach_reset: bool = False  # a NIR graph: no gradient through the reset (cheaper traces)
     task_settings: dict = field(default_factory=dict)
+    model_record: dict | None = None  # what the model is, to know it again (see cli._model_record)
 
     def __post_init__(self):
         for setting in fields(self):
@@ -138,7 +159,9 @@ class Config:
             values = json.loads(path.read_text())
         except FileNotFoundError:
             raise UserError(f"{path}: no such file (is this a run folder?)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except RecursionError:
+            raise UserError(f"{path}: nested too deeply to be a run's settings") from None
+        except (ValueError, UnicodeDecodeError) as err:  # ValueError: bad JSON, or an integer too long to read
             raise UserError(f"{path}: not valid JSON ({getattr(err, 'msg', err)})") from None
         if not isinstance(values, dict):
             raise UserError(f"{path}: expected an object of settings")

@@ -5,7 +5,8 @@ size-weighted sum of its slices' mean gradients. Every rank computes its slice o
 backend, the slices are summed with one ``Allreduce`` per batch (or per online update), and
 every rank applies the same optimiser step: the weights stay equal on all ranks, and equal to
 a single process's up to floating-point reassociation. The global batch, the data order and
-the learning rate are the single-process run's.
+the learning rate are the single-process run's. Before anything else the ranks compare the
+settings they were given (``require_same``): ranks given other ones would train apart or hang.
 
 ``world()`` is the MPI job when the program was started by ``mpiexec`` or ``srun`` with more
 than one process and mpi4py is installed, else ``SINGLE``, a world of one that communicates
@@ -42,6 +43,9 @@ class Single:
             raise error
 
     def gather(self, value) -> list:
+        return [value]
+
+    def gather_all(self, value) -> list:
         return [value]
 
     def broadcast(self, value):
@@ -90,6 +94,10 @@ class MpiWorld:
         """Every rank's ``value`` in rank order on rank 0; None elsewhere."""
         return self.comm.gather(value, root=0)
 
+    def gather_all(self, value) -> list:
+        """Every rank's ``value`` in rank order, on every rank."""
+        return self.comm.allgather(value)
+
     def broadcast(self, value):
         return self.comm.bcast(value, root=0)
 
@@ -124,6 +132,47 @@ def world():
         raise UserError("started by an MPI launcher with several processes, but mpi4py is not "
                         "installed: pip install -e \".[mpi]\"") from None
     return MpiWorld(MPI.COMM_WORLD) if MPI.COMM_WORLD.Get_size() > 1 else SINGLE
+
+
+def require_same(world, settings: dict):
+    """Stop every rank, in one line naming each setting that differs and its value on each
+    rank, unless all ranks were given the same ``settings`` (picklable values by name; None:
+    not given). Ranks that disagree would sum unlike gradients, wait for batches the others
+    never run, or abort inside the MPI library, so this is the job's first collective."""
+    everyone = world.gather_all(settings)
+    differ = []
+    for name in dict.fromkeys(name for given in everyone for name in given):
+        values = [given.get(name) for given in everyone]
+        if any(value != values[0] for value in values):
+            differ.append(f"{name} " + " vs ".join(f"{'not given' if value is None else value} ({ranks})"
+                                                   for value, ranks in _ranks_by_value(values)))
+    if differ:
+        raise RankFailed(f"the ranks were started with different settings: {'; '.join(differ)} "
+                         f"(every rank must be given the same)")
+
+
+def _ranks_by_value(values: list) -> list[tuple]:
+    """``(value, "rank 3" or "ranks 0-2, 5")`` for each distinct value, in order of first rank."""
+    groups = []
+    for rank, value in enumerate(values):
+        for group in groups:
+            if group[0] == value:
+                group[1].append(rank)
+                break
+        else:
+            groups.append((value, [rank]))
+    return [(value, ("rank " if len(ranks) == 1 else "ranks ") + _spans(ranks)) for value, ranks in groups]
+
+
+def _spans(ranks: list[int]) -> str:
+    """Ascending numbers as runs: [0, 1, 2, 5] as "0-2, 5"."""
+    runs = []
+    for rank in ranks:
+        if runs and runs[-1][1] == rank - 1:
+            runs[-1][1] = rank
+        else:
+            runs.append([rank, rank])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 class PeerFailed(Exception):

@@ -38,6 +38,20 @@ class Result:
     grads: dict
     spikes: list  # total output count per layer, for checking the network is active
     readout: object  # (B, K): the mean readout over time, or the last one for a loss on it
+    overflowed: str | None = None  # the first state not finite at the end ("state v of layer 0")
+
+
+def overflowed(net: Network, states: list) -> str | None:
+    """The first state of the layers' last ``states`` that is not finite, named, or None.
+
+    Checked once per pass: a state that overflows stays inf or NaN (inf times anything but 0,
+    inf - inf and 0 * inf are all non-finite), whereas what depends on it may look sound (a
+    spike of inf is 1, and some kernels' surrogates give 0 for it, as NumPy's give NaN)."""
+    for layer, state in zip(net.layers, states):
+        for name, value in state.items():
+            if not bool(net.xp.isfinite(value).all()):
+                return f"state {name} of layer {layer.index} ({layer.model.name}) overflowed {net.dtype}"
+    return None
 
 
 class _PortState:
@@ -87,7 +101,7 @@ class _LayerState:
         xp, dtype, code = net.xp, net.dtype, layer.code
         self.layer, self.xp = layer, xp
         self.p = net.neuron_params(layer)
-        self.K = code.fixed_entries(self.p)
+        self.K = net.fixed_entries(layer, self.p)
         self.s = net.initial_state(layer, batch)
         self.z = xp.zeros((batch, layer.n), dtype)
         self.ports = [_PortState(net, layer, port, batch, ebar, seq_sum, reg) for port in layer.ports]
@@ -285,7 +299,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         total += _rate_regulariser(layers, reg, rate_target, steps, batch, rate_scope)
     grads = _collect(layers, readout)
     spikes = [float(state.rate_sum.sum()) for state in layers]
-    return Result(float(total), grads, spikes, reported)
+    return Result(float(total), grads, spikes, reported, overflowed(net, [state.s for state in layers]))
 
 
 def sweeps_synapses(net: Network, loss: str) -> bool:
@@ -294,6 +308,16 @@ def sweeps_synapses(net: Network, loss: str) -> bool:
     kind = loss_kind(loss)
     return (kind.keeps_filtered(net.kappa) or kind.keeps_sum
             or any(port.plan.per_synapse for layer in net.layers for port in layer.ports))
+
+
+def memory(net: Network, batch: int, loss: str, reg: float = 0.0) -> int:
+    """Bytes a pass allocates for its traces and buffers (what ``_PortState`` allocates, as
+    ``TracePlan.memory`` predicts it), beside the network's own arrays."""
+    kind, itemsize = loss_kind(loss), net.dtype.itemsize
+    flags = dict(filtered=kind.keeps_filtered(net.kappa), sequence_sum=kind.keeps_sum, regulariser=reg > 0)
+    return sum(port.plan.memory(batch, layer.n, port.n_pre, itemsize, fused=hasattr(layer.code, "synapse_step"),
+                                **flags)["total"]
+               for layer in net.layers for port in layer.ports)
 
 
 def _rate_regulariser(layers, reg, rate_target, steps, batch, scope=None) -> float:

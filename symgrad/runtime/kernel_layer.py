@@ -123,11 +123,13 @@ class KernelLayer:
                              f"value, got shape {value.shape}")
         return value
 
-    def fixed_entries(self, p: dict) -> dict:
-        """Jacobian entries that depend on parameters only, as (n) arrays (constant ones: (1))."""
+    def fixed_entries(self, p: dict, dtype=None) -> dict:
+        """Jacobian entries that depend on parameters only, as (n) arrays (constant ones: (1)),
+        in ``dtype``: the precision of the run, which the runtime gives (Network.fixed_entries).
+        Without it, the one dtype of p's arrays; a model without parameters has none to ask."""
         if not self._fixed_names:
             return self._decays(p)
-        dtype = self._dtype(p)
+        dtype = np.dtype(dtype) if dtype is not None else self._dtype(p)
         params = {q: self._param(p, q, dtype) for q in self._fixed_params}
         n = max((v.size for q, v in params.items() if q in self._per_neuron), default=1)
         K = {f: self.xp.empty(n, dtype) for f in self._fixed_names}
@@ -141,7 +143,10 @@ class KernelLayer:
 
     def _dtype(self, p: dict):
         dtypes = {v.dtype for v in p.values() if hasattr(v, "dtype")}
-        return dtypes.pop() if len(dtypes) == 1 else np.dtype("float64")
+        if len(dtypes) != 1:
+            raise TypeError(f"{self.name}: fixed_entries needs the dtype: its parameter values "
+                            f"hold {len(dtypes)} dtypes, not one")
+        return dtypes.pop()
 
     def _fixed(self, K: dict, names, n: int) -> dict:
         """K_<name> arguments; per-neuron entries must have one value per neuron."""

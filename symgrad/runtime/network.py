@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import NeuronModel, sources_of, wiring_problem
-from . import backends, compiled
+from . import backends, compiled, memory
+from .kernel_layer import KernelLayer
 
 
 @dataclass
@@ -172,6 +173,8 @@ class Network:
         self.gain = None if readout_gain is None else self._array(np.broadcast_to(readout_gain, (n_out,)))
         self.offset = None if readout_offset is None else self._array(np.broadcast_to(readout_offset, (n_out,)))
         self.signs = _signs(self.layers, signs)
+        memory.require(memory.weights(self), f"a network of {', '.join(map(str, hidden))} neurons", self.xp,
+                       "choose fewer neurons")
         rng = np.random.default_rng(seed)
         self.params = self._initial_params(rng)
         if params:
@@ -243,6 +246,14 @@ class Network:
             else:
                 values[p.name] = self._array(given.get(p.name, default))
         return values
+
+    def fixed_entries(self, layer: Layer, p: dict) -> dict:
+        """The layer's Jacobian entries fixed for the run (K), from its parameter values ``p``.
+        Generated kernels are typed, so their layer is told the network's dtype (a model without
+        parameters has no array to tell it by); the NumPy module's arithmetic follows p's."""
+        if isinstance(layer.code, KernelLayer):
+            return layer.code.fixed_entries(p, self.dtype)
+        return layer.code.fixed_entries(p)
 
     def initial_state(self, layer: Layer, batch: int) -> dict:
         return {name: self.xp.full((batch, layer.n), value, dtype=self.dtype)

@@ -1,19 +1,123 @@
 """The fused CPU backend: the generated Numba kernels (``numba_layer.py``) behind a KernelLayer.
 
 The kernels are those of the CUDA backend, with the same arguments, compiled by Numba on their
-first call and cached on disk beside the generated module (``cache=True``), so a second run
-compiles nothing. Arrays are passed flat or with their axes, as each kernel indexes them.
+first call and cached on disk (``cache=True``), so a second run compiles nothing. Arrays are
+passed flat or with their axes, as each kernel indexes them.
+
+Numba would keep its cache beside the module and unpickle whatever it finds there, so
+``cache_kernels`` moves it to ``$SYMGRAD_CACHE/numba/<model>-<hash>``, a private folder whose
+files are read and written through a ``store.Manifest``: a file symgrad did not write there,
+or one damaged since, is dropped with a warning and compiled again. Where the cache cannot be
+used (a full disk), the kernels are compiled in memory, after one warning.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 
+from numba.core.caching import FunctionCache, IndexDataCacheFile, InTreeCacheLocator, NullCache
+from numba.core.dispatcher import Dispatcher
+
+from .. import store
 from ..model import ModelError
 from ..printers.numba_code import flat
 from .kernel_layer import Kernels
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_UNUSABLE: set = set()  # cache folders that failed a read or write: warned of once
+
+
+def cache_kernels(module, name: str):
+    """Cache the compiled kernels of the generated ``module`` in the folder ``name`` of
+    symgrad's Numba cache (before their first call, which loads or compiles them)."""
+    try:
+        manifest = store.Manifest(store.code_cache("numba", name))
+    except OSError as err:
+        manifest = None
+        _cannot_cache(store.cache_dir("numba") / name, err)
+    for function in vars(module).values():
+        if isinstance(function, Dispatcher) and isinstance(function._cache, FunctionCache):
+            function._cache = _VerifiedCache(function.py_func, manifest) if manifest else NullCache()
+
+
+def _cannot_cache(folder: Path, err: OSError):
+    if folder not in _UNUSABLE:
+        _UNUSABLE.add(folder)
+        reason = (err.strerror or str(err)) + (f": {err.filename}" if err.filename else "")
+        warnings.warn(f"cannot use the Numba cache {folder} ({reason}); compiling in memory, "
+                      "without caching", stacklevel=3)
+
+
+class _VerifiedCache(FunctionCache):
+    """Numba's cache of one kernel (``cache=True``), kept in a symgrad cache folder. It sets
+    attributes Numba's caches keep to themselves (tests/test_cache_integrity.py would fail if
+    a Numba release renamed them): the folder, its locator and the files' reader and writer."""
+
+    def __init__(self, py_func, manifest: store.Manifest):
+        super().__init__(py_func)  # finds Numba's own folder, as the decorator did: left unused
+        self._manifest = manifest
+        self._cache_path = str(manifest.folder)
+        self._impl._locator = _Folder(py_func, manifest.folder)
+        self._cache_file = _VerifiedFiles(manifest, self._impl.filename_base,
+                                          self._impl.locator.get_source_stamp())
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except OSError as err:
+            self._give_up(err)
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except OSError as err:
+            self._give_up(err)
+
+    def _give_up(self, err: OSError):
+        self.disable()
+        _cannot_cache(self._manifest.folder, err)
+
+
+class _Folder(InTreeCacheLocator):
+    """Numba's locator of a function's cache, pointed at a symgrad cache folder."""
+
+    def __init__(self, py_func, folder: Path):
+        super().__init__(py_func, py_func.__code__.co_filename)
+        self._cache_path = str(folder)
+
+
+class _VerifiedFiles(IndexDataCacheFile):
+    """Numba's index (.nbi) and data (.nbc) files of one kernel, read and written through a
+    Manifest: Numba's own methods, less their opening of the files."""
+
+    def __init__(self, manifest: store.Manifest, filename_base: str, source_stamp):
+        super().__init__(str(manifest.folder), filename_base, source_stamp)
+        self._manifest = manifest
+
+    def _load_index(self):
+        data = self._manifest.read(self._index_name)
+        if data is None:
+            return {}
+        stream = io.BytesIO(data)
+        if pickle.load(stream) != self._version:
+            return {}
+        stamp, overloads = pickle.loads(stream.read())
+        return overloads if stamp == self._source_stamp else {}
+
+    def _load_data(self, name):
+        data = self._manifest.read(name)
+        return None if data is None else pickle.loads(data)
+
+    @contextlib.contextmanager
+    def _open_for_write(self, filepath):
+        buffer = io.BytesIO()
+        yield buffer
+        self._manifest.write(os.path.basename(filepath), buffer.getvalue())
 
 
 class NumbaKernels(Kernels):
@@ -45,6 +149,11 @@ class NumbaKernels(Kernels):
         except NumbaError as err:
             raise ModelError(f"model {self.model_name!r}: Numba cannot compile its {name} kernel "
                              f"({_reason(err)}); run it with --backend numpy") from None
+        except SystemError as err:  # raised in a compiled kernel: a division by zero, where C gives inf
+            if not isinstance(err.__cause__, ArithmeticError):
+                raise
+            raise FloatingPointError(f"{err.__cause__} in the {name} kernel of model "
+                                     f"{self.model_name!r}") from None
 
 
 def _reason(err: Exception) -> str:

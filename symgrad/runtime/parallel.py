@@ -94,9 +94,11 @@ class Sharded:
         edges = np.linspace(0, batch, shards + 1).round().astype(int)
         parts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]  # views, not copies
         per_step = target.ndim == 3  # regression targets are (T, B, K); labels are (B,)
+        errors = np.geterr()  # NumPy's error handling is per thread: the shards take the caller's
 
         def run(part):
-            return rule(net, x[:, part], target[:, part] if per_step else target[part], **options)
+            with np.errstate(**errors):
+                return rule(net, x[:, part], target[:, part] if per_step else target[part], **options)
 
         with self.blas.limit(limits=1, user_api="blas"):
             results = list(self.pool.map(run, parts))
@@ -104,4 +106,5 @@ class Sharded:
         grads = {key: sum(w * r.grads[key] for w, r in zip(weights, results)) for key in results[0].grads}
         return Result(loss=sum(w * r.loss for w, r in zip(weights, results)), grads=grads,
                       spikes=[sum(counts) for counts in zip(*(r.spikes for r in results))],
-                      readout=net.xp.concatenate([r.readout for r in results], axis=0))
+                      readout=net.xp.concatenate([r.readout for r in results], axis=0),
+                      overflowed=next((r.overflowed for r in results if r.overflowed), None))

@@ -2,13 +2,15 @@
 
 A run lives in one folder: ``config.json`` (everything needed to rebuild it),
 ``metrics.json`` (per epoch: train_loss, train_acc, test_acc), ``checkpoint.npz`` (weights,
-optimiser state and the epoch reached, written atomically after every epoch) and
-``curves.png``. The batch order of epoch e, and which augmented copy of each sample it
-uses, depend only on (seed, e), so a run killed and resumed from its checkpoint ends with
-exactly the weights of an uninterrupted one.
+optimiser state and the epoch reached) and ``curves.png``, each written atomically after every
+epoch, and, while a process trains into it, ``.lock`` (see ``Trainer.claim_folder``). The
+batch order of epoch e, and which augmented copy of each sample it uses, depend only on
+(seed, e), so a run killed and resumed from its checkpoint ends with exactly the weights of an
+uninterrupted one.
 """
 from __future__ import annotations
 
+import errno
 import math
 import time
 import warnings
@@ -22,9 +24,10 @@ from tqdm import tqdm
 from .. import store
 from ..model import NeuronModel
 from ..errors import UserError
+from ..surrogates import Spike
 from . import backends
 from .bptt import bptt
-from .checkpoint import check_arrays, load_checkpoint, read_metrics
+from .checkpoint import check_checkpoint, load_checkpoint, read_metrics
 from .config import Config
 from .distributed import SINGLE, BatchSum, PeerFailed, digest, select_gpu, share, threads_per_rank
 from .eprop import eprop, sweeps_synapses, unsupported
@@ -34,6 +37,7 @@ from .optim import OPTIMIZERS
 from .parallel import default_workers, gradient_pass
 
 CHECKPOINT, CONFIG, METRICS, CURVES = "checkpoint.npz", "config.json", "metrics.json", "curves.png"
+LOCK = ".lock"  # held by the process training into the folder
 
 
 class Diverged(Exception):
@@ -46,6 +50,9 @@ class Diverged(Exception):
 # whatever the gradient) sits well above it, near a saturated readout's loss, without ever
 # producing a NaN.
 DIVERGENCE_FACTOR, DIVERGENCE_WINDOW = 10.0, 20
+
+# A spiking layer that fires in more than this fraction of its neuron-steps is saturated.
+SATURATED = 0.9
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -71,6 +78,32 @@ def build_network(config: Config, model, n_in: int, n_out: int) -> Network:
         raise UserError(f"the NIR graph {config.model} takes {net.n_in} inputs and gives {net.n_out} outputs; "
                         f"task {config.task!r} has {n_in} input channels and {n_out} outputs")
     return net
+
+
+def build_optimizer(config: Config):
+    return OPTIMIZERS[config.optimizer](lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
+
+
+def check_new_run_folder(run_dir: Path):
+    """Refuse a folder a new run may not write into: one holding a run (its checkpoint), or
+    a non-empty one that is not a symgrad run folder, whose config.json symgrad reads as a
+    run's settings (a run whose first epoch never finished may be started again)."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, "
+                        f"or choose another --out")
+    if not run_dir.is_dir():
+        return
+    others = sorted(entry.name for entry in run_dir.iterdir()
+                    if entry.name != LOCK and not store.is_temporary(entry.name))
+    if not others:
+        return
+    try:
+        Config.load(run_dir / CONFIG)
+    except UserError:
+        raise UserError(f"{run_dir} is not empty ({len(others)} entries, such as {others[0]!r}) and is not "
+                        f"a symgrad run folder (no {CONFIG} that symgrad reads as a run's settings); "
+                        f"choose a new or empty --out, so that nothing in it is overwritten") from None
 
 
 def time_major(x):
@@ -155,12 +188,47 @@ class Trainer:
             self.batch_sum = BatchSum(world, self.net.params, self.net.xp, sum(layer.n for layer in self.net.layers))
         self.timing = {"compute": 0.0, "communicate": 0.0, "batches": 0}
         self.weight = 1.0  # this rank's share of the batch in progress (its slice's size / the batch's)
-        options = dict(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip)
-        self.optimizer = OPTIMIZERS[config.optimizer](**options)
+        self.optimizer = build_optimizer(config)
         self.metrics = {"train_loss": [], "train_acc": [], "test_acc": []}
         self.epoch = 0
         self.baseline = None  # the loss of the run's first batch, before any update
         self.recent_losses = deque(maxlen=min(DIVERGENCE_WINDOW, math.ceil(len(train) / config.batch)))
+        self.activity_checked = False  # whether the spiking layers' activity has been looked at
+        self._lock = None
+
+    # -- the run folder ------------------------------------------------------------------
+    def claim_folder(self, new: bool):
+        """Lock the run folder for this process, before anything in it is written, until fit
+        has finished (or this Trainer is gone); refuse it, in one line, while another live
+        process holds it; remove the temporaries of writers killed in it. A ``new`` run checks
+        the folder (``check_new_run_folder``) again under the lock: another run may have
+        filled it since the first check."""
+        if not self.writer:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock = store.FileLock(self.run_dir / LOCK)
+        except store.LockHeld as err:
+            holder = f" (pid {err.holder.replace('@', ' on ')})" if err.holder else ""
+            raise UserError(f"{self.run_dir} is in use by another symgrad process{holder}; wait until it "
+                            f"has finished, or choose another --out") from None
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            warnings.warn(f"cannot lock {self.run_dir / LOCK} ({err.strerror}); make sure no other "
+                          f"process trains into {self.run_dir}")
+        store.remove_stale_temporaries(self.run_dir)
+        if new:
+            try:
+                check_new_run_folder(self.run_dir)
+            except UserError:
+                self.release_folder()
+                raise
+
+    def release_folder(self):
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self):
@@ -176,36 +244,31 @@ class Trainer:
         store.write_json(self.run_dir / METRICS, self.metrics)
         store.write_npz(self.run_dir / CHECKPOINT, state)
 
-    def restore(self):
-        """Weights, optimiser state, epoch and metrics of the run folder's checkpoint, each
-        checked against what this run's config builds, before anything is changed."""
+    def restore(self, metrics: bool = True):
+        """Weights, optimiser state, epoch and (with ``metrics``; evaluating needs none) the
+        metrics of the run folder's checkpoint, each checked against what this run's config
+        builds, before anything is changed."""
         path = self.run_dir / CHECKPOINT
         state = load_checkpoint(path)
-        check_arrays(state, self._checkpoint_layout(state), path)
+        check_checkpoint(state, self.net, self.optimizer, path)
         epoch = int(state["epoch"])
-        metrics = read_metrics(self.run_dir / METRICS, epoch)
+        if metrics:
+            self.metrics = read_metrics(self.run_dir / METRICS, epoch)
         self.net.set_params({k[6:]: v for k, v in state.items() if k.startswith("param/")})
         self.optimizer.load_state({k[6:]: self.net.xp.asarray(v) for k, v in state.items()
                                    if k.startswith("optim/")})
-        self.epoch, self.metrics = epoch, metrics
+        self.epoch = epoch
         self.baseline = float(state["baseline_loss"]) if "baseline_loss" in state else None
-
-    def _checkpoint_layout(self, state: dict) -> dict:
-        """``{array: (shape, dtype)}`` a checkpoint of this run holds; dtype None: any integer."""
-        layout = {f"param/{k}": (v.shape, np.dtype(v.dtype)) for k, v in self.net.params.items()}
-        layout["epoch"] = ((), None)
-        if "epoch" in state and np.ndim(state["epoch"]) == 0 and int(state["epoch"]) > 0:
-            layout.update({f"optim/{k}": (shape, np.dtype(dtype)) for k, (shape, dtype)
-                           in self.optimizer.state_layout(self.net.params).items()})
-        if "baseline_loss" in state:  # absent in checkpoints written before it was kept
-            layout["baseline_loss"] = ((), np.dtype(np.float64))
-        return layout
 
     # -- training ------------------------------------------------------------------------
     def fit(self, log=print):
-        # Overflows and NaNs are _check's and _apply's to report, as one Diverged.
-        with np.errstate(all="ignore"):
-            return self._fit(log)
+        """Train the remaining epochs; the run folder's lock (claim_folder) is released at the end."""
+        try:
+            # Overflows and NaNs are _check's and _apply's to report, as one Diverged.
+            with np.errstate(all="ignore"):
+                return self._fit(log)
+        finally:
+            self.release_folder()
 
     def _fit(self, log):
         config, train = self.config, self.split.train
@@ -221,8 +284,10 @@ class Trainer:
             choice = rng.integers(train.copies + 1, size=len(train)) if train.copies else None
             batches = [order[i:i + config.batch] for i in range(0, len(order), config.batch)]
             losses, correct = [], 0
+            # disable=None: no bars where stderr is no terminal (a log file, a pipe), whose
+            # reader wants the one line per epoch, not thousands of carriage returns.
             bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
-                       disable=not self.progress, unit="batch")
+                       disable=None if self.progress else True, unit="batch")
             for index in bar:
                 loss, grads, right = self._batch(rule, index, choice, options)
                 if self.baseline is None:
@@ -241,7 +306,9 @@ class Trainer:
             self.metrics["test_acc"].append(test_acc)
             self.save()
             if self.writer:
-                plot_curves(self.metrics, self.run_dir / CURVES)
+                figure = self.curves()
+                store.write_atomic(self.run_dir / CURVES, lambda png: figure.savefig(png, format="png", dpi=100),
+                                   binary=True)
                 log(self.summary())
         return self.metrics
 
@@ -260,6 +327,8 @@ class Trainer:
             target = train.y[chosen] if train.kind == "classification" else time_major(train.y[chosen])
             result = self.gradient_pass(rule, self.net, x, self.net.xp.asarray(target), loss=self.loss,
                                         reg=config.reg, rate_target=config.rate_target, **options)
+            if not self.activity_checked and self.writer:
+                self._warn_if_inactive(result.spikes, x.shape[0], x.shape[1])
             right = 0
             if train.kind == "classification" and len(mine):
                 right = int((_host(result.readout).argmax(axis=1) == train.y[mine]).sum())
@@ -268,6 +337,8 @@ class Trainer:
         except PeerFailed:  # another rank failed, and said so in a collective of this pass
             world.agree(None)
         except Exception as err:  # noqa: BLE001 - told to every rank, then raised on all
+            if world.size == 1 and isinstance(err, FloatingPointError):  # a kernel's division by zero
+                raise Diverged(f"{err} at epoch {self.epoch + 1}") from None
             if world.size == 1:
                 raise
             try:  # join whichever collective the others are in, flag raised
@@ -279,13 +350,34 @@ class Trainer:
         self.timing["compute"] += computed - started
         self.timing["batches"] += 1
         if world.size == 1:
+            if result.overflowed:  # the same verdict on every backend, however sound the loss looks
+                raise Diverged(f"{result.overflowed} at epoch {self.epoch + 1}")
             return result.loss, result.grads, right
+        # A state that overflowed on one rank makes the summed loss inf: every rank stops at _check.
+        loss = math.inf if result.overflowed else result.loss
         try:
-            grads, loss, right, _, _ = self.batch_sum(result.grads, self.weight, result.loss, right)
+            grads, loss, right, _, _ = self.batch_sum(result.grads, self.weight, loss, right)
         except PeerFailed:
             world.agree(None)
         self.timing["communicate"] += time.perf_counter() - computed
         return loss, grads, right
+
+    def _warn_if_inactive(self, spikes: list, steps: int, samples: int):
+        """Warn, after the first batch, of each spiking layer that is silent or saturated:
+        such a network learns nothing and would train at chance without a word."""
+        self.activity_checked = True
+        for count, layer in zip(spikes, self.net.layers):
+            if not layer.model.output.atoms(Spike):  # a rate or tanh layer is never silent
+                continue
+            rate = count / (steps * samples * layer.n)
+            where = f"layer {layer.index} ({layer.model.name}, {layer.n} neurons)"
+            if count == 0:
+                warnings.warn(f"{where} did not spike once in the first batch ({samples} samples of {steps} "
+                              f"steps): a silent network does not learn; scale its input up or lower its "
+                              f"threshold")
+            elif rate > SATURATED:
+                warnings.warn(f"{where} spiked in {100 * rate:.0f}% of its neuron-steps in the first batch: "
+                              f"a saturated network does not learn; scale its input down or raise its threshold")
 
     def _apply_summed(self, grads):
         """An online update: this rank's gradients so far, summed over the ranks, applied."""
@@ -341,29 +433,22 @@ class Trainer:
                                f"{DIVERGENCE_FACTOR:g} times the untrained network's {self.baseline:.4g} "
                                f"{where} (is the learning rate too large?)")
 
+    def curves(self):
+        """The run's loss and accuracy per epoch (a Figure), titled with its model, task and rule;
+        for classification, with the chance level."""
+        from ..data import plots
+
+        config, train = self.config, self.split.train
+        chance = 1 / train.outputs if train.kind == "classification" else None
+        title = f"{Path(config.model).name} on {config.task}, rule {config.rule}"
+        return plots.training_curves(self.metrics, title, chance)
+
     def summary(self) -> str:
         m, kind = self.metrics, self.split.train.kind
         name = "acc" if kind == "classification" else "neg. MSE"
         fmt = (lambda v: f"{100 * v:.1f}%") if kind == "classification" else (lambda v: f"{v:.4f}")
         return (f"epoch {self.epoch}/{self.config.epochs}: train loss {m['train_loss'][-1]:.4f}, "
                 f"train {name} {fmt(m['train_acc'][-1])}, test {name} {fmt(m['test_acc'][-1])}")
-
-
-def plot_curves(metrics: dict, path: Path):
-    """Loss and accuracy per epoch, drawn without pyplot so a notebook's backend is untouched."""
-    from matplotlib.figure import Figure
-
-    epochs = np.arange(1, len(metrics["train_loss"]) + 1)
-    fig = Figure(figsize=(9, 3.2))
-    left, right = fig.subplots(1, 2)
-    left.plot(epochs, metrics["train_loss"], marker="o")
-    left.set(xlabel="epoch", ylabel="train loss", title="loss")
-    right.plot(epochs, metrics["train_acc"], marker="o", label="train")
-    right.plot(epochs, metrics["test_acc"], marker="s", label="test")
-    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
 
 
 def _host(array):

@@ -3,7 +3,9 @@
 The host shim (``templates/cuda/host_shim.h``) defines the few CUDA built-ins the kernels use,
 so the very source the GPU runs compiles with g++ into a shared library that ctypes calls
 (symgrad's "cuda-host" backend). Libraries are cached under ``$SYMGRAD_CACHE/cuda-host``,
-keyed by a hash of everything compiled and the compiler's command line.
+keyed by a hash of everything compiled and the compiler's command line, each in a private
+folder whose ``store.Manifest`` records the library's hash: one that does not match is dropped
+and built again, never loaded.
 """
 from __future__ import annotations
 
@@ -77,17 +79,22 @@ def build_host_library(path: Path, kernels: dict) -> Path:
     launchers = launcher_source(path, kernels)
     version = subprocess.run(compiler + ["--version"], capture_output=True, text=True).stdout
     key = store.digest("\0".join([source, shim, launchers, " ".join(compiler + host_flags()), version]))
-    folder = store.cache_dir("cuda-host") / f"{path.parent.name}-{key}"
+    folder = store.code_cache("cuda-host", f"{path.parent.name}-{key}")
+    manifest = store.Manifest(folder)
     library = folder / "layer.so"
-    if library.is_file():
+    # ctypes runs a library's code as it loads it: only one symgrad built, unchanged since.
+    if manifest.read(library.name) is not None:
         return library
     for name, text in ((path.name, source), ("host_shim.h", shim), ("launchers.cpp", launchers)):
         store.write_if_changed(folder / name, text)
     tmp = folder / f"layer.{os.getpid()}.so"
     command = compiler + host_flags() + ["-o", str(tmp), "launchers.cpp"]
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"compiling {path} for the host failed ({' '.join(command)} in {folder}):\n"
-                           f"{done.stderr}")
-    os.replace(tmp, library)
+    try:
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling {path} for the host failed ({' '.join(command)} in {folder}):\n"
+                               f"{done.stderr}")
+        manifest.write(library.name, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
     return library
