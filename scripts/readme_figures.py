@@ -143,7 +143,7 @@ CLAIMS = [
           lambda o: sum(((percent(r.accuracy), r.printed(r"compute (\d+\.\d) ms")) for r in o), ()),
           timed=(2, 4, 6), needs_data=True, slow=True),
     Claim("mpi", (train(f"{FSDD} --seed 0", "fsdd0"), train(f"{FSDD} --seed 0", "fsdd0-mpi", ranks=2)),
-          r"1 process \(2 Numba threads\) \d+\.\d s, (\d+\.\d%); 2 processes \(1\nthread each\) \d+\.\d s, "
+          r"1 process \(2 Numba threads\) [\d.]+ s, (\d+\.\d%); 2 processes \(1\s+thread each\) [\d.]+ s, "
           r"(\d+\.\d%)", lambda o: (percent(o[0].accuracy), percent(o[1].accuracy)), needs_data=True),
 ]
 
