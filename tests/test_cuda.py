@@ -210,7 +210,7 @@ def _pair(name, backend, recurrent, hidden, dtype, dense):
 
 
 def compare(name, backend, rule, loss="ce", kappa=0.0, recurrent=False, reg=0.0, steps=25,
-            tolerance=1e-6, **kwargs):
+            tolerance=1e-12, **kwargs):
     reference, net = pair(name, backend, recurrent, **kwargs)
     reference.kappa = net.kappa = kappa
     x, labels = batch(steps=steps)
@@ -219,7 +219,7 @@ def compare(name, backend, rule, loss="ce", kappa=0.0, recurrent=False, reg=0.0,
     got = rule(net, x, net.xp.asarray(target), loss=loss, reg=reg)
     assert all(abs(count) > 0 for count in expected.spikes), "the network is silent: this proves nothing"
     assert got.spikes == pytest.approx(expected.spikes, rel=1e-12)
-    assert got.loss == pytest.approx(expected.loss, rel=max(tolerance, 1e-9))
+    assert got.loss == pytest.approx(expected.loss, rel=tolerance)
     assert set(got.grads) == set(expected.grads)
     for key in input_weights(reference.layers[0]):  # W_in, or W_in_<input> of each input
         assert np.abs(expected.grads[key]).max() > 0, f"{key}: a zero gradient proves nothing"
@@ -302,9 +302,9 @@ def test_user_models_match_numpy(backend):
         for rule, reg in ((eprop, 0.3), (bptt, 0.0)):
             expected, got = (rule(net, x, net.xp.asarray(labels), reg=reg) for net in nets)
             assert abs(expected.spikes[0]) > 0
-            assert got.loss == pytest.approx(expected.loss, rel=1e-9)
+            assert got.loss == pytest.approx(expected.loss, rel=1e-12)
             for key, value in expected.grads.items():
-                assert relative_error(host(got.grads[key]), value) <= 1e-6, (model.name, key)
+                assert relative_error(host(got.grads[key]), value) <= 1e-12, (model.name, key)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
