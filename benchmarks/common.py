@@ -16,6 +16,7 @@ from symgrad import models
 from symgrad.analysis import Analysis
 from symgrad.plan import TracePlan
 from symgrad.runtime import Network, backends, bptt, eprop
+from symgrad.runtime.projection import Source
 
 # Input-weight gain that keeps each built-in model firing on 30% input spikes (as in the tests):
 # a silent network has zero gradients, and a cosine or a gradient check on it proves nothing.
@@ -48,10 +49,9 @@ class Problem:
             net = Network(models.builtin(self.model), self.n_in, self.hidden, self.n_out,
                           recurrent=self.recurrent, kappa=self.kappa, seed=self.seed, dtype=self.dtype,
                           dense=dense, backend=self.backend)
-            for port in net.layers[0].ports:  # W_in, or W_in_<input> of each input
-                for source, name, _ in port.projections():
-                    if source == "input":
-                        net.params[name] *= self.gain
+            for projection in net.layers[0].projections:  # W_in, or W_in_<input> of each input
+                if projection.source is Source.INPUT:
+                    net.params[projection.key] *= self.gain
             return net
         return _shared_network(replace(self, steps=0, rate=0.0), dense)
 

@@ -25,6 +25,8 @@ import numpy as np
 
 from symgrad import models
 from symgrad.runtime import Network, cuda, eprop
+from symgrad.runtime.kernel_layer import bind
+from symgrad.runtime.layer_code import SynapseBuffers
 
 PAPER = dict(batch=256, hidden=1024, inputs=700, steps=100)
 SMALL = dict(batch=4, hidden=16, inputs=12, steps=10)
@@ -123,18 +125,19 @@ def main(argv=None) -> dict:
 
     # the fused per-synapse kernel alone, on this layer's shapes
     code, layer = net.layers[0].code, net.layers[0]
-    traces = code.Traces(args.batch, args.hidden, n_pre, dtype)
+    port = code.ports[layer.ports[0].input]
+    traces = port.traces(args.batch, args.hidden, n_pre, dtype)
     K = code.fixed_entries(net.neuron_params(layer))
     J = {name: xp.asarray(rng.random((args.batch, args.hidden)).astype(dtype)) for name in code.DYNAMIC}
     u = xp.asarray((rng.random((args.batch, n_pre)) < 0.05).astype(dtype))
     L = xp.asarray(rng.standard_normal((args.batch, args.hidden)).astype(dtype))
     ebar = xp.zeros((args.batch, args.hidden, n_pre), dtype) if args.kappa else None
     grad = xp.zeros((args.hidden, n_pre), dtype)
-    values = code.synapse_values(traces, J, K, u, L=L, kappa=args.kappa, ebar=ebar, grad=grad)
-    kernel = code.kernels.kernels["synapse_step"]
+    values = port.sources(traces, J, K, SynapseBuffers(u=u, grad=grad, product=None, ebar=ebar), L, args.kappa)
+    kernel = port.synapse_kernel
 
     def launch():
-        code.kernels.launch("synapse_step", dtype, args.hidden * n_pre, values)
+        code.kernels.launch(kernel, dtype, args.hidden * n_pre, values)
 
     launch()  # warm-up
     seconds = clock(launch, args.repeat)
@@ -166,8 +169,7 @@ def _size(count: float) -> str:
 def _arrays(kernel, values) -> str:
     """The arrays that make up the byte count (1% of it or more), largest first."""
     parts = []
-    for arg in kernel.args:
-        value = values.get(arg.name)
+    for arg, value in bind(kernel, values):
         if arg.ctype.endswith("*") and value is not None:
             times = 1 if arg.ctype.startswith("const") else 2
             parts.append((value.nbytes * times, f"{arg.name}{' read+written' if times == 2 else ''}"))

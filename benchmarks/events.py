@@ -26,27 +26,28 @@ def _layer_step(problem: Problem, fraction: float, events: bool):
     """One synapse step of the problem's first layer, with ``fraction`` of its rows active."""
     net = problem.network()
     layer, code = net.layers[0], net.layers[0].code
+    port = code.ports[layer.ports[0].input]
     rng = np.random.default_rng(problem.seed)
     dtype, (batch, n, n_pre) = net.dtype, (problem.batch, layer.n, layer.n_pre)
     K = code.fixed_entries(net.neuron_params(layer))
     kernel = code.kernels.kernels["synapse_events"]
+    decay = {arg.name: K["decay"][arg.of] for arg in kernel.args if arg.role == "decay"}  # by local name
     active = rng.random((batch, n)) < fraction
     J = {}
     for name in code.DYNAMIC:
         resting = dict(kernel.rests).get(name)
-        rest = 0.0 if resting in (None, "0") else float(K[resting])
+        rest = 0.0 if resting in (None, "0") else float(decay[resting])
         J[name] = np.where(active, rng.random((batch, n)), rest).astype(dtype)
-    traces = code.Traces(batch, n, n_pre, dtype)
-    for value in vars(traces).values():
-        if isinstance(value, np.ndarray):
-            value[...] = rng.random(value.shape)
+    traces = port.traces(batch, n, n_pre, dtype)
+    for value in traces.arrays.values():
+        value[...] = rng.random(value.shape)
     shapes = layer.plan.buffers(batch, n, n_pre, filtered=True, fused=True, events=events)
     arrays = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
     buffers = SynapseBuffers(u=(rng.random((batch, n_pre)) < 0.05).astype(dtype), **arrays)
     L = rng.standard_normal((batch, n)).astype(dtype)
 
     def step():
-        code.synapse_step(traces, J, K, buffers, L, net.kappa)
+        port.synapse_step(traces, J, K, buffers, L, net.kappa, skip_rest=events)
         buffers.step += 1
     return step
 

@@ -58,9 +58,10 @@ def _per_sample_seconds(quick: bool) -> float:
     net = problem.network(fresh=True)
     x, labels = problem.data()
     from symgrad.runtime.eprop import eprop
+    from symgrad.runtime import backends
     from symgrad.runtime.parallel import FusedThreads
 
-    run = FusedThreads(1, blas=1)
+    run = FusedThreads(backends.get("numba"), 1, blas=1)
     seconds = best_seconds(lambda: run(eprop, net, x, labels, loss="ce_mean"), 2 if quick else 3)
     return seconds / problem.batch
 

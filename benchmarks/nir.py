@@ -57,10 +57,11 @@ VERSIONS = ((True, False), (False, False), (False, True))  # (per-neuron time co
 def _symgrad(g, x, labels, rule, detach_reset):
     from symgrad import nir as symgrad_nir
     from symgrad.runtime import bptt, eprop
+    from symgrad.runtime import backends
     from symgrad.runtime.parallel import FusedThreads
 
     net = symgrad_nir.load(g, dtype="float32", backend="numba", detach_reset=detach_reset)
-    run, fn = FusedThreads(1, blas=1), {"eprop": eprop, "bptt": bptt}[rule]
+    run, fn = FusedThreads(backends.get("numba"), 1, blas=1), {"eprop": eprop, "bptt": bptt}[rule]
     result = run(fn, net, x, labels, loss="ce")
     assert result.spikes[0] > 0, "the imported network is silent: its timing would say nothing"
     return lambda: run(fn, net, x, labels, loss="ce")

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .model import ModelError, NeuronModel, stop_gradient
+from .model import NeuronModel, stop_gradient
+from .names import Names
 from .surrogates import Pseudo, Spike
 
 ZERO, CONSTANT, PER_NEURON, DYNAMIC = "zero", "constant", "per-neuron", "dynamic"
@@ -101,7 +102,8 @@ class Analysis:
         self.h = [self._entry(sp.diff(model.output, s)) for s in states]
         self.q = {p: [self._entry(sp.diff(f, p)) for f in updates] for p in model.learnable}
         self.dz = {p: self._entry(sp.diff(model.output, p)) for p in model.learnable}
-        self._names = _entry_names(model)
+        self.naming = Names(model)
+        self._names = _entry_names(model, self.naming)
         self._keys = {name: key for key, name in self._names.items()}
 
     def _entry(self, expr: sp.Expr) -> Entry:
@@ -128,10 +130,6 @@ class Analysis:
 
     def _key(self, kind: str, k, j) -> tuple:
         return (kind, k, self.inputs[0]) if kind == "c" and j is None and len(self.inputs) == 1 else (kind, k, j)
-
-    def suffix(self, input_symbol) -> str:
-        """What names of one input's code end with (see ``NeuronModel.input_suffix``)."""
-        return self.model.input_suffix(input_symbol.name)
 
     def D_c_entries(self) -> list[Entry]:
         """The entries taken at the previous state: D and every input's c."""
@@ -190,28 +188,20 @@ def _entry_keys(model: NeuronModel) -> list[tuple]:
     return keys + [("dz", p, None) for p in model.learnable]
 
 
-def _entry_names(model: NeuronModel) -> dict[tuple, str]:
-    """Unambiguous names for every entry, e.g. ``D_a_v`` for d a_t / d v_{t-1}.
-
-    Joining names with "_" can be ambiguous (states ``a``, ``a_b``, ``b_c`` and ``c`` give
-    ``D_a_b_c`` twice) or hit a declared name; then the model's entries are joined with "__",
-    and failing that numbered by state position.
-    """
+def _entry_names(model: NeuronModel, naming: Names) -> dict[tuple, str]:
+    """Every entry's name, e.g. ``D_a_v`` for d a_t / d v_{t-1}, as the naming table spells it."""
     states = model.state_names
-    declared = set(states) | set(model.param_names) | set(model.input_names)
-    several = len(model.inputs) > 1
-    spellings = (("_", lambda k: states[k]), ("__", lambda k: states[k]), ("_", str))
-    for sep, state in spellings:
-        names = {}
-        for kind, a, b in _entry_keys(model):
-            parts = {"D": lambda: (state(a), state(b)), "q": lambda: (a.name, state(b)),
-                     "dz": lambda: (a.name,), "c": lambda: (state(a),) + ((b.name,) if several else ()),
-                     }.get(kind, lambda: (state(a),))()
-            names[(kind, a, b)] = sep.join((kind,) + parts)
-        if len(set(names.values())) == len(names) and not declared & set(names.values()):
-            return names
-    raise ModelError(f"model {model.name!r}: its state and parameter names leave no unambiguous "
-                     "names for the Jacobian entries; rename the states")
+
+    def name(kind, a, b):
+        if kind == "D":
+            return naming.entry("D", states[a], states[b])
+        if kind == "c":
+            return naming.entry("c", states[a], b.name)
+        if kind == "q":
+            return naming.entry("q", a.name, states[b])
+        return naming.entry(kind, a.name if kind == "dz" else states[a])
+
+    return {key: name(*key) for key in _entry_keys(model)}
 
 
 _COLOURS = {ZERO: "gray", CONSTANT: "blue", PER_NEURON: "teal", DYNAMIC: "red"}

@@ -5,7 +5,8 @@ b_out (K,), kappa (scalar), optional param_<name> overriding a model parameter.
 For a model with several synaptic inputs, W_in_<input> (N, M) and W_rec_<input> (N, N) for
 each input instead of W_in and W_rec: any may be missing (no projection to that input), not all.
 OUT.npz (written by the command with store.write_npz): loss and one gradient per weight given,
-same names and shapes.
+same names and shapes. The files name each weight by its name within the layer
+(``projection.weight_name``), which ``GradInputs.keys`` maps to the network's keys.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from . import store
 from .errors import UserError
 from .model import NeuronModel
 from .runtime.config import SETTINGS
+from .runtime.projection import READOUT, STEMS, Source, weight_name
 
 
 @dataclass
@@ -31,6 +33,18 @@ class GradInputs:
     n: int
     n_out: int
     projections: dict | None  # {input: sources} of a model with several inputs, else None
+    sources: dict  # {weight's name in the file: (the input it drives, its Source)}
+
+    @property
+    def recurrent(self) -> bool:
+        return any(source is Source.RECURRENT for _, source in self.sources.values())
+
+    def keys(self, net) -> dict:
+        """{array's name in the file: its key in ``net``}, the one-layer network built from them."""
+        layer = net.layers[0]
+        found = {name: layer.projection(source, input_name).key
+                 for name, (input_name, source) in self.sources.items()}
+        return found | {name: name for name in READOUT}
 
 
 def read_inputs(path, model: NeuronModel) -> GradInputs:
@@ -57,7 +71,7 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     projected = _projections(data, model, where)
     weights = {name: need(name, 2) for name in projected}
     n, n_out = next(iter(weights.values())).shape[0], W_out.shape[0]
-    shapes = {"input": (n, n_in), "recurrent": (n, n)}
+    shapes = {Source.INPUT: (n, n_in), Source.RECURRENT: (n, n)}
     expected = {"labels": (batch,), **{name: shapes[source] for name, (_, source) in projected.items()},
                 "W_out": (n_out, n), "b_out": (n_out,)}
     weights.update({"W_out": W_out, "b_out": b_out})
@@ -81,28 +95,31 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     if len(model.inputs) > 1:
         wiring = {}
         for name, (input_name, source) in projected.items():
-            wiring.setdefault(input_name, []).append(source)
-    return GradInputs(x, labels.astype(np.int64), weights, kappa, neuron_params, n_in, n, n_out, wiring)
+            wiring.setdefault(input_name, []).append(source.value)
+    return GradInputs(x, labels.astype(np.int64), weights, kappa, neuron_params, n_in, n, n_out, wiring,
+                      projected)
 
 
 def _projections(data, model: NeuronModel, where: str) -> dict:
-    """{weight name: (input, source)} of the input and recurrent weights the file holds."""
+    """{weight name: (input, Source)} of the input and recurrent weights the file holds."""
     found = {}
     for input_name in model.input_names:
-        suffix = model.input_suffix(input_name)
-        for source, stem in (("input", "W_in"), ("recurrent", "W_rec")):
-            if stem + suffix in data:
-                found[stem + suffix] = (input_name, source)
+        for source in (Source.INPUT, Source.RECURRENT):
+            name = weight_name(model, source, input_name)
+            if name in data:
+                found[name] = (input_name, source)
     if len(model.inputs) == 1:
-        if "W_in" not in found:
-            raise UserError(f"{where}: missing array 'W_in'")
+        first = weight_name(model, Source.INPUT, model.input_names[0])
+        if first not in found:
+            raise UserError(f"{where}: missing array {first!r}")
         return found
     inputs = ", ".join(model.input_names)
+    stems = (STEMS[Source.INPUT], STEMS[Source.RECURRENT])
     for key in sorted(data):
-        if key in ("W_in", "W_rec"):
+        if key in stems:
             raise UserError(f"{where}: model {model.name} has several inputs ({inputs}): name its "
                             f"weights {key}_<input>, not {key}")
-        if key.startswith(("W_in_", "W_rec_")) and key not in found:
+        if key.startswith(tuple(f"{stem}_" for stem in stems)) and key not in found:
             raise UserError(f"{where}: {key} names no input of model {model.name} (its inputs: {inputs})")
     if not found:
         raise UserError(f"{where}: no input weights: give W_in_<input> or W_rec_<input> for at least "

@@ -110,9 +110,11 @@ def cmd_generate(args) -> int:
             chosen.append((spec, run_model.neuron_model(spec)))
     into_repository = Path(args.out).resolve() == store.repository_generated().resolve()
     for spec, model in chosen:
-        if into_repository and spec not in models.BUILTIN and model.name in models.BUILTIN:
+        folder = Path(args.out) / model.name
+        if (spec not in models.BUILTIN and model.name in models.BUILTIN
+                and (into_repository or _holds_builtin_code(folder, model.name))):
             raise UserError(f"{spec} defines a model named {model.name!r}, like the built-in model; "
-                            f"writing it to {args.out} would overwrite the built-in's generated code "
+                            f"writing it to {folder} would overwrite the built-in's generated code there "
                             f"(rename the model or choose another --out)")
     kept = {}  # model name: (spec, model); layers and specs that share a model write its files once
     for spec, model in chosen:
@@ -128,6 +130,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _holds_builtin_code(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds a file generated from the built-in model ``name`` (a checkout's
+    committed code, or a copy of it): the regenerate line of the file's header, as
+    symgrad.render writes it, names the built-in. No git call: any checkout, or none."""
+    from .models import builtin
+
+    model = builtin(name)
+    for backend, (_, filename) in render.BACKENDS.items():
+        try:
+            with open(folder / filename, encoding="utf-8", errors="replace") as file:
+                head = file.read(2048)  # the header; the regenerate line is within its first lines
+        except OSError:  # no such file (or folder): nothing of the built-in's to lose there
+            continue
+        if render.regenerate(model, backend) in head:
+            return True
+    return False
+
+
 # -- grads -----------------------------------------------------------------------------------
 def cmd_grads(args) -> int:
     from . import arrays
@@ -140,11 +160,11 @@ def cmd_grads(args) -> int:
         raise UserError(f"--out {args.out} is a directory; name the file to write, such as "
                         f"{Path(args.out) / 'grads.npz'}")
     given = arrays.read_inputs(args.inputs, model)
-    values = {k: v for k, v in given.weights.items()}
-    net = Network(model, given.n_in, given.n, given.n_out, recurrent="W_rec" in values,
+    net = Network(model, given.n_in, given.n, given.n_out, recurrent=given.recurrent,
                   kappa=given.kappa, dtype=args.dtype, backend=args.backend,
                   neuron_params=given.neuron_params, projections=given.projections)
-    net.set_params({k: v for k, v in values.items() if k in net.params})
+    keys = given.keys(net)  # the file names weights as within one layer; the network keys them
+    net.set_params({keys[name]: value for name, value in given.weights.items()})
     shard = args.rule == "eprop" and sweeps_synapses(net, "ce")
     run = gradient_pass(net, default_workers(net.backend), shard)
     try:
@@ -153,7 +173,7 @@ def cmd_grads(args) -> int:
     except FloatingPointError as err:  # a kernel's division by zero
         return _failed_numerically(str(err), args.out)
     out = {"loss": np.asarray(result.loss)}
-    out.update({name: np.asarray(_host(result.grads[name])) for name in values})
+    out.update({name: np.asarray(_host(result.grads[keys[name]])) for name in given.weights})
     problem = result.overflowed or next((f"the {name if name == 'loss' else 'gradient of ' + name} is not finite"
                                          for name, value in out.items() if not np.all(np.isfinite(value))), None)
     if problem:
@@ -451,7 +471,7 @@ def _evaluate_graph(args) -> int:
 def cmd_export(args) -> int:
     """A run's network, with the weights of its checkpoint, as a NIR graph."""
     from . import nir
-    from .runtime.checkpoint import check_checkpoint, load_checkpoint
+    from .runtime.checkpoint import check_checkpoint, checkpoint_sizes, load_checkpoint, parameters
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, build_network, build_optimizer
 
     run_dir = Path(args.run)
@@ -460,14 +480,11 @@ def cmd_export(args) -> int:
     run_model.check(config, spec, source, run_dir, strict=True)
     config.model = spec
     state = load_checkpoint(run_dir / CHECKPOINT)
-    params = {k[len("param/"):]: v for k, v in state.items() if k.startswith("param/")}
-    last = "W_in" if config.layers == 1 else f"W_in_{config.layers - 1}"
-    if "W_in" not in params or last not in params:
-        raise UserError(f"{run_dir / CHECKPOINT} holds no {last!r}: it does not fit {run_dir / CONFIG}")
-    n_out = params["W_out"].shape[0] if "W_out" in params else params[last].shape[0]
-    net = build_network(config, source, params["W_in"].shape[1], n_out)
+    # The task's sizes are in the checkpoint's weights; a network of any sizes says which (a graph has its own).
+    probe = nir.load(source) if run_model.is_graph(spec) else build_network(config, source, 1, 1)
+    net = build_network(config, source, *checkpoint_sizes(state, probe, run_dir / CHECKPOINT))
     check_checkpoint(state, net, build_optimizer(config), run_dir / CHECKPOINT)  # as evaluate and --resume do
-    net.set_params(params)
+    net.set_params(parameters(state))
     path = nir.save(net, args.nir)
     print(f"wrote {path}: {len(net.layers)} layers ({', '.join(layer.model.name for layer in net.layers)}), "
           f"epoch {int(state['epoch'])} of {run_dir}")

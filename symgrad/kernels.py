@@ -22,19 +22,35 @@ from dataclasses import dataclass
 
 from .analysis import CONSTANT, DYNAMIC, Analysis
 from .plan import PER_SYNAPSE, PRESYNAPTIC, Term, TracePlan
+from . import names as ids
+from .layouts import DENSE, Layout
 from .statements import Statement, fixed_entries, neuron_step
+
+
+# What an argument holds, which the runtime binds it by (``KernelArg.role`` and ``of``):
+COUNT = "count"  # of: "n", "size", "batch", "n_pre" or "step"
+SCALAR = "scalar"  # of: "kappa" or "seq_weight"
+BUFFER = "buffer"  # of: "u", "L", "ebar", "seq_sum", "grad", "reg_sum", "last" or "pend" (SynapseBuffers)
+STATE, NEW_STATE, OUTPUT = "state", "new state", "output"  # of: a state name; "z"
+PARAM, CURRENT = "param", "current"  # of: a parameter name; an input name
+FIXED, DYNAMIC_ENTRY = "fixed entry", "dynamic entry"  # of: an entry name (K, J)
+TRACE, PARAM_TRACE = "trace", "param trace"  # of: a state; (parameter, state)
+PARAM_ELIGIBILITY, DECAY = "param eligibility", "decay"  # of: a parameter; a state
 
 
 @dataclass(frozen=True)
 class KernelArg:
-    """One argument of a kernel; the drivers pass values by ``name``.
+    """One argument of a kernel: its name in the kernel (the naming table's) and what it holds.
 
     ctype: "int", "real" (a scalar), "const real*" (an array read) or "real*" (written).
+    role, of: what the runtime binds to it (see the roles above), never read off the name.
     """
 
     name: str
     ctype: str
     note: str
+    role: str
+    of: object = ""
 
     @property
     def written(self) -> bool:
@@ -59,7 +75,7 @@ class Line:
 
 @dataclass(frozen=True)
 class Kernel:
-    name: str
+    name: str  # as the generated code defines it (the naming table's)
     space: str  # what one thread is
     args: tuple
     fixed: tuple = ()  # fixed entries loaded once per thread: (name, class)
@@ -71,6 +87,14 @@ class Kernel:
     dynamic: tuple = ()  # dynamic entries read per sample (arguments J_<name>)
     cpu_only: bool = False  # printed by the Numba backend only
     rests: tuple = ()  # event kernels: (entry, its value at rest as a local) for each dynamic entry
+    kind: str = ""  # fixed_entries, neuron_step, synapse_step, ...: what the runtime asks for
+    port: str | None = None  # the synaptic input a per-input kernel is of
+
+    @property
+    def nested(self) -> bool:
+        """One thread loops over samples and inputs (the synapse space): where a backend writes
+        that as a loop nest (Numba), it indexes the kernel's arrays by their axes, else flat."""
+        return self.space == "synapse"
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,7 @@ class Blueprint:
     step_params: list  # Param: parameters the step reads
     fixed_params: list  # Param: parameters the fixed entries read
     step_inputs: list  # (input name, neuron_step argument) of each input the step reads
+    layout: Layout = DENSE  # which synapses exist, and how the synapse kernels reach one
 
     @property
     def model(self):
@@ -103,23 +128,19 @@ class Blueprint:
         traces, the dynamic entries) is the same in every input's plan."""
         return self.plans[0]
 
-    def kernel(self, name: str) -> Kernel | None:
-        return next((k for k in self.kernels if k.name == name), None)
-
-
-def input_argument(suffix: str) -> str:
-    """The neuron_step argument that carries the current of the input with this suffix."""
-    return "input" + suffix
+    def kernel(self, kind: str, port: str | None = None) -> Kernel | None:
+        """The kernel of this kind (of the input ``port``, for a per-input kernel), if any."""
+        return next((k for k in self.kernels if k.kind == kind and k.port == port), None)
 
 
 def blueprint(analysis: Analysis, plans: list[TracePlan]) -> Blueprint:
-    model = analysis.model
+    model, names = analysis.model, analysis.naming
     step, fixed = neuron_step(analysis), fixed_entries(analysis)
     read = _free(step)
     per_neuron = set(model.neuron_params)
     step_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in read]
     fixed_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in _free(fixed)]
-    step_inputs = [(i.name, input_argument(analysis.suffix(i))) for i in model.inputs if i.name in read]
+    step_inputs = [(i.name, names.current(i.name)) for i in model.inputs if i.name in read]
     step_states = [s for s in analysis.names if s in read]
     synapses = [_synapse_kernel(plan) for plan in plans]
     kernels = [_fixed_kernel(analysis, fixed, fixed_params),
@@ -141,40 +162,50 @@ def _param_note(p: Param) -> str:
     return f"{p.name}: per neuron (n)" if p.per_neuron else f"{p.name}: one value (1)"
 
 
+def _param_args(names, params: list) -> list[KernelArg]:
+    return [KernelArg(names.of(ids.PARAM_ARG, p.name), "const real*", _param_note(p), PARAM, p.name) for p in params]
+
+
 def _fixed_kernel(analysis: Analysis, fixed: list, params: list) -> Kernel | None:
     if not fixed:
         return None
-    kinds = analysis.entries()
-    args = [KernelArg("n", "int", "neurons: one thread each")]
-    args += [KernelArg(f"p_{p.name}", "const real*", _param_note(p)) for p in params]
-    args += [KernelArg(f"K_{f.name}", "real*", f"{f.name} (n), {kinds[f.name].kind}: written") for f in fixed]
-    return Kernel("fixed_entries", "neuron", tuple(args))
+    names, kinds = analysis.naming, analysis.entries()
+    args = [KernelArg(names.word("n"), "int", "neurons: one thread each", COUNT, "n")]
+    args += _param_args(names, params)
+    args += [KernelArg(names.of(ids.FIXED_ARG, f.name), "real*", f"{f.name} (n), {kinds[f.name].kind}: written",
+                       FIXED, f.name) for f in fixed]
+    return Kernel("fixed_entries", "neuron", tuple(args), kind="fixed_entries")
 
 
 def _neuron_kernel(analysis: Analysis, states: list, params: list, inputs: list) -> Kernel:
-    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron")]
+    names = analysis.naming
+    args = [KernelArg(names.word("size"), "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
     if any(p.per_neuron for p in params):
-        args.append(KernelArg("n", "int", "neurons"))
-    args += [KernelArg(arg, "const real*", f"{name}_t (batch, n): synaptic input") for name, arg in inputs]
-    args += [KernelArg(f"s_{s}", "const real*", f"{s}_t-1 (batch, n)") for s in states]
-    args += [KernelArg(f"p_{p.name}", "const real*", _param_note(p)) for p in params]
-    args += [KernelArg(f"s_{s}_new", "real*", f"{s}_t (batch, n): written") for s in analysis.names]
-    args.append(KernelArg("out_z", "real*", "z_t (batch, n): written"))
-    args += [KernelArg(f"J_{n}", "real*", f"{n} (batch, n): written")
+        args.append(KernelArg(names.word("n"), "int", "neurons", COUNT, "n"))
+    args += [KernelArg(arg, "const real*", f"{name}_t (batch, n): synaptic input", CURRENT, name)
+             for name, arg in inputs]
+    args += [KernelArg(names.of(ids.STATE_ARG, s), "const real*", f"{s}_t-1 (batch, n)", STATE, s) for s in states]
+    args += _param_args(names, params)
+    args += [KernelArg(names.of(ids.NEW_STATE_ARG, s), "real*", f"{s}_t (batch, n): written", NEW_STATE, s)
+             for s in analysis.names]
+    args.append(KernelArg(names.word("out_z"), "real*", "z_t (batch, n): written", OUTPUT, "z"))
+    args += [KernelArg(names.of(ids.DYNAMIC_ARG, n), "real*", f"{n} (batch, n): written", DYNAMIC_ENTRY, n)
              for n, e in analysis.entries().items() if not e.is_fixed]
-    return Kernel("neuron_step", "sample, neuron", tuple(args))
+    return Kernel("neuron_step", "sample, neuron", tuple(args), kind="neuron_step")
 
 
 class _Reads:
     """The entries a kernel's lines read, in first-use order: dynamic ones are arrays read per
-    sample (J_<name>), fixed ones (n) arrays loaded once per thread (K_<name>)."""
+    sample (J_<name>), fixed ones (n) arrays loaded once per thread (K_<name>). An entry equal
+    to 1 is never read: the lines print the number, or leave the product out."""
 
     def __init__(self, plan: TracePlan):
+        self.names = plan.analysis.naming
         self.order = list(plan.analysis.entries())
         self.used: dict[str, Term] = {}
 
     def __call__(self, term: Term, operand: str | None) -> tuple:
-        if not (term.unit and operand):
+        if not term.unit:
             self.used.setdefault(term.entry, term)
         return term, operand
 
@@ -189,101 +220,109 @@ class _Reads:
         return tuple(n for n, t in self.terms.items() if t.kind == DYNAMIC)
 
     def args(self) -> list[KernelArg]:
-        dynamic = [KernelArg(f"J_{n}", "const real*", f"{n}_t (batch, n)")
+        dynamic = [KernelArg(self.names.of(ids.DYNAMIC_ARG, n), "const real*", f"{n}_t (batch, n)", DYNAMIC_ENTRY, n)
                    for n, t in self.terms.items() if t.kind == DYNAMIC]
-        fixed = [KernelArg(f"K_{n}", "const real*", f"{n} (n), "
-                           + ("constant: element 0 is read" if kind == CONSTANT else kind))
+        fixed = [KernelArg(self.names.of(ids.FIXED_ARG, n), "const real*", f"{n} (n), "
+                           + ("constant: element 0 is read" if kind == CONSTANT else kind), FIXED, n)
                  for n, kind in self.fixed()]
         return dynamic + fixed
 
 
-def _trace_line(update, reads: _Reads) -> Line:
+def _trace_line(update, reads: _Reads, names) -> Line:
     """eps_k,t from the previous values, which the kernels keep in registers."""
-    terms = tuple(reads(t, f"eps_{t.source}" if t.source else "u_j") for t in update.terms)
-    return Line(f"eps_{update.state}_new", terms, update.equation)
+    terms = tuple(reads(t, names.of(ids.TRACE, t.source) if t.source else "u_j") for t in update.terms)
+    return Line(names.of(ids.TRACE_NEW, update.state), terms, update.equation)
+
+
+def _trace_arg(names, s: str, ctype: str, note: str) -> KernelArg:
+    return KernelArg(names.of(ids.TRACE_ARG, s), ctype, note, TRACE, s)
 
 
 def _synapse_kernel(plan: TracePlan) -> Kernel:
-    summary = plan.summary()
+    names, summary = plan.analysis.naming, plan.summary()
     eligible, per_synapse = summary.eligible, summary.per_synapse
     reads = _Reads(plan)
     updates = [u for u in plan.updates if u.storage == PER_SYNAPSE or u.state in eligible]
-    lines = tuple(_trace_line(u, reads) for u in updates)
-    e = Line("e", tuple(reads(h, f"eps_{h.source}_new") for h in plan.eligibility), "e_t = h_t . eps_t")
+    lines = tuple(_trace_line(u, reads, names) for u in updates)
+    e = Line("e", tuple(reads(h, names.of(ids.TRACE_NEW, h.source)) for h in plan.eligibility), "e_t = h_t . eps_t")
     read = {t.source for u in updates for t in u.terms if t.source}
-    loads = tuple((f"eps_{s}", f"trace_{s}", s in per_synapse) for s in summary.states if s in read)
+    loads = tuple((names.of(ids.TRACE, s), names.of(ids.TRACE_ARG, s), s in per_synapse) for s in summary.states if s in read)
     uses_input = any(t.source is None for u in updates for t in u.terms)
-    args = [KernelArg("batch", "int", "samples: each thread loops over them"),
-            KernelArg("n", "int", "post neurons"),
-            KernelArg("n_pre", "int", "presynaptic inputs; one thread per synapse (post, pre)")]
+    args = [KernelArg("batch", "int", "samples: each thread loops over them", COUNT, "batch"),
+            KernelArg("n", "int", "post neurons", COUNT, "n"),
+            KernelArg("n_pre", "int", "presynaptic inputs; one thread per synapse (post, pre)", COUNT, "n_pre")]
     if uses_input:
-        args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input"))
+        args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input", BUFFER, "u"))
     for s in summary.states:
         if s in per_synapse:
-            args.append(KernelArg(f"trace_{s}", "real*", f"eps_{s} (batch, n, pre), per-synapse: updated"))
+            args.append(_trace_arg(names, s, "real*", f"eps_{s} (batch, n, pre), per-synapse: updated"))
         elif s in read:
-            args.append(KernelArg(f"trace_{s}", "const real*", f"eps_{s}_t-1 (batch, pre), presynaptic: read only"))
+            args.append(_trace_arg(names, s, "const real*", f"eps_{s}_t-1 (batch, pre), presynaptic: read only"))
     args += reads.args()
     args += [
-        KernelArg("L", "const real*", "learning signal L_t (batch, n), or null"),
-        KernelArg("kappa", "real", "the readout's leak: ebar_t = kappa ebar_t-1 + e_t"),
-        KernelArg("ebar", "real*", "filtered eligibility (batch, n, pre): updated, or null"),
-        KernelArg("seq_sum", "real*", "(batch, n, pre): += w ebar_t (w e_t without ebar), or null"),
-        KernelArg("seq_weight", "real", "w, this step's weight in seq_sum"),
-        KernelArg("grad", "real*", "(n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given"),
-        KernelArg("reg_sum", "real*", "(n, pre): += sum_b e_t for the rate regulariser, or null"),
+        KernelArg("L", "const real*", "learning signal L_t (batch, n), or null", BUFFER, "L"),
+        KernelArg("kappa", "real", "the readout's leak: ebar_t = kappa ebar_t-1 + e_t", SCALAR, "kappa"),
+        KernelArg("ebar", "real*", "filtered eligibility (batch, n, pre): updated, or null", BUFFER, "ebar"),
+        KernelArg("seq_sum", "real*", "(batch, n, pre): += w ebar_t (w e_t without ebar), or null", BUFFER, "seq_sum"),
+        KernelArg("seq_weight", "real", "w, this step's weight in seq_sum", SCALAR, "seq_weight"),
+        KernelArg("grad", "real*", "(n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given", BUFFER, "grad"),
+        KernelArg("reg_sum", "real*", "(n, pre): += sum_b e_t for the rate regulariser, or null", BUFFER, "reg_sum"),
     ]
-    stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates if u.state in per_synapse)
-    return Kernel("synapse_step" + plan.suffix, "synapse", tuple(args), reads.fixed(), loads, uses_input,
-                  lines, stores, (e,), reads.dynamic())
+    stores = tuple((names.of(ids.TRACE_ARG, u.state), names.of(ids.TRACE_NEW, u.state)) for u in updates
+                   if u.state in per_synapse)
+    return Kernel(names.per_input("synapse_step", plan.input.name), "synapse", tuple(args), reads.fixed(), loads,
+                  uses_input, lines, stores, (e,), reads.dynamic(), kind="synapse_step", port=plan.input.name)
 
 
 def _presynaptic_kernel(plan: TracePlan) -> Kernel | None:
     updates = [u for u in plan.updates if u.storage == PRESYNAPTIC]
     if not updates:
         return None
-    reads = _Reads(plan)
-    lines = tuple(_trace_line(u, reads) for u in updates)
+    names, reads = plan.analysis.naming, _Reads(plan)
+    lines = tuple(_trace_line(u, reads, names) for u in updates)
     read = {t.source for u in updates for t in u.terms if t.source}
     uses_input = any(t.source is None for u in updates for t in u.terms)
-    args = [KernelArg("size", "int", "batch * n_pre: one thread per sample and input")]
+    args = [KernelArg("size", "int", "batch * n_pre: one thread per sample and input", COUNT, "size")]
     if uses_input:
-        args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input"))
-    args += [KernelArg(f"trace_{u.state}", "real*", f"eps_{u.state} (batch, pre): updated") for u in updates]
+        args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input", BUFFER, "u"))
+    args += [_trace_arg(names, u.state, "real*", f"eps_{u.state} (batch, pre): updated") for u in updates]
     args += reads.args()
-    loads = tuple((f"eps_{s}", f"trace_{s}", False) for s in plan.summary().states if s in read)
-    stores = tuple((f"trace_{u.state}", f"eps_{u.state}_new") for u in updates)
-    return Kernel("presynaptic_step" + plan.suffix, "sample, pre", tuple(args), reads.fixed(), loads,
-                  uses_input, lines, stores, (), reads.dynamic())
+    loads = tuple((names.of(ids.TRACE, s), names.of(ids.TRACE_ARG, s), False) for s in plan.summary().states if s in read)
+    stores = tuple((names.of(ids.TRACE_ARG, u.state), names.of(ids.TRACE_NEW, u.state)) for u in updates)
+    return Kernel(names.per_input("presynaptic_step", plan.input.name), "sample, pre", tuple(args), reads.fixed(),
+                  loads, uses_input, lines, stores, (), reads.dynamic(), kind="presynaptic_step",
+                  port=plan.input.name)
 
 
 def _param_kernel(plan: TracePlan) -> Kernel | None:
     traces = plan.param_traces
     if not traces:
         return None
-    reads = _Reads(plan)
+    names, reads = plan.analysis.naming, _Reads(plan)
     loads, lines, stores, results, arrays = [], [], [], [], []
     for pt in traces:
         p = pt.param
         read = {t.source for row in pt.rows for t in row.terms}
-        loads += [(f"eps_{p}_{r.state}", f"trace_{p}_{r.state}", False) for r in pt.rows if r.state in read]
+        loads += [(names.of(ids.PARAM_TRACE, p, r.state), names.of(ids.PARAM_TRACE_ARG, p, r.state), False)
+                  for r in pt.rows if r.state in read]
         for row in pt.rows:
-            terms = tuple(reads(t, f"eps_{p}_{t.source}") for t in row.terms)
+            terms = tuple(reads(t, names.of(ids.PARAM_TRACE, p, t.source)) for t in row.terms)
             terms += (reads(row.q, None),) if row.q else ()
-            lines.append(Line(f"eps_{p}_{row.state}_new", terms, pt.equation(row)))
-            stores.append((f"trace_{p}_{row.state}", f"eps_{p}_{row.state}_new"))
-        terms = tuple(reads(t, f"eps_{p}_{t.source}_new") for t in pt.readout)
+            lines.append(Line(names.of(ids.PARAM_TRACE_NEW, p, row.state), terms, pt.equation(row)))
+            stores.append((names.of(ids.PARAM_TRACE_ARG, p, row.state), names.of(ids.PARAM_TRACE_NEW, p, row.state)))
+        terms = tuple(reads(t, names.of(ids.PARAM_TRACE_NEW, p, t.source)) for t in pt.readout)
         terms += (reads(pt.dz, None),) if pt.dz else ()
-        results.append(Line(f"e_{p}", terms, pt.eligibility))
-        arrays += [KernelArg(f"trace_{p}_{r.state}", "real*", f"eps^{p}_{r.state} (batch, n): updated")
-                   for r in pt.rows]
-        arrays.append(KernelArg(f"e_{p}", "real*", f"e^{p}_t = h_t . eps^{p}_t + dz_{p} (batch, n): written"))
-    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron")]
+        results.append(Line(names.of(ids.PARAM_ELIGIBILITY, p), terms, pt.eligibility))
+        arrays += [KernelArg(names.of(ids.PARAM_TRACE_ARG, p, r.state), "real*", f"eps^{p}_{r.state} (batch, n): updated",
+                             PARAM_TRACE, (p, r.state)) for r in pt.rows]
+        arrays.append(KernelArg(names.of(ids.PARAM_ELIGIBILITY, p), "real*",
+                                f"e^{p}_t = h_t . eps^{p}_t + dz_{p} (batch, n): written", PARAM_ELIGIBILITY, p))
+    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
     if reads.fixed():
-        args.append(KernelArg("n", "int", "neurons"))
+        args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
     args += reads.args() + arrays
     return Kernel("param_traces", "sample, neuron", tuple(args), reads.fixed(), tuple(loads), False,
-                  tuple(lines), tuple(stores), tuple(results), reads.dynamic())
+                  tuple(lines), tuple(stores), tuple(results), reads.dynamic(), kind="param_traces")
 
 
 def _event_kernels(plan: TracePlan, synapse: Kernel) -> list[Kernel]:
@@ -299,23 +338,26 @@ def _event_kernels(plan: TracePlan, synapse: Kernel) -> list[Kernel]:
     rest = plan.quiescence
     if not rest.event_driven:
         return []
-    names = plan.analysis.names
-    diagonal = {plan.analysis.entry_name("D", names.index(k), names.index(k)): f"decay_{k}" for k in rest.decays}
+    a, names = plan.analysis, plan.analysis.naming
+    diagonal = {a.entry_name("D", a.names.index(k), a.names.index(k)): names.of(ids.DECAY, k) for k in rest.decays}
     rests = tuple((name, diagonal.get(name, "0")) for name in synapse.dynamic)
-    decays = [KernelArg(f"decay_{s}", "real", f"eps_{s} decays by this factor at rest")
+    decays = [KernelArg(names.of(ids.DECAY, s), "real", f"eps_{s} decays by this factor at rest", DECAY, s)
               for s in rest.decays]
     bookkeeping = [
-        KernelArg("step", "int", "this step's index t"),
-        KernelArg("last", "real*", "(batch, n): the step each row was last brought up to date at"),
-        KernelArg("pend", "real*", "(batch, n): sum_s L_s kappa^(s - last) over the row's skipped steps"),
+        KernelArg("step", "int", "this step's index t", COUNT, "step"),
+        KernelArg("last", "real*", "(batch, n): the step each row was last brought up to date at", BUFFER, "last"),
+        KernelArg("pend", "real*", "(batch, n): sum_s L_s kappa^(s - last) over the row's skipped steps",
+                  BUFFER, "pend"),
     ]
-    per_synapse = tuple(f"trace_{s}" for s in rest.decays)
+    per_synapse = [a for a in synapse.args if a.role == TRACE and a.of in rest.decays]
     args = synapse.args + tuple(bookkeeping + decays)
-    skipping = Kernel("synapse_events" + plan.suffix, "synapse", args, synapse.fixed, synapse.loads, synapse.input,
-                      synapse.lines, synapse.stores, synapse.results, synapse.dynamic, True, rests)
-    settle_args = (synapse.args[1:3] + tuple(a for a in synapse.args if a.name in per_synapse)
-                   + tuple(a for a in synapse.args if a.name in ("ebar", "grad", "kappa"))
+    port = plan.input.name
+    skipping = Kernel(names.per_input("synapse_events", port), "synapse", args, synapse.fixed, synapse.loads,
+                      synapse.input, synapse.lines, synapse.stores, synapse.results, synapse.dynamic, True, rests,
+                      kind="synapse_events", port=port)
+    counts = tuple(a for a in synapse.args if a.role == COUNT)
+    settle_args = (counts + tuple(per_synapse)
+                   + tuple(a for a in synapse.args if a.of in ("ebar", "grad", "kappa"))
                    + tuple(bookkeeping + decays))
-    settle = Kernel("settle" + plan.suffix, "synapse", (KernelArg("batch", "int", "samples"),) + settle_args,
-                    cpu_only=True)
+    settle = Kernel(names.per_input("settle", port), "synapse", settle_args, cpu_only=True, kind="settle", port=port)
     return [skipping, settle]

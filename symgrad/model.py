@@ -9,13 +9,13 @@ the previous step's value; ``output`` is evaluated on the new state. So in
 """
 from __future__ import annotations
 
-import keyword
 from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.core.function import Application
 
 from . import surrogates
+from .names import user_name_problem
 from .printing import SUPPORTED
 from .surrogates import Pseudo, Spike
 
@@ -38,7 +38,8 @@ class stop_gradient(sp.Function):
 
 def spike(x, surrogate: surrogates.Surrogate | None = None) -> sp.Expr:
     """Heaviside step of ``x`` whose derivative is ``surrogate`` (default: triangle(0.3, 1))."""
-    surrogate = surrogate or surrogates.triangle()
+    if surrogate is None:  # remembered as defaulted: inspect says its width ignores the threshold
+        return surrogates.default_spike(x)
     if not isinstance(surrogate, surrogates.Surrogate):
         raise ModelError(f"spike({x}): surrogate must come from symgrad.surrogates, got {surrogate!r}")
     return surrogate(x)
@@ -124,11 +125,6 @@ class NeuronModel:
     @property
     def input_names(self) -> list[str]:
         return [i.name for i in self.inputs]
-
-    def input_suffix(self, name: str) -> str:
-        """What the names of one input's code and weights end with: "" for a model with one
-        input, else "_<input>" (``Traces_I_e``, ``W_in_I_e``)."""
-        return "" if len(self.inputs) == 1 else f"_{name}"
 
     @property
     def wiring(self) -> dict:
@@ -231,13 +227,10 @@ def _validate(model: NeuronModel) -> None:
 
 
 def _check_identifier(name: str) -> None:
-    """Every backend declares a variable of this name, so it must be one in Python and C++."""
-    if not name.isidentifier():
-        raise ModelError(f"name {name!r} is not an identifier: the generated code declares a variable of "
-                         "each state, parameter and input name")
-    if keyword.iskeyword(name):
-        raise ModelError(f"name {name!r} is a Python keyword: the generated code declares a variable of "
-                         "each state, parameter and input name; rename it")
+    """Every backend declares a variable of this name (symgrad.names says which names may be)."""
+    problem = user_name_problem(name)
+    if problem:
+        raise ModelError(problem)
 
 
 def _input_symbols(model: NeuronModel, declared: set) -> tuple:

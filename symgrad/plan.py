@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .analysis import CONSTANT, ZERO, Analysis
+from .layouts import DENSE, Layout
 from .surrogates import Pseudo
 
 UNREACHABLE, PRESYNAPTIC, PER_SYNAPSE = "unreachable", "presynaptic", "per-synapse"
@@ -142,23 +143,20 @@ class PlanSummary:
     readout: tuple  # (component, name of its h entry) for each eligible component
     param_traces: tuple  # (param, (states of its trace rows))
     entry_kinds: dict  # every non-zero entry's class, by name
+    units: frozenset  # the entries equal to 1: printed as the number, never computed or read
     input: str  # the synaptic input these traces are of
-    suffix: str  # what the names of this input's code end with ("" for a one-input model)
+    layout: Layout = DENSE  # which synapses exist: the shape of every per-synapse array
 
     @property
     def dynamic(self) -> list[str]:
         """Entries that change every step (returned by neuron_step)."""
         return [n for n, kind in self.entry_kinds.items() if kind == "dynamic"]
 
-    def trace_shapes(self, batch: int, n: int, n_pre: int, copies: bool = True) -> dict:
-        """The arrays the generated Traces class allocates, by attribute name; ``copies``: with
-        the saved copies an in-place update needs (fused kernels keep them in registers)."""
-        shape = {PRESYNAPTIC: (batch, n_pre), PER_SYNAPSE: (batch, n, n_pre)}
+    def trace_shapes(self, batch: int, n: int, n_pre: int) -> dict:
+        """The shape of each planned trace, by state: (batch, pre) or (batch, n, pre)."""
+        shape = {PRESYNAPTIC: (batch, n_pre), PER_SYNAPSE: self.layout.synapses(batch, n, n_pre)}
         storage = {s: PRESYNAPTIC for s in self.presynaptic} | {s: PER_SYNAPSE for s in self.per_synapse}
-        shapes = {f"eps_{s}": shape[storage[s]] for s in self.presynaptic + self.per_synapse}
-        if copies:
-            shapes.update({f"old_{s}": shape[storage[s]] for s in self.saved})
-        return shapes
+        return {s: shape[storage[s]] for s in self.presynaptic + self.per_synapse}
 
     def buffers(self, batch: int, n: int, n_pre: int, *, filtered: bool = False,
                 sequence_sum: bool = False, regulariser: bool = False, fused: bool = False,
@@ -170,8 +168,8 @@ class PlanSummary:
         the backend's kernel needs no scratch array for products; events: the kernels skip rows
         at rest and keep, per row, the step it is up to date at and what it owes the gradient.
         """
-        synapses = (batch, n, n_pre)
-        shapes = {"grad": (n, n_pre), "product": (n, n_pre)}
+        synapses, weights = self.layout.synapses(batch, n, n_pre), self.layout.weights(n, n_pre)
+        shapes = {"grad": weights, "product": weights}
         if not fused and (self.per_synapse or filtered or sequence_sum):
             shapes["scratch"] = synapses
         if filtered:
@@ -179,7 +177,7 @@ class PlanSummary:
         if sequence_sum:
             shapes["seq_sum"] = synapses
         if regulariser:
-            shapes["reg_sum"] = (n, n_pre)
+            shapes["reg_sum"] = weights
             shapes["ones"] = (batch, n)
         if events:
             shapes["last"] = shapes["pend"] = (batch, n)
@@ -197,7 +195,9 @@ class PlanSummary:
                 count *= extent
             return count
 
-        traces = self.trace_shapes(batch, n, n_pre, copies=not fused)
+        shapes = self.trace_shapes(batch, n, n_pre)
+        # the copies an in-place update saves first (fused kernels keep them in registers)
+        traces = list(shapes.values()) + ([] if fused else [shapes[s] for s in self.saved])
         buffers = self.buffers(batch, n, n_pre, filtered=filtered, sequence_sum=sequence_sum,
                                regulariser=regulariser, fused=fused, events=events)
         labels = {"ebar": "filtered eligibility", "seq_sum": "sequence sum", "scratch": "scratch",
@@ -205,13 +205,16 @@ class PlanSummary:
                   "ones": "regulariser", "last": "rows at rest", "pend": "rows at rest"}
         figures = dict.fromkeys(["presynaptic traces", "per-synapse traces", "filtered eligibility",
                                  "sequence sum", "scratch", "parameter traces", "gradient"], 0)
-        for name, shape in traces.items():
+        for shape in traces:
             per_synapse = len(shape) == 3
             figures["per-synapse traces" if per_synapse else "presynaptic traces"] += size(shape)
         for name, shape in buffers.items():
             figures[labels[name]] = figures.get(labels[name], 0) + size(shape)
+        # a fused kernel keeps each row and writes each parameter's eligibility; the NumPy module
+        # keeps each row twice (this step's values are written beside the last ones) and a product
         rows = sum(len(states) for _, states in self.param_traces)
-        figures["parameter traces"] = rows * size((batch, n))
+        arrays = (rows + len(self.param_traces) if fused else 2 * rows + 1) if rows else 0
+        figures["parameter traces"] = arrays * size((batch, n))
         figures["total"] = sum(figures.values())
         return figures
 
@@ -251,7 +254,6 @@ class TracePlan:
         self.analysis = analysis
         self.dense = dense
         self.input = input_symbol
-        self.suffix = analysis.suffix(input_symbol)
         D = analysis.D
         self.c = c = analysis.c_of[input_symbol]
         size = len(c)
@@ -369,8 +371,8 @@ class TracePlan:
             readout=tuple((h.source, h.entry) for h in self.eligibility),
             param_traces=tuple((pt.param, tuple(r.state for r in pt.rows)) for pt in self.param_traces),
             entry_kinds={n: e.kind for n, e in self.analysis.entries().items()},
+            units=frozenset(n for n, e in self.analysis.entries().items() if e.expr == 1),
             input=self.input.name,
-            suffix=self.suffix,
         )
 
     def summary(self) -> PlanSummary:

@@ -213,15 +213,16 @@ from sympy.printing.c import C99CodePrinter as _C99CodePrinter  # noqa: E402
 class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
     """Element-wise CUDA C++ for kernels templated on ``real``."""
 
-    def __init__(self):
+    def __init__(self, real: str = "real"):
         super().__init__({"math_macros": {}})
+        self.real = real  # the kernels' type parameter, as the naming table spells it
 
     def function(self, func) -> str:
         return FUNCTIONS[func][1]
 
     def _number(self, value) -> str:
         value = float(value)
-        return f"real({int(value)})" if value.is_integer() and abs(value) < 2**53 else f"real({value!r})"
+        return f"{self.real}({int(value)})" if value.is_integer() and abs(value) < 2**53 else f"{self.real}({value!r})"
 
     def parenthesize(self, item, level, strict=False):
         if isinstance(item, sp.Basic) and item.is_Number and not item.is_negative:
@@ -277,12 +278,12 @@ class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
     def _print_sign(self, expr):
         # a real, never an int: 1/sign(x) must not be an integer division
         x = self._print(expr.args[0])
-        return f"real(({x} > 0) - ({x} < 0))"
+        return f"{self.real}(({x} > 0) - ({x} < 0))"
 
     def _print_Piecewise(self, expr):
         """On one line, every value a real (an int choice would make 1/(...) an integer division);
         no condition holding gives NaN, as NumPy's np.select does."""
-        text = 'real(nan(""))'
+        text = f'{self.real}(nan(""))'
         for value, condition in reversed(expr.args):
             value = self._arg(value)
             text = value if condition == sp.true else f"({self._print(condition)} ? {value} : {text})"
@@ -292,12 +293,13 @@ class CUDAPrinter(_ModelFunctions, _C99CodePrinter):
         return self._print(expr.rewrite(sp.Piecewise))
 
 
-_CUDA_PRINTER = CUDAPrinter()
+_CUDA_PRINTERS: dict = {}
 
 
-def cuda_code(expr: sp.Expr) -> str:
-    text = _CUDA_PRINTER.doprint(sp.sympify(expr))
-    return _strip_parentheses(text)
+def cuda_code(expr: sp.Expr, real: str = "real") -> str:
+    if real not in _CUDA_PRINTERS:
+        _CUDA_PRINTERS[real] = CUDAPrinter(real)
+    return _strip_parentheses(_CUDA_PRINTERS[real].doprint(sp.sympify(expr)))
 
 
 def _strip_parentheses(text: str) -> str:
@@ -312,13 +314,13 @@ def _strip_parentheses(text: str) -> str:
     return text
 
 
-def cuda_helper(cls: type) -> tuple[str, str, str]:
+def cuda_helper(cls: type, real: str = "real") -> tuple[str, str, str]:
     """(name, parameter list, body expression) of the CUDA device helper for a spike or surrogate."""
     if issubclass(cls, Spike):
-        return "spike", "const real x", "x > 0 ? real(1) : real(0)"
+        return "spike", f"const {real} x", f"x > 0 ? {real}(1) : {real}(0)"
     names = list(inspect.signature(cls.formula).parameters)
-    return (cls.__name__, ", ".join(f"const real {n}" for n in names),
-            cuda_code(cls.formula(*sp.symbols(names))))
+    return (cls.__name__, ", ".join(f"const {real} {n}" for n in names),
+            cuda_code(cls.formula(*sp.symbols(names)), real))
 
 
 def cuda_function_names() -> list[str]:

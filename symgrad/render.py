@@ -20,6 +20,7 @@ from . import __version__, models, store
 from .analysis import Analysis
 from .kernels import Blueprint, Kernel, blueprint
 from .model import NeuronModel
+from .names import Names
 from .plan import PlanSummary, plans_of
 from .printers import TARGETS
 from .report import header
@@ -60,6 +61,7 @@ class Generated:
     plans: tuple  # PlanSummary of each synaptic input, in declaration order
     kernels: tuple  # Kernel descriptions, in the order the CUDA source defines them
     texts: dict  # backend name -> file text
+    names: Names  # every identifier the files use, allocated once
 
     @property
     def plan(self) -> PlanSummary:
@@ -69,6 +71,10 @@ class Generated:
     def filename(self, backend: str) -> str:
         return TARGETS[backend].filename
 
+    def kernel(self, kind: str, port: str | None = None) -> Kernel | None:
+        """The kernel of this kind (of the input ``port``, for a per-input kernel), if any."""
+        return next((k for k in self.kernels if k.kind == kind and k.port == port), None)
+
 
 def generate_code(model: NeuronModel, dense: bool = False, backends=tuple(TARGETS)) -> Generated:
     """Analyse ``model`` once and render it for ``backends``; ``dense`` keeps every trace per synapse."""
@@ -76,7 +82,8 @@ def generate_code(model: NeuronModel, dense: bool = False, backends=tuple(TARGET
     plans = plans_of(analysis, dense)
     design = blueprint(analysis, plans)
     texts = {name: _render(design, name) for name in backends}
-    return Generated(model, dense, tuple(plan.summary() for plan in plans), tuple(design.kernels), texts)
+    return Generated(model, dense, tuple(plan.summary() for plan in plans), tuple(design.kernels), texts,
+                     analysis.naming)
 
 
 def _render(design: Blueprint, backend: str) -> str:
@@ -99,13 +106,14 @@ def _render(design: Blueprint, backend: str) -> str:
 
 def regenerate(model: NeuronModel, backend: str) -> str:
     """How to write ``backend``'s file of ``model`` again, as the file's header says it."""
-    option = "" if backend == "numpy" else f" --backend {backend}"
+    default = TARGETS[backend].default  # the file written when no backend is named
+    option = "" if default else f" --backend {backend}"
     if model.source_file:  # a model file, named with the model (it may hold several), or a NIR graph
         spec = _shown(model.source_file) + (f":{model.name}" if model.source_file.endswith(".py") else "")
         return f"`symgrad generate {shlex.quote(spec)}{option}`"
     if model.name in models.BUILTIN and model == models.builtin(model.name):
         return f"`symgrad generate {model.name}{option}`"
-    backends = "" if backend == "numpy" else f', backends=["{backend}"]'
+    backends = "" if default else f', backends=["{backend}"]'
     return f"`symgrad.render.generate(model{backends})`, where the model is built,"
 
 

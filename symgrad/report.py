@@ -11,6 +11,7 @@ from .analysis import Analysis
 from .memory import size_text
 from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan, unheard_input
 from .printing import linear_text
+from .surrogates import Spike, describe
 
 
 def _listed(plans) -> list[TracePlan]:
@@ -80,6 +81,7 @@ def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pr
     out += ["", "parameters:"]
     out += [f"  {p.name} = {v:g}" + (" (learnable)" if p in model.learnable else "")
             for p, v in model.params.items()]
+    out += _spikes_text(model)
     out += ["", "Jacobians (class: expression):"]
     for k, row in enumerate(analysis.D):
         for j, e in enumerate(row):
@@ -94,6 +96,16 @@ def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pr
     for plan, count in zip(plans, n_pres):
         out += _plan_text(plan, several, batch, n, count, itemsize)
     return "\n".join(out)
+
+
+def _spikes_text(model) -> list[str]:
+    """One line per spike of the model (z_t-1 in the update and z_t in the output are one): its
+    surrogate, as symgrad.surrogates describes it."""
+    found = dict.fromkeys(node for expr in [*model.update.values(), model.output]
+                          for node in sp.preorder_traversal(expr) if isinstance(node, Spike))
+    if not found:
+        return []
+    return ["", "spikes (surrogate derivative):"] + [f"  {sp.sstr(step)}: {describe(step)}" for step in found]
 
 
 def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, itemsize: int) -> list[str]:

@@ -14,6 +14,8 @@ derivative of a spike with respect to them is zero.
 """
 from __future__ import annotations
 
+import inspect
+import weakref
 from dataclasses import dataclass
 
 import sympy as sp
@@ -171,6 +173,44 @@ def _number_or_symbol(value):
 def triangle(gamma=0.3, width=1.0) -> Surrogate:
     """e-prop's pseudo-derivative gamma/width * max(0, 1 - |x|/width)."""
     return Surrogate(triangle_spike, (_number_or_symbol(gamma), _number_or_symbol(width)))
+
+
+# The spikes built with the default surrogate (``spike(x)`` without one), for ``describe``. A
+# SymPy expression carries no flag that leaves its equality, the model's identity and the generated
+# code unchanged, so they are remembered by value: an explicit triangle(0.3, 1.0) of the same
+# argument is the very same expression (SymPy caches it), its width just as blind to the threshold.
+_DEFAULTED = weakref.WeakSet()
+
+
+def default_spike(x) -> sp.Expr:
+    """The spike of ``x`` with the default surrogate, ``triangle()``, remembered as defaulted."""
+    step = triangle()(x)
+    _DEFAULTED.add(step)
+    return step
+
+
+def defaulted(step: Spike) -> bool:
+    """Whether ``step`` was built without a surrogate, so with ``triangle()``'s width of 1.0."""
+    return step in _DEFAULTED
+
+
+def describe(step: Spike) -> str:
+    """``step``'s surrogate with its parameters, ``triangle(gamma=0.3, width=v_th)``; where it was
+    left to the default, that its width ignores the threshold and how to give one, on one line."""
+    names = list(inspect.signature(step.psi.formula).parameters)[1:]  # after x
+    params = step.args[1:]
+    text = f"{type(step).__name__.removesuffix('_spike')}(" + ", ".join(
+        f"{name}={_shown(value)}" for name, value in zip(names, params)) + ")"
+    if not defaulted(step):
+        return text
+    gamma, width = params
+    return (f"{text}, by default: its width is {_shown(width)} whatever the threshold; give one: "
+            f"spike({sp.sstr(step.args[0])}, surrogates.triangle({_shown(gamma)}, width))")
+
+
+def _shown(value) -> str:
+    """A number as Python writes it (0.3, not 0.300000000000000), else the expression."""
+    return repr(float(value)) if value.is_number else sp.sstr(value)
 
 
 def fast_sigmoid(beta=10.0) -> Surrogate:

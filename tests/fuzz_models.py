@@ -9,8 +9,10 @@ these neurons neither explodes nor, once its input is scaled, stays silent.
 Names are drawn from a pool meant to break the code generators: prefixes of each other
 (``a``, ``a_b``, ``b_c``), SymPy function and constant names (``beta``, ``gamma``, ``E``,
 ``exp``), Python and C++ keywords (``lambda``, ``for``, ``class``), and the generated code's
-own names (``z``, ``v_new``, ``D_v_v``, ``np``, ``size``, ``spike``, ...). symgrad must
-either generate working code for them or reject the model with a ModelError.
+own names (``z``, ``v_new``, ``D_v_v``, ``np``, ``size``, ``spike``, ...) as the naming table
+would spell them (``a_b_c``, ``g_I``, ``eps_a``, ...), with now and then a state named ``I`` beside
+an input ``x``. symgrad must either generate working code for them or reject the model with a
+one-line ModelError.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 from symgrad import spike, stop_gradient, surrogates
 
-PLAIN_NAMES = ["v", "a", "a_b", "b_c", "c", "w", "v1", "u_", "_r", "theta", "rho", "tau"]
+PLAIN_NAMES = ["v", "a", "a_b", "b_c", "c", "w", "v1", "u_", "r_", "theta", "rho", "tau"]
 TRICKY_NAMES = [
     # SymPy functions and constants, as symbol names
     "beta", "gamma", "exp", "E", "I_", "pi", "S", "N", "O", "Q", "zeta", "tanh", "sqrt", "Abs",
@@ -29,11 +31,16 @@ TRICKY_NAMES = [
     "s", "p", "z", "x0", "x1", "v_new", "D_v_v", "c_v", "h_v", "eps_v", "size", "real", "spike", "bi",
     "neuron", "J", "K", "L", "u", "g", "gz", "t", "n", "batch", "dtype", "scratch", "grad",
     "kappa", "trace_v", "p_v", "input", "out", "weight",
+    # what the naming table allocates, spelled as it would be (symgrad.names): concatenations of
+    # the plain names, adjoints, arguments, the words it moves aside, and names it refuses
+    "a_b_c", "eps_a", "eps_a_b", "g_v", "g_I", "g_x", "e_a", "decay_v", "catch_v", "old_v", "s_v", "s_v_new",
+    "trace_a_b_c", "J_h_v", "K_c_v", "current", "out_z", "kappa_skipped", "elig", "post", "sample", "spare",
+    "traces", "product", "_r", "v__1", "new", "this",
 ]
 INPUT_NAMES = ["I"] * 8 + ["J", "I_syn", "i", "x"]
 # Names for a model with several synaptic inputs (one in five drawn models): prefixes of each
 # other and of the generated names (I_e_t, c_v_I_e, W_in_I_e, Traces_I_e, input_I_e).
-SEVERAL_INPUT_NAMES = ["I_e", "I_i", "I_e_i", "I_d", "J", "x", "input", "c"]
+SEVERAL_INPUT_NAMES = ["I_e", "I_i", "I_e_i", "I_d", "J", "x", "input", "c", "I", "I_1", "current"]
 
 SURROGATES = {
     "triangle": lambda width: surrogates.triangle(0.3, width),
@@ -165,8 +172,12 @@ def model_specs(draw) -> dict:
         param_names[0] = state_names[-1]
     elif one_in(draw, 6):  # no parameters at all: every coefficient a number
         param_names = []
+    if one_in(draw, 10) and "I" not in drawn:  # a state named like the usual input, which is x
+        state_names[0] = "I"
     states = [sp.Symbol(n) for n in state_names]
-    if one_in(draw, 5):
+    if "I" in state_names:
+        inputs = [sp.Symbol("x")]
+    elif one_in(draw, 5):
         count = draw(st.integers(2, 3))
         inputs = [sp.Symbol(n) for n in draw(st.lists(st.sampled_from(SEVERAL_INPUT_NAMES), min_size=count,
                                                       max_size=count, unique=True))]

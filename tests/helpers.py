@@ -12,6 +12,7 @@ import sympy as sp
 from symgrad import NeuronModel, models
 from symgrad.model import stop_gradient
 from symgrad.runtime import Network, bptt, eprop
+from symgrad.runtime.projection import Source
 from symgrad.surrogates import Spike
 
 # Input weight scale that makes each built-in model fire with 30% input spikes.
@@ -31,8 +32,7 @@ def network(name, *, recurrent=False, kappa=0.0, hidden=5, n_in=6, n_out=4, dtyp
 
 def input_weights(layer) -> list:
     """The names of a layer's weights from its input (W_in, or W_in_<input> of each input)."""
-    return [layer.key(name) for port in layer.ports for source, name, _ in port.projections()
-            if source == "input"]
+    return [p.key for p in layer.projections if p.source is Source.INPUT]
 
 
 def batch(steps=25, size=3, n_in=6, n_out=4, seed=1, rate=0.3):

@@ -52,7 +52,8 @@ def test_no_dead_helpers_and_no_unused_names():
         defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         entry_points = {"fixed_entries", "neuron_step", "backward_step", "param_gradients"}
-        entry_points |= {f"input_gain{models.builtin(name).input_suffix(i)}" for i in models.builtin(name).input_names}
+        names = render.generate_code(models.builtin(name), backends=()).names
+        entry_points |= {names.per_input("input_gain", i) for i in models.builtin(name).input_names}
         for helper in defined - entry_points:
             assert helper in used, f"{name}: helper {helper} is never called"
         for func in (n for n in tree.body if isinstance(n, ast.FunctionDef)):

@@ -114,16 +114,17 @@ def test_the_fused_kernel_reads_and_writes_each_per_synapse_array_once(name):
     """Each input's synapse kernel (synapse_step, or synapse_step_<input> of each of several)."""
     text = rendered(name)
     model = models.builtin(name)
-    for suffix in (model.input_suffix(i) for i in model.input_names):
-        kernel = text[text.index(f"__global__ void synapse_step{suffix}("):]
+    for kernel_name in (render.generate_code(model, backends=()).names.per_input("synapse_step", i)
+                        for i in model.input_names):
+        kernel = text[text.index(f"__global__ void {kernel_name}("):]
         kernel = kernel[:kernel.index("\n}\n")]
-        args = {a.name: a for k in kernels(name) if k.name == "synapse_step" + suffix for a in k.args}
+        args = {a.name: a for k in kernels(name) if k.name == kernel_name for a in k.args}
         assert args
         for state in model.state_names:
             reads = kernel.count(f"= trace_{state}[bij];")
             writes = kernel.count(f"trace_{state}[bij] = ")
             per_synapse = f"trace_{state}" in args and args[f"trace_{state}"].ctype == "real*"
-            assert (reads, writes) == ((1, 1) if per_synapse else (0, 0)), (suffix, state)
+            assert (reads, writes) == ((1, 1) if per_synapse else (0, 0)), (kernel_name, state)
         assert kernel.count("ebar[bij]") == 2 and kernel.count("seq_sum[bij]") == 1
         assert kernel.count("grad[syn]") == 1 and kernel.count("reg_sum[syn]") == 1
 
@@ -132,18 +133,6 @@ def test_lif_stores_nothing_per_synapse():
     text = rendered("lif")
     assert "(batch, n, pre), per-synapse" not in text
     assert "trace_v[bj] = D_v_v * eps_v + u_j;" in text
-
-
-def test_model_names_that_clash_with_the_cuda_code_are_rejected():
-    import sympy as sp
-
-    from symgrad import NeuronModel
-    from symgrad.model import ModelError
-
-    v, size, I = sp.symbols("v size I")
-    model = NeuronModel("clash", {v: 0.0}, {size: 0.5}, {v: size * v + I}, v)
-    with pytest.raises(ModelError, match="size"):
-        render.render(model, "cuda")
 
 
 # -- compiling for the GPU -----------------------------------------------------------------------
@@ -335,15 +324,16 @@ def test_host_library_is_built_once_and_cached(tmp_path, monkeypatch):
 def test_kernels_reject_wrong_arrays():
     _, net = pair("alif", "cuda-host")
     code = net.layers[0].code
-    traces = code.Traces(2, 5, 6, "float64")
+    port = code.ports["I"]
+    traces = port.traces(2, 5, 6, "float64")
     J = {name: np.zeros((2, 5)) for name in code.DYNAMIC}
     K = code.fixed_entries(net.neuron_params(net.layers[0]))
     with pytest.raises(TypeError, match="float32, expected float64"):
-        code.advance(traces, {**J, "h_v": np.zeros((2, 5), np.float32)}, K, np.zeros((2, 6)))
+        port.advance(traces, {**J, "h_v": np.zeros((2, 5), np.float32)}, K, np.zeros((2, 6)))
     with pytest.raises(ValueError, match="C-contiguous"):
-        code.advance(traces, {**J, "h_v": np.zeros((5, 2)).T}, K, np.zeros((2, 6)))
+        port.advance(traces, {**J, "h_v": np.zeros((5, 2)).T}, K, np.zeros((2, 6)))
     with pytest.raises(ValueError, match="u has shape"):
-        code.advance(traces, J, K, np.zeros((2, 7)))
+        port.advance(traces, J, K, np.zeros((2, 7)))
 
 
 def test_traces_follow_the_numpy_module_step_by_step():
@@ -353,7 +343,7 @@ def test_traces_follow_the_numpy_module_step_by_step():
     K_mine, K_theirs = mine.fixed_entries(p), theirs.fixed_entries(p)
     rng = np.random.default_rng(0)
     s = {name: rng.standard_normal((3, 5)) for name in theirs.STATES}
-    a, b = mine.Traces(3, 5, 6, "float64"), theirs.Traces(3, 5, 6, "float64")
+    a, b = mine.ports["I"].traces(3, 5, 6, "float64"), theirs.ports["I"].traces(3, 5, 6, "float64")
     scratch = np.empty((3, 5, 6))
     for _ in range(6):
         I, u = rng.standard_normal((3, 5)) * 3, (rng.random((3, 6)) < 0.4).astype(float)
@@ -365,5 +355,6 @@ def test_traces_follow_the_numpy_module_step_by_step():
         a.update(J_mine, K_mine, u)
         b.update(J, K_theirs, u, scratch)
         s = new
-    for name in theirs.PER_SYNAPSE + theirs.PRESYNAPTIC:
-        assert relative_error(getattr(a, f"eps_{name}"), getattr(b, f"eps_{name}")) <= 1e-12, name
+    plan = theirs.ports["I"].plan
+    for name in plan.per_synapse + plan.presynaptic:
+        assert relative_error(mine.ports["I"].trace(a, name), theirs.ports["I"].trace(b, name)) <= 1e-12, name

@@ -152,12 +152,12 @@ def test_every_backend_equals_numpy(model, backend):
 
 def test_the_numba_modules_rows_at_rest_decay_by_erfc(tmp_path):
     text = render.render(resting(), "numba")
-    assert '"decay_a": erfc(beta),  # eps_a,t = erfc(beta) * eps_a,t-1 at rest' in text
+    assert '"a": erfc(beta),  # eps_a,t = erfc(beta) * eps_a,t-1 at rest' in text
     (tmp_path / "resting_numba.py").write_text(text)
     spec = importlib.util.spec_from_file_location("resting_numba", tmp_path / "resting_numba.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # its kernels compile when first called: this compiles none
-    assert module.rest_decays({"beta": 0.1}) == {"decay_a": pytest.approx(math.erfc(0.1), rel=1e-15)}
+    assert module.rest_decays({"beta": 0.1}) == {"a": pytest.approx(math.erfc(0.1), rel=1e-15)}
 
 
 @pytest.mark.skipif(nvrtc() is None, reason="libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")

@@ -77,7 +77,8 @@ def test_each_input_has_its_own_c_entries_and_plan():
     assert {"c_v_I_e", "c_v_I_i", "c_g_e_I_e", "c_g_i_I_i"} <= names
     assert not {"c_v", "c_g_e"} & names
     plans = plans_of(analysis)
-    assert [p.suffix for p in plans] == ["_I_e", "_I_i"]
+    assert [p.input.name for p in plans] == ["I_e", "I_i"]
+    assert [analysis.naming.per_input("Traces", x) for x in ("I_e", "I_i")] == ["Traces_I_e", "Traces_I_i"]
     # the adjoint is the model's: the same rows whichever input's plan prints it
     assert plans[0].adjoint == plans[1].adjoint
     assert [u.state for u in plans[0].updates] == ["v", "g_e"]

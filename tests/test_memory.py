@@ -58,6 +58,10 @@ def test_the_plan_predicts_exactly_what_eprop_allocates(name, loss, kappa, backe
     from symgrad.runtime.eprop import _LayerState
     from symgrad.runtime.losses import loss_kind
 
+    def held(owner) -> list:  # the arrays an object holds, as attributes or in dicts
+        values = [v for value in vars(owner).values() for v in (value.values() if isinstance(value, dict) else [value])]
+        return [a for a in values if isinstance(a, np.ndarray)]
+
     net = network(name, kappa=kappa, recurrent=True, hidden=5, backend=backend)
     layer, kind = net.layers[0], loss_kind(loss)
     flags = dict(filtered=kind.keeps_filtered(kappa), sequence_sum=kind.keeps_sum)
@@ -65,8 +69,8 @@ def test_the_plan_predicts_exactly_what_eprop_allocates(name, loss, kappa, backe
     (port,) = state.ports  # a one-input model
     flags.update(fused=backend == "numba", events=port.buffers.last is not None)
     arrays = [a for key, a in vars(port.buffers).items() if key != "u" and isinstance(a, np.ndarray)]
-    arrays += [a for a in vars(port.traces).values() if isinstance(a, np.ndarray)]
+    arrays += held(port.traces)
     if layer.model.learnable:
-        arrays += [a for a in vars(state.ptraces).values() if isinstance(a, np.ndarray)]
+        arrays += held(state.ptraces)
     predicted = layer.plan.memory(3, layer.n, layer.n_pre, itemsize=8, **flags)
     assert predicted["total"] == sum(a.nbytes for a in arrays)

@@ -11,6 +11,7 @@ import pytest
 from symgrad import nir as snir
 from symgrad.runtime import Network, eprop
 from symgrad.runtime.compiled import generated
+from symgrad.runtime.projection import Source
 
 from helpers import (assert_active, assert_eprop_equals_bptt, batch, finite_difference_check, relative_error,
                      smooth_variant)
@@ -47,9 +48,9 @@ def nir_network(kinds, hidden, n_out, *, n_in=6, recurrent=False, bias=True, rea
     net = Network(models, n_in, hidden, n_out, recurrent=recurrent, bias=bias, readout=readout, kappa=kappa,
                   neuron_params=values, seed=seed, dtype="float64", backend=backend, **options)
     for layer in net.layers:
-        net.params[layer.key("W_in")] *= 2.0
+        net.params[layer.projection(Source.INPUT).key] *= 2.0
         if layer.bias:
-            net.params[layer.key("b_in")][...] = rng.uniform(-0.1, 0.2, layer.n)
+            net.params[layer.projection(Source.BIAS).key][...] = rng.uniform(-0.1, 0.2, layer.n)
     return net
 
 

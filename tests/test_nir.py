@@ -11,6 +11,7 @@ import pytest
 from symgrad import cli, models, render
 from symgrad import nir as snir
 from symgrad.runtime import Network, eprop
+from symgrad.runtime.projection import Source
 
 import ctypes
 
@@ -136,7 +137,7 @@ def test_round_trips_are_exact(tmp_path, kind, recurrent, readout):
     net = Network(model, 6, [5, 3], 3, recurrent=recurrent, bias=[True, False], kappa=0.93 if readout else 0.0,
                   readout=readout, neuron_params=[values, {}], seed=4)
     for layer in net.layers:
-        net.params[layer.key("W_in")] *= 3
+        net.params[layer.projection(Source.INPUT).key] *= 3
     net.params["b_in"][...] = rng.uniform(0, 0.1, 5)
     back = snir.load(snir.save(net, tmp_path / "net.nir"))
     assert set(back.params) == set(net.params)

@@ -90,9 +90,11 @@ def test_a_kernel_numba_cannot_compile_is_one_line():
 
     kernels = NumbaKernels(layer.kernels.path, layer.kernels.kernels, type("M", (), {
         name: broken for name in layer.kernels.kernels}), "lif")
+    kernel, sources = layer.kernels.kernels["fixed_entries"], {}
+    for arg in kernel.args:
+        sources.setdefault(arg.role, {})[arg.of] = 1 if arg.ctype == "int" else np.zeros(1)
     with pytest.raises(ModelError) as caught:
-        kernels.launch("fixed_entries", "float64", 1, {a.name: 1 if a.ctype == "int" else np.zeros(1)
-                                                       for a in layer.kernels.kernels["fixed_entries"].args})
+        kernels.launch(kernel, "float64", 1, sources)
     message = str(caught.value)
     assert "\n" not in message and "undefined_function" in message and "--backend numpy" in message
 
@@ -160,14 +162,15 @@ def rest_record(name, x, monkeypatch, **kwargs):
     net = network(name, backend="numba", **kwargs)
     code = net.layers[0].code
     kernel = code.kernels.kernels["synapse_events"]
-    decays = code.fixed_entries(net.neuron_params(net.layers[0]))
+    decays = code.fixed_entries(net.neuron_params(net.layers[0]))["decay"]
+    of = {arg.name: arg.of for arg in kernel.args if arg.role == "decay"}  # the decay of each trace
     seen, step = [], code.neuron_step
 
     def recording(s, I, p):
         new, z, J = step(s, I, p)
         rest = np.ones(z.shape, bool)
         for entry, value in kernel.rests:
-            rest &= J[entry] == (0.0 if value == "0" else float(decays[value]))
+            rest &= J[entry] == (0.0 if value == "0" else float(decays[of[value]]))
         seen.append(rest)
         return new, z, J
 
@@ -213,3 +216,38 @@ def test_skipping_rows_is_exact_with_online_updates_and_two_layers():
         for got, expected in zip(*applied.values()):
             for key in expected:
                 assert relative_error(got[key], expected[key]) <= EXACT, key
+
+
+def test_a_pass_takes_the_same_path_whatever_the_passes_before_it(monkeypatch):
+    """The event policy is decided per step from that step's activity, never from an earlier
+    pass: a pass after a busy one equals, bit for bit, the same pass on a fresh network (a run
+    resumed from a checkpoint). Was: the next pass chose skipping or the dense step from the
+    last pass's activity, so these differed in the last bits."""
+    import sympy as sp
+
+    from symgrad import NeuronModel, spike, stop_gradient, surrogates
+    from symgrad.runtime.eprop import EVENTS_CROSSOVER
+
+    v, I, a = sp.symbols("v I a")
+    z = spike(v - 1 - 0.5 * a, surrogates.triangle(0.3, 2.0))  # wide: most rows active near rest
+    model = NeuronModel("wide_alif", {v: 0.0, a: 0.0}, {}, {v: 0.8 * v + I - stop_gradient(z), a: 0.9 * a + z}, z)
+
+    def run(x, net=None, seen=None):
+        if net is None:
+            net = network("wide_alif", model=model, backend="numba", kappa=0.9)
+            net.params["W_in"] *= 5.0
+        if seen is not None:
+            port = net.layers[0].code.ports["I"]
+            measure = port.active_fraction
+            monkeypatch.setattr(port, "active_fraction", lambda J, K: seen.append(measure(J, K)) or seen[-1])
+        return net, eprop(net, x, labels)
+
+    spikes, labels = batch(steps=30, rate=0.9)
+    busy, quiet = [], []
+    net, _ = run(0.02 * spikes, seen=busy)  # near rest: nearly every row active, the dense step
+    assert np.mean(busy) > EVENTS_CROSSOVER, "the first pass should be busy enough for the dense step"
+    _, after = run(spikes, net, seen=quiet)
+    assert after.spikes[0] > 0 and min(quiet) < EVENTS_CROSSOVER, "the second pass should skip rows at rest"
+    _, fresh = run(spikes)
+    for key, value in fresh.grads.items():
+        np.testing.assert_array_equal(after.grads[key], value, err_msg=key)

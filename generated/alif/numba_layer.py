@@ -47,20 +47,19 @@ def triangle_psi(x, gamma, width):
 
 
 @njit(cache=True)
-def fixed_entries(n, p_alpha, K_D_v_v, K_c_v):
+def fixed_entries(n, p_alpha, K_D_v_v):
     """Jacobian entries that depend on parameters only: computed once per run."""
     for neuron in range(n):
         alpha = p_alpha[0]
         K_D_v_v[neuron] = alpha  # D_v_v = alpha
-        K_c_v[neuron] = 1  # c_v = 1
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_v, s_a, p_alpha, p_rho, p_beta, p_v_th, s_v_new, s_a_new, out_z, J_D_a_v, J_D_a_a, J_h_v, J_h_a):
+def neuron_step(size, current, s_v, s_a, p_alpha, p_rho, p_beta, p_v_th, s_v_new, s_a_new, out_z, J_D_a_v, J_D_a_a, J_h_v, J_h_a):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         v = s_v[bi]
         a = s_a[bi]
         alpha = p_alpha[0]
@@ -144,20 +143,20 @@ def presynaptic_step(size, u, trace_v, K_D_v_v):
 
 
 def rest_decays(p):
-    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero)."""
+    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     rho = p["rho"]
     return {
-        "decay_a": rho,  # eps_a,t = rho * eps_a,t-1 at rest
+        "a": rho,  # eps_a,t = rho * eps_a,t-1 at rest
     }
 
 
 @njit(parallel=True, cache=True)
 def synapse_events(batch, n, n_pre, u, trace_v, trace_a, J_D_a_v, J_D_a_a, J_h_v, J_h_a, K_D_v_v, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend, decay_a):
-    """synapse_step, skipping the rows at rest: a (sample, post) row whose entries all hold their
+    """The synapse step, skipping the rows at rest: a (sample, post) row whose entries all hold their
     resting values (its surrogate derivatives are zero) has e_t = 0, and its per-synapse traces
     only decay. Such a row's arrays are not touched: last records the step it is up to date at,
     pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
-    filtered eligibility when it wakes (or in settle). The result equals synapse_step's."""
+    filtered eligibility when it wakes (or in settle). The result equals the synapse step's."""
     for post in prange(n):
         D_v_v = K_D_v_v[0]  # constant
         for sample in range(batch):
@@ -173,7 +172,7 @@ def synapse_events(batch, n, n_pre, u, trace_v, trace_a, J_D_a_v, J_D_a_a, J_h_v
                 continue
             skipped = step - 1 - last[sample, post]  # steps since the row was up to date
             catch_a = decay_a ** skipped
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -185,12 +184,12 @@ def synapse_events(batch, n, n_pre, u, trace_v, trace_a, J_D_a_v, J_D_a_a, J_h_v
                 eps_v_new = D_v_v * eps_v + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
                 trace_a[sample, post, pre] = eps_a_new
                 e = h_v * eps_v_new + h_a * eps_a_new  # e_t = h_t . eps_t
-                elig = e
+                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
                 if ebar is not None:
                     held = ebar[sample, post, pre]  # ebar at step last
                     if L is not None:
                         grad[post, pre] += owed * held
-                    elig = kappa * (catch_ebar * held) + e
+                    elig = kappa * (kappa_skipped * held) + e
                     ebar[sample, post, pre] = elig
                 if L is not None:
                     grad[post, pre] += L_i * elig
@@ -210,7 +209,7 @@ def settle(batch, n, n_pre, trace_a, kappa, ebar, grad, step, last, pend, decay_
             if skipped <= 0:
                 continue
             catch_a = decay_a ** skipped
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -219,4 +218,4 @@ def settle(batch, n, n_pre, trace_a, kappa, ebar, grad, step, last, pend, decay_
                 if ebar is not None:
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
-                    ebar[sample, post, pre] = catch_ebar * held
+                    ebar[sample, post, pre] = kappa_skipped * held

@@ -50,7 +50,6 @@ def fixed_entries(p):
     alpha = p["alpha"]
     return {
         "D_v_v": alpha,  # D_v_v = alpha
-        "c_v": 1,  # c_v = 1
     }
 
 
@@ -120,7 +119,7 @@ class Traces:
 
 def input_gain(J, K):
     """dz_t/dI_t = sum_k h_k,t c_k,t: how the output answers the input within one step."""
-    return J["h_v"] * K["c_v"]
+    return J["h_v"]
 
 
 def backward_step(g, gz, J, J_next, K):
@@ -130,5 +129,5 @@ def backward_step(g, gz, J, J_next, K):
     """
     g_v = J["h_v"] * gz + K["D_v_v"] * g["v"] + J_next["D_a_v"] * g["a"]  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1} + D_a_v_{t+1} * g_a_{t+1}
     g_a = J["h_a"] * gz + J_next["D_a_a"] * g["a"]  # g_a_t = h_a * gz_t + D_a_a_{t+1} * g_a_{t+1}
-    g_I = g_v
-    return {"v": g_v, "a": g_a}, g_I
+    g_I = g_v  # dL/dI_t
+    return {"v": g_v, "a": g_a}, {"I": g_I}

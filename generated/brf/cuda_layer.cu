@@ -82,7 +82,7 @@ template <typename real>
 __global__ void neuron_step(
     const int size,                       // batch * n: one thread per sample and neuron
     const int n,                          // neurons
-    const real* __restrict__ input,       // I_t (batch, n): synaptic input
+    const real* __restrict__ current,     // I_t (batch, n): synaptic input
     const real* __restrict__ s_x,         // x_t-1 (batch, n)
     const real* __restrict__ s_y,         // y_t-1 (batch, n)
     const real* __restrict__ s_q,         // q_t-1 (batch, n)
@@ -111,7 +111,7 @@ __global__ void neuron_step(
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
     const int neuron = bi % n;
-    const real I = input[bi];
+    const real I = current[bi];
     const real x = s_x[bi];
     const real y = s_y[bi];
     const real q = s_q[bi];
@@ -219,7 +219,7 @@ __global__ void synapse_step(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_x = trace_x[bij];
         const real eps_y = trace_y[bij];

@@ -71,12 +71,12 @@ def fixed_entries(n, p_dt, K_c_x):
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, n, input, s_x, s_y, s_q, p_omega, p_b_offset, p_theta, p_gamma, p_dt, s_x_new, s_y_new, s_q_new, out_z, J_D_x_x, J_D_x_y, J_D_x_q, J_D_y_x, J_D_y_y, J_D_y_q, J_D_q_x, J_D_q_q, J_h_x, J_h_q, J_q_omega_x, J_q_omega_y):
+def neuron_step(size, n, current, s_x, s_y, s_q, p_omega, p_b_offset, p_theta, p_gamma, p_dt, s_x_new, s_y_new, s_q_new, out_z, J_D_x_x, J_D_x_y, J_D_x_q, J_D_y_x, J_D_y_y, J_D_y_q, J_D_q_x, J_D_q_q, J_h_x, J_h_q, J_q_omega_x, J_q_omega_y):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
         neuron = bi % n
-        I = input[bi]
+        I = current[bi]
         x = s_x[bi]
         y = s_y[bi]
         q = s_q[bi]

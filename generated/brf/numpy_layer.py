@@ -175,24 +175,42 @@ class ParamTraces:
     """Per-neuron traces eps^p_t = D_t eps^p_{t-1} + q_t of the learnable parameters."""
 
     def __init__(self, batch, n, dtype):
-        """The parameters' traces, zero before the first step."""
-        self.omega_x = np.zeros((batch, n), dtype)
-        self.omega_y = np.zeros((batch, n), dtype)
-        self.omega_q = np.zeros((batch, n), dtype)
+        """The parameters' traces, zero before the first step; a spare of each takes the next
+        step's values, and product an entry times a trace before it is added."""
+        self.traces = {
+            "omega_x": np.zeros((batch, n), dtype),
+            "omega_y": np.zeros((batch, n), dtype),
+            "omega_q": np.zeros((batch, n), dtype),
+        }
+        self.spare = {name: np.zeros_like(trace) for name, trace in self.traces.items()}
+        self.product = np.empty((batch, n), dtype)
 
     def update(self, J, K):
-        """One step of every parameter trace: new values from the old ones, then stored."""
-        omega_x = J["D_x_x"] * self.omega_x + J["D_x_y"] * self.omega_y + J["D_x_q"] * self.omega_q + J["q_omega_x"]  # eps^omega_x_t = D_x_x * eps^omega_x_{t-1} + D_x_y * eps^omega_y_{t-1} + D_x_q * eps^omega_q_{t-1} + q_omega_x
-        omega_y = J["D_y_x"] * self.omega_x + J["D_y_y"] * self.omega_y + J["D_y_q"] * self.omega_q + J["q_omega_y"]  # eps^omega_y_t = D_y_x * eps^omega_x_{t-1} + D_y_y * eps^omega_y_{t-1} + D_y_q * eps^omega_q_{t-1} + q_omega_y
-        omega_q = J["D_q_x"] * self.omega_x + J["D_q_q"] * self.omega_q  # eps^omega_q_t = D_q_x * eps^omega_x_{t-1} + D_q_q * eps^omega_q_{t-1}
-        self.omega_x = omega_x
-        self.omega_y = omega_y
-        self.omega_q = omega_q
+        """One step of every parameter trace: new values from the old ones, then swapped in."""
+        # eps^omega_x_t = D_x_x * eps^omega_x_{t-1} + D_x_y * eps^omega_y_{t-1} + D_x_q * eps^omega_q_{t-1} + q_omega_x
+        np.multiply(J["D_x_x"], self.traces["omega_x"], out=self.spare["omega_x"])
+        np.multiply(J["D_x_y"], self.traces["omega_y"], out=self.product)
+        self.spare["omega_x"] += self.product
+        np.multiply(J["D_x_q"], self.traces["omega_q"], out=self.product)
+        self.spare["omega_x"] += self.product
+        self.spare["omega_x"] += J["q_omega_x"]
+        # eps^omega_y_t = D_y_x * eps^omega_x_{t-1} + D_y_y * eps^omega_y_{t-1} + D_y_q * eps^omega_q_{t-1} + q_omega_y
+        np.multiply(J["D_y_x"], self.traces["omega_x"], out=self.spare["omega_y"])
+        np.multiply(J["D_y_y"], self.traces["omega_y"], out=self.product)
+        self.spare["omega_y"] += self.product
+        np.multiply(J["D_y_q"], self.traces["omega_q"], out=self.product)
+        self.spare["omega_y"] += self.product
+        self.spare["omega_y"] += J["q_omega_y"]
+        # eps^omega_q_t = D_q_x * eps^omega_x_{t-1} + D_q_q * eps^omega_q_{t-1}
+        np.multiply(J["D_q_x"], self.traces["omega_x"], out=self.spare["omega_q"])
+        np.multiply(J["D_q_q"], self.traces["omega_q"], out=self.product)
+        self.spare["omega_q"] += self.product
+        self.traces, self.spare = self.spare, self.traces
 
     def eligibility(self, J, K):
         """e^p_t = h_t . eps^p_t + dz_p,t for each learnable parameter, (batch, n)."""
         return {
-            "omega": J["h_x"] * self.omega_x + J["h_q"] * self.omega_q,  # e^omega_t = h_x * eps^omega_x_t + h_q * eps^omega_q_t
+            "omega": J["h_x"] * self.traces["omega_x"] + J["h_q"] * self.traces["omega_q"],  # e^omega_t = h_x * eps^omega_x_t + h_q * eps^omega_q_t
         }
 
 
@@ -209,8 +227,8 @@ def backward_step(g, gz, J, J_next, K):
     g_x = J["h_x"] * gz + J_next["D_x_x"] * g["x"] + J_next["D_y_x"] * g["y"] + J_next["D_q_x"] * g["q"]  # g_x_t = h_x * gz_t + D_x_x_{t+1} * g_x_{t+1} + D_y_x_{t+1} * g_y_{t+1} + D_q_x_{t+1} * g_q_{t+1}
     g_y = J_next["D_x_y"] * g["x"] + J_next["D_y_y"] * g["y"]  # g_y_t = D_x_y_{t+1} * g_x_{t+1} + D_y_y_{t+1} * g_y_{t+1}
     g_q = J["h_q"] * gz + J_next["D_x_q"] * g["x"] + J_next["D_y_q"] * g["y"] + J_next["D_q_q"] * g["q"]  # g_q_t = h_q * gz_t + D_x_q_{t+1} * g_x_{t+1} + D_y_q_{t+1} * g_y_{t+1} + D_q_q_{t+1} * g_q_{t+1}
-    g_I = K["c_x"] * g_x
-    return {"x": g_x, "y": g_y, "q": g_q}, g_I
+    g_I = K["c_x"] * g_x  # dL/dI_t
+    return {"x": g_x, "y": g_y, "q": g_q}, {"I": g_I}
 
 
 def param_gradients(g, gz, J, K):

@@ -82,9 +82,7 @@ __global__ void fixed_entries(
     const real* __restrict__ p_alpha_e,  // alpha_e: one value (1)
     const real* __restrict__ p_alpha_i,  // alpha_i: one value (1)
     real* __restrict__ K_D_g_e_g_e,      // D_g_e_g_e (n), constant: written
-    real* __restrict__ K_D_g_i_g_i,      // D_g_i_g_i (n), constant: written
-    real* __restrict__ K_c_g_e_I_e,      // c_g_e_I_e (n), constant: written
-    real* __restrict__ K_c_g_i_I_i)      // c_g_i_I_i (n), constant: written
+    real* __restrict__ K_D_g_i_g_i)      // D_g_i_g_i (n), constant: written
 {
     const int neuron = blockIdx.x * blockDim.x + threadIdx.x;
     if (neuron >= n) return;
@@ -92,41 +90,39 @@ __global__ void fixed_entries(
     const real alpha_i = p_alpha_i[0];
     K_D_g_e_g_e[neuron] = alpha_e;  // D_g_e_g_e = alpha_e
     K_D_g_i_g_i[neuron] = alpha_i;  // D_g_i_g_i = alpha_i
-    K_c_g_e_I_e[neuron] = 1;  // c_g_e_I_e = 1
-    K_c_g_i_I_i[neuron] = 1;  // c_g_i_I_i = 1
 }
 
 // Advance the neurons one step, one thread per (sample, neuron):
 //     s_t = f(s_t-1, I_e_t, I_i_t),  z_t = g(s_t),  and the Jacobian entries that depend on the state.
 template <typename real>
 __global__ void neuron_step(
-    const int size,                      // batch * n: one thread per sample and neuron
-    const real* __restrict__ input_I_e,  // I_e_t (batch, n): synaptic input
-    const real* __restrict__ input_I_i,  // I_i_t (batch, n): synaptic input
-    const real* __restrict__ s_v,        // v_t-1 (batch, n)
-    const real* __restrict__ s_g_e,      // g_e_t-1 (batch, n)
-    const real* __restrict__ s_g_i,      // g_i_t-1 (batch, n)
-    const real* __restrict__ p_alpha_e,  // alpha_e: one value (1)
-    const real* __restrict__ p_alpha_i,  // alpha_i: one value (1)
-    const real* __restrict__ p_beta,     // beta: one value (1)
-    const real* __restrict__ p_E_e,      // E_e: one value (1)
-    const real* __restrict__ p_E_i,      // E_i: one value (1)
-    const real* __restrict__ p_v_th,     // v_th: one value (1)
-    real* __restrict__ s_v_new,          // v_t (batch, n): written
-    real* __restrict__ s_g_e_new,        // g_e_t (batch, n): written
-    real* __restrict__ s_g_i_new,        // g_i_t (batch, n): written
-    real* __restrict__ out_z,            // z_t (batch, n): written
-    real* __restrict__ J_D_v_v,          // D_v_v (batch, n): written
-    real* __restrict__ J_D_v_g_e,        // D_v_g_e (batch, n): written
-    real* __restrict__ J_D_v_g_i,        // D_v_g_i (batch, n): written
-    real* __restrict__ J_c_v_I_e,        // c_v_I_e (batch, n): written
-    real* __restrict__ J_c_v_I_i,        // c_v_I_i (batch, n): written
-    real* __restrict__ J_h_v)            // h_v (batch, n): written
+    const int size,                        // batch * n: one thread per sample and neuron
+    const real* __restrict__ current_I_e,  // I_e_t (batch, n): synaptic input
+    const real* __restrict__ current_I_i,  // I_i_t (batch, n): synaptic input
+    const real* __restrict__ s_v,          // v_t-1 (batch, n)
+    const real* __restrict__ s_g_e,        // g_e_t-1 (batch, n)
+    const real* __restrict__ s_g_i,        // g_i_t-1 (batch, n)
+    const real* __restrict__ p_alpha_e,    // alpha_e: one value (1)
+    const real* __restrict__ p_alpha_i,    // alpha_i: one value (1)
+    const real* __restrict__ p_beta,       // beta: one value (1)
+    const real* __restrict__ p_E_e,        // E_e: one value (1)
+    const real* __restrict__ p_E_i,        // E_i: one value (1)
+    const real* __restrict__ p_v_th,       // v_th: one value (1)
+    real* __restrict__ s_v_new,            // v_t (batch, n): written
+    real* __restrict__ s_g_e_new,          // g_e_t (batch, n): written
+    real* __restrict__ s_g_i_new,          // g_i_t (batch, n): written
+    real* __restrict__ out_z,              // z_t (batch, n): written
+    real* __restrict__ J_D_v_v,            // D_v_v (batch, n): written
+    real* __restrict__ J_D_v_g_e,          // D_v_g_e (batch, n): written
+    real* __restrict__ J_D_v_g_i,          // D_v_g_i (batch, n): written
+    real* __restrict__ J_c_v_I_e,          // c_v_I_e (batch, n): written
+    real* __restrict__ J_c_v_I_i,          // c_v_I_i (batch, n): written
+    real* __restrict__ J_h_v)              // h_v (batch, n): written
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
-    const real I_e = input_I_e[bi];
-    const real I_i = input_I_i[bi];
+    const real I_e = current_I_e[bi];
+    const real I_i = current_I_i[bi];
     const real v = s_v[bi];
     const real g_e = s_g_e[bi];
     const real g_i = s_g_i[bi];
@@ -209,7 +205,7 @@ __global__ void synapse_step_I_e(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_v = trace_v[bij];
         const real eps_g_e = trace_g_e[bj];
@@ -275,7 +271,7 @@ __global__ void synapse_step_I_i(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_v = trace_v[bij];
         const real eps_g_i = trace_g_i[bj];

@@ -75,24 +75,22 @@ def triangle_psi(x, gamma, width):
 
 
 @njit(cache=True)
-def fixed_entries(n, p_alpha_e, p_alpha_i, K_D_g_e_g_e, K_D_g_i_g_i, K_c_g_e_I_e, K_c_g_i_I_i):
+def fixed_entries(n, p_alpha_e, p_alpha_i, K_D_g_e_g_e, K_D_g_i_g_i):
     """Jacobian entries that depend on parameters only: computed once per run."""
     for neuron in range(n):
         alpha_e = p_alpha_e[0]
         alpha_i = p_alpha_i[0]
         K_D_g_e_g_e[neuron] = alpha_e  # D_g_e_g_e = alpha_e
         K_D_g_i_g_i[neuron] = alpha_i  # D_g_i_g_i = alpha_i
-        K_c_g_e_I_e[neuron] = 1  # c_g_e_I_e = 1
-        K_c_g_i_I_i[neuron] = 1  # c_g_i_I_i = 1
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input_I_e, input_I_i, s_v, s_g_e, s_g_i, p_alpha_e, p_alpha_i, p_beta, p_E_e, p_E_i, p_v_th, s_v_new, s_g_e_new, s_g_i_new, out_z, J_D_v_v, J_D_v_g_e, J_D_v_g_i, J_c_v_I_e, J_c_v_I_i, J_h_v):
+def neuron_step(size, current_I_e, current_I_i, s_v, s_g_e, s_g_i, p_alpha_e, p_alpha_i, p_beta, p_E_e, p_E_i, p_v_th, s_v_new, s_g_e_new, s_g_i_new, out_z, J_D_v_v, J_D_v_g_e, J_D_v_g_i, J_c_v_I_e, J_c_v_I_i, J_h_v):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_e_t, I_i_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I_e = input_I_e[bi]
-        I_i = input_I_i[bi]
+        I_e = current_I_e[bi]
+        I_i = current_I_i[bi]
         v = s_v[bi]
         g_e = s_g_e[bi]
         g_i = s_g_i[bi]

@@ -80,8 +80,6 @@ def fixed_entries(p):
     return {
         "D_g_e_g_e": alpha_e,  # D_g_e_g_e = alpha_e
         "D_g_i_g_i": alpha_i,  # D_g_i_g_i = alpha_i
-        "c_g_e_I_e": 1,  # c_g_e_I_e = 1
-        "c_g_i_I_i": 1,  # c_g_i_I_i = 1
     }
 
 
@@ -214,6 +212,6 @@ def backward_step(g, gz, J, J_next, K):
     g_v = J["h_v"] * gz + J_next["D_v_v"] * g["v"]  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1}
     g_g_e = J_next["D_v_g_e"] * g["v"] + K["D_g_e_g_e"] * g["g_e"]  # g_g_e_t = D_v_g_e_{t+1} * g_v_{t+1} + D_g_e_g_e_{t+1} * g_g_e_{t+1}
     g_g_i = J_next["D_v_g_i"] * g["v"] + K["D_g_i_g_i"] * g["g_i"]  # g_g_i_t = D_v_g_i_{t+1} * g_v_{t+1} + D_g_i_g_i_{t+1} * g_g_i_{t+1}
-    g_I_e = J["c_v_I_e"] * g_v + g_g_e
-    g_I_i = J["c_v_I_i"] * g_v + g_g_i
-    return {"v": g_v, "g_e": g_g_e, "g_i": g_g_i}, (g_I_e, g_I_i)
+    g_I_e = J["c_v_I_e"] * g_v + g_g_e  # dL/dI_e_t
+    g_I_i = J["c_v_I_i"] * g_v + g_g_i  # dL/dI_i_t
+    return {"v": g_v, "g_e": g_g_e, "g_i": g_g_i}, {"I_e": g_I_e, "I_i": g_I_i}

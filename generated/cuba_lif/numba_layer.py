@@ -56,7 +56,7 @@ def fast_sigmoid_psi(x, beta):
 
 
 @njit(cache=True)
-def fixed_entries(n, p_alpha, p_alpha_s, K_D_v_v, K_D_v_i, K_D_i_i, K_c_v, K_c_i):
+def fixed_entries(n, p_alpha, p_alpha_s, K_D_v_v, K_D_v_i, K_D_i_i):
     """Jacobian entries that depend on parameters only: computed once per run."""
     for neuron in range(n):
         alpha = p_alpha[0]
@@ -64,16 +64,14 @@ def fixed_entries(n, p_alpha, p_alpha_s, K_D_v_v, K_D_v_i, K_D_i_i, K_c_v, K_c_i
         K_D_v_v[neuron] = alpha  # D_v_v = alpha
         K_D_v_i[neuron] = alpha_s  # D_v_i = alpha_s
         K_D_i_i[neuron] = alpha_s  # D_i_i = alpha_s
-        K_c_v[neuron] = 1  # c_v = 1
-        K_c_i[neuron] = 1  # c_i = 1
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_v, s_i, p_alpha, p_alpha_s, p_v_th, s_v_new, s_i_new, out_z, J_h_v):
+def neuron_step(size, current, s_v, s_i, p_alpha, p_alpha_s, p_v_th, s_v_new, s_i_new, out_z, J_h_v):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         v = s_v[bi]
         i = s_i[bi]
         alpha = p_alpha[0]

@@ -61,8 +61,6 @@ def fixed_entries(p):
         "D_v_v": alpha,  # D_v_v = alpha
         "D_v_i": alpha_s,  # D_v_i = alpha_s
         "D_i_i": alpha_s,  # D_i_i = alpha_s
-        "c_v": 1,  # c_v = 1
-        "c_i": 1,  # c_i = 1
     }
 
 
@@ -120,7 +118,7 @@ class Traces:
 
 def input_gain(J, K):
     """dz_t/dI_t = sum_k h_k,t c_k,t: how the output answers the input within one step."""
-    return J["h_v"] * K["c_v"]
+    return J["h_v"]
 
 
 def backward_step(g, gz, J, J_next, K):
@@ -130,5 +128,5 @@ def backward_step(g, gz, J, J_next, K):
     """
     g_v = J["h_v"] * gz + K["D_v_v"] * g["v"]  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1}
     g_i = K["D_v_i"] * g["v"] + K["D_i_i"] * g["i"]  # g_i_t = D_v_i_{t+1} * g_v_{t+1} + D_i_i_{t+1} * g_i_{t+1}
-    g_I = g_v + g_i
-    return {"v": g_v, "i": g_i}, g_I
+    g_I = g_v + g_i  # dL/dI_t
+    return {"v": g_v, "i": g_i}, {"I": g_I}

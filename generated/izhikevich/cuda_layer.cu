@@ -83,7 +83,7 @@ __global__ void fixed_entries(
 template <typename real>
 __global__ void neuron_step(
     const int size,                     // batch * n: one thread per sample and neuron
-    const real* __restrict__ input,     // I_t (batch, n): synaptic input
+    const real* __restrict__ current,   // I_t (batch, n): synaptic input
     const real* __restrict__ s_v,       // v_t-1 (batch, n)
     const real* __restrict__ s_u,       // u_t-1 (batch, n)
     const real* __restrict__ p_a,       // a: one value (1)
@@ -102,7 +102,7 @@ __global__ void neuron_step(
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
-    const real I = input[bi];
+    const real I = current[bi];
     const real v = s_v[bi];
     const real u = s_u[bi];
     const real a = p_a[0];
@@ -173,7 +173,7 @@ __global__ void synapse_step(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_v = trace_v[bij];
         const real eps_u = trace_u[bij];

@@ -70,11 +70,11 @@ def fixed_entries(n, p_a, p_b, p_dt, K_D_u_v, K_D_u_u):
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_v, s_u, p_a, p_b, p_c, p_d, p_v_peak, p_dt, s_v_new, s_u_new, out_z, J_D_v_v, J_D_v_u, J_c_v, J_h_v):
+def neuron_step(size, current, s_v, s_u, p_a, p_b, p_c, p_d, p_v_peak, p_dt, s_v_new, s_u_new, out_z, J_D_v_v, J_D_v_u, J_c_v, J_h_v):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         v = s_v[bi]
         u = s_u[bi]
         a = p_a[0]

@@ -143,5 +143,5 @@ def backward_step(g, gz, J, J_next, K):
     """
     g_v = J["h_v"] * gz + J_next["D_v_v"] * g["v"] + K["D_u_v"] * g["u"]  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1} + D_u_v_{t+1} * g_u_{t+1}
     g_u = J_next["D_v_u"] * g["v"] + K["D_u_u"] * g["u"]  # g_u_t = D_v_u_{t+1} * g_v_{t+1} + D_u_u_{t+1} * g_u_{t+1}
-    g_I = J["c_v"] * g_v
-    return {"v": g_v, "u": g_u}, g_I
+    g_I = J["c_v"] * g_v  # dL/dI_t
+    return {"v": g_v, "u": g_u}, {"I": g_I}

@@ -58,7 +58,7 @@ __global__ void fixed_entries(
 template <typename real>
 __global__ void neuron_step(
     const int size,                    // batch * n: one thread per sample and neuron
-    const real* __restrict__ input,    // I_t (batch, n): synaptic input
+    const real* __restrict__ current,  // I_t (batch, n): synaptic input
     const real* __restrict__ s_r,      // r_t-1 (batch, n)
     const real* __restrict__ p_alpha,  // alpha: one value (1)
     real* __restrict__ s_r_new,        // r_t (batch, n): written
@@ -67,7 +67,7 @@ __global__ void neuron_step(
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
-    const real I = input[bi];
+    const real I = current[bi];
     const real r = s_r[bi];
     const real alpha = p_alpha[0];
     const real r_new = I*(1 - alpha) + alpha*r;  // r_t = I_t*(1 - alpha) + alpha*r_{t-1}
@@ -118,7 +118,7 @@ __global__ void synapse_step(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_r = trace_r[bj];
         const real eps_r_new = D_r_r * eps_r + c_r * u_j;  // eps_r_t = D_r_r * eps_r_{t-1} + c_r * u_t

@@ -51,11 +51,11 @@ def fixed_entries(n, p_alpha, K_D_r_r, K_c_r):
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_r, p_alpha, s_r_new, out_z, J_h_r):
+def neuron_step(size, current, s_r, p_alpha, s_r_new, out_z, J_h_r):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         r = s_r[bi]
         alpha = p_alpha[0]
         r_new = I*(1 - alpha) + alpha*r  # r_t = I_t*(1 - alpha) + alpha*r_{t-1}

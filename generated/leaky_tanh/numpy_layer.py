@@ -106,5 +106,5 @@ def backward_step(g, gz, J, J_next, K):
     dL/ds_j,t = h_j,t dL/dz_t + sum_k D_kj,t+1 dL/ds_k,t+1;   dL/dI_t = sum_k c_k,t dL/ds_k,t
     """
     g_r = J["h_r"] * gz + K["D_r_r"] * g["r"]  # g_r_t = h_r * gz_t + D_r_r_{t+1} * g_r_{t+1}
-    g_I = K["c_r"] * g_r
-    return {"r": g_r}, g_I
+    g_I = K["c_r"] * g_r  # dL/dI_t
+    return {"r": g_r}, {"I": g_I}

@@ -49,14 +49,12 @@ template <typename real>
 __global__ void fixed_entries(
     const int n,                       // neurons: one thread each
     const real* __restrict__ p_alpha,  // alpha: one value (1)
-    real* __restrict__ K_D_v_v,        // D_v_v (n), constant: written
-    real* __restrict__ K_c_v)          // c_v (n), constant: written
+    real* __restrict__ K_D_v_v)        // D_v_v (n), constant: written
 {
     const int neuron = blockIdx.x * blockDim.x + threadIdx.x;
     if (neuron >= n) return;
     const real alpha = p_alpha[0];
     K_D_v_v[neuron] = alpha;  // D_v_v = alpha
-    K_c_v[neuron] = 1;  // c_v = 1
 }
 
 // Advance the neurons one step, one thread per (sample, neuron):
@@ -64,7 +62,7 @@ __global__ void fixed_entries(
 template <typename real>
 __global__ void neuron_step(
     const int size,                    // batch * n: one thread per sample and neuron
-    const real* __restrict__ input,    // I_t (batch, n): synaptic input
+    const real* __restrict__ current,  // I_t (batch, n): synaptic input
     const real* __restrict__ s_v,      // v_t-1 (batch, n)
     const real* __restrict__ p_alpha,  // alpha: one value (1)
     const real* __restrict__ p_v_th,   // v_th: one value (1)
@@ -74,7 +72,7 @@ __global__ void neuron_step(
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
-    const real I = input[bi];
+    const real I = current[bi];
     const real v = s_v[bi];
     const real alpha = p_alpha[0];
     const real v_th = p_v_th[0];
@@ -124,7 +122,7 @@ __global__ void synapse_step(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_v = trace_v[bj];
         const real eps_v_new = D_v_v * eps_v + u_j;  // eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t

@@ -44,20 +44,19 @@ def triangle_psi(x, gamma, width):
 
 
 @njit(cache=True)
-def fixed_entries(n, p_alpha, K_D_v_v, K_c_v):
+def fixed_entries(n, p_alpha, K_D_v_v):
     """Jacobian entries that depend on parameters only: computed once per run."""
     for neuron in range(n):
         alpha = p_alpha[0]
         K_D_v_v[neuron] = alpha  # D_v_v = alpha
-        K_c_v[neuron] = 1  # c_v = 1
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_v, p_alpha, p_v_th, s_v_new, out_z, J_h_v):
+def neuron_step(size, current, s_v, p_alpha, p_v_th, s_v_new, out_z, J_h_v):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         v = s_v[bi]
         alpha = p_alpha[0]
         v_th = p_v_th[0]
@@ -120,18 +119,18 @@ def presynaptic_step(size, u, trace_v, K_D_v_v):
 
 
 def rest_decays(p):
-    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero)."""
+    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {
     }
 
 
 @njit(parallel=True, cache=True)
 def synapse_events(batch, n, n_pre, u, trace_v, J_h_v, K_D_v_v, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend):
-    """synapse_step, skipping the rows at rest: a (sample, post) row whose entries all hold their
+    """The synapse step, skipping the rows at rest: a (sample, post) row whose entries all hold their
     resting values (its surrogate derivatives are zero) has e_t = 0, and its per-synapse traces
     only decay. Such a row's arrays are not touched: last records the step it is up to date at,
     pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
-    filtered eligibility when it wakes (or in settle). The result equals synapse_step's."""
+    filtered eligibility when it wakes (or in settle). The result equals the synapse step's."""
     for post in prange(n):
         D_v_v = K_D_v_v[0]  # constant
         for sample in range(batch):
@@ -143,7 +142,7 @@ def synapse_events(batch, n, n_pre, u, trace_v, J_h_v, K_D_v_v, L, kappa, ebar, 
                     pend[sample, post] += L_i * kappa ** (step - last[sample, post])
                 continue
             skipped = step - 1 - last[sample, post]  # steps since the row was up to date
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -152,12 +151,12 @@ def synapse_events(batch, n, n_pre, u, trace_v, J_h_v, K_D_v_v, L, kappa, ebar, 
                 eps_v = trace_v[sample, pre]
                 eps_v_new = D_v_v * eps_v + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
                 e = h_v * eps_v_new  # e_t = h_t . eps_t
-                elig = e
+                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
                 if ebar is not None:
                     held = ebar[sample, post, pre]  # ebar at step last
                     if L is not None:
                         grad[post, pre] += owed * held
-                    elig = kappa * (catch_ebar * held) + e
+                    elig = kappa * (kappa_skipped * held) + e
                     ebar[sample, post, pre] = elig
                 if L is not None:
                     grad[post, pre] += L_i * elig
@@ -176,7 +175,7 @@ def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
             skipped = step - last[sample, post]
             if skipped <= 0:
                 continue
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -184,4 +183,4 @@ def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                 if ebar is not None:
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
-                    ebar[sample, post, pre] = catch_ebar * held
+                    ebar[sample, post, pre] = kappa_skipped * held

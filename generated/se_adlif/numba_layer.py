@@ -71,12 +71,12 @@ def fixed_entries(n, p_alpha, K_D_u_w, K_c_u):
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, n, input, s_u, s_w, p_alpha, p_beta, p_a, p_b, p_theta, s_u_new, s_w_new, out_z, J_D_u_u, J_D_w_u, J_D_w_w, J_c_w, J_h_u, J_q_alpha_u, J_q_alpha_w, J_q_beta_w):
+def neuron_step(size, n, current, s_u, s_w, p_alpha, p_beta, p_a, p_b, p_theta, s_u_new, s_w_new, out_z, J_D_u_u, J_D_w_u, J_D_w_w, J_c_w, J_h_u, J_q_alpha_u, J_q_alpha_w, J_q_beta_w):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
         neuron = bi % n
-        I = input[bi]
+        I = current[bi]
         u = s_u[bi]
         w = s_w[bi]
         alpha = p_alpha[neuron]

@@ -151,28 +151,45 @@ class ParamTraces:
     """Per-neuron traces eps^p_t = D_t eps^p_{t-1} + q_t of the learnable parameters."""
 
     def __init__(self, batch, n, dtype):
-        """The parameters' traces, zero before the first step."""
-        self.alpha_u = np.zeros((batch, n), dtype)
-        self.alpha_w = np.zeros((batch, n), dtype)
-        self.beta_u = np.zeros((batch, n), dtype)
-        self.beta_w = np.zeros((batch, n), dtype)
+        """The parameters' traces, zero before the first step; a spare of each takes the next
+        step's values, and product an entry times a trace before it is added."""
+        self.traces = {
+            "alpha_u": np.zeros((batch, n), dtype),
+            "alpha_w": np.zeros((batch, n), dtype),
+            "beta_u": np.zeros((batch, n), dtype),
+            "beta_w": np.zeros((batch, n), dtype),
+        }
+        self.spare = {name: np.zeros_like(trace) for name, trace in self.traces.items()}
+        self.product = np.empty((batch, n), dtype)
 
     def update(self, J, K):
-        """One step of every parameter trace: new values from the old ones, then stored."""
-        alpha_u = J["D_u_u"] * self.alpha_u + K["D_u_w"] * self.alpha_w + J["q_alpha_u"]  # eps^alpha_u_t = D_u_u * eps^alpha_u_{t-1} + D_u_w * eps^alpha_w_{t-1} + q_alpha_u
-        alpha_w = J["D_w_u"] * self.alpha_u + J["D_w_w"] * self.alpha_w + J["q_alpha_w"]  # eps^alpha_w_t = D_w_u * eps^alpha_u_{t-1} + D_w_w * eps^alpha_w_{t-1} + q_alpha_w
-        beta_u = J["D_u_u"] * self.beta_u + K["D_u_w"] * self.beta_w  # eps^beta_u_t = D_u_u * eps^beta_u_{t-1} + D_u_w * eps^beta_w_{t-1}
-        beta_w = J["D_w_u"] * self.beta_u + J["D_w_w"] * self.beta_w + J["q_beta_w"]  # eps^beta_w_t = D_w_u * eps^beta_u_{t-1} + D_w_w * eps^beta_w_{t-1} + q_beta_w
-        self.alpha_u = alpha_u
-        self.alpha_w = alpha_w
-        self.beta_u = beta_u
-        self.beta_w = beta_w
+        """One step of every parameter trace: new values from the old ones, then swapped in."""
+        # eps^alpha_u_t = D_u_u * eps^alpha_u_{t-1} + D_u_w * eps^alpha_w_{t-1} + q_alpha_u
+        np.multiply(J["D_u_u"], self.traces["alpha_u"], out=self.spare["alpha_u"])
+        np.multiply(K["D_u_w"], self.traces["alpha_w"], out=self.product)
+        self.spare["alpha_u"] += self.product
+        self.spare["alpha_u"] += J["q_alpha_u"]
+        # eps^alpha_w_t = D_w_u * eps^alpha_u_{t-1} + D_w_w * eps^alpha_w_{t-1} + q_alpha_w
+        np.multiply(J["D_w_u"], self.traces["alpha_u"], out=self.spare["alpha_w"])
+        np.multiply(J["D_w_w"], self.traces["alpha_w"], out=self.product)
+        self.spare["alpha_w"] += self.product
+        self.spare["alpha_w"] += J["q_alpha_w"]
+        # eps^beta_u_t = D_u_u * eps^beta_u_{t-1} + D_u_w * eps^beta_w_{t-1}
+        np.multiply(J["D_u_u"], self.traces["beta_u"], out=self.spare["beta_u"])
+        np.multiply(K["D_u_w"], self.traces["beta_w"], out=self.product)
+        self.spare["beta_u"] += self.product
+        # eps^beta_w_t = D_w_u * eps^beta_u_{t-1} + D_w_w * eps^beta_w_{t-1} + q_beta_w
+        np.multiply(J["D_w_u"], self.traces["beta_u"], out=self.spare["beta_w"])
+        np.multiply(J["D_w_w"], self.traces["beta_w"], out=self.product)
+        self.spare["beta_w"] += self.product
+        self.spare["beta_w"] += J["q_beta_w"]
+        self.traces, self.spare = self.spare, self.traces
 
     def eligibility(self, J, K):
         """e^p_t = h_t . eps^p_t + dz_p,t for each learnable parameter, (batch, n)."""
         return {
-            "alpha": J["h_u"] * self.alpha_u,  # e^alpha_t = h_u * eps^alpha_u_t
-            "beta": J["h_u"] * self.beta_u,  # e^beta_t = h_u * eps^beta_u_t
+            "alpha": J["h_u"] * self.traces["alpha_u"],  # e^alpha_t = h_u * eps^alpha_u_t
+            "beta": J["h_u"] * self.traces["beta_u"],  # e^beta_t = h_u * eps^beta_u_t
         }
 
 
@@ -188,8 +205,8 @@ def backward_step(g, gz, J, J_next, K):
     """
     g_u = J["h_u"] * gz + J_next["D_u_u"] * g["u"] + J_next["D_w_u"] * g["w"]  # g_u_t = h_u * gz_t + D_u_u_{t+1} * g_u_{t+1} + D_w_u_{t+1} * g_w_{t+1}
     g_w = K["D_u_w"] * g["u"] + J_next["D_w_w"] * g["w"]  # g_w_t = D_u_w_{t+1} * g_u_{t+1} + D_w_w_{t+1} * g_w_{t+1}
-    g_I = K["c_u"] * g_u + J["c_w"] * g_w
-    return {"u": g_u, "w": g_w}, g_I
+    g_I = K["c_u"] * g_u + J["c_w"] * g_w  # dL/dI_t
+    return {"u": g_u, "w": g_w}, {"I": g_I}
 
 
 def param_gradients(g, gz, J, K):

@@ -64,16 +64,12 @@ template <typename real>
 __global__ void fixed_entries(
     const int n,                         // neurons: one thread each
     const real* __restrict__ p_alpha,    // alpha: one value (1)
-    real* __restrict__ K_D_sigma_sigma,  // D_sigma_sigma (n), constant: written
-    real* __restrict__ K_D_r_r,          // D_r_r (n), constant: written
-    real* __restrict__ K_c_sigma)        // c_sigma (n), constant: written
+    real* __restrict__ K_D_sigma_sigma)  // D_sigma_sigma (n), constant: written
 {
     const int neuron = blockIdx.x * blockDim.x + threadIdx.x;
     if (neuron >= n) return;
     const real alpha = p_alpha[0];
     K_D_sigma_sigma[neuron] = alpha;  // D_sigma_sigma = alpha
-    K_D_r_r[neuron] = 1;  // D_r_r = 1
-    K_c_sigma[neuron] = 1;  // c_sigma = 1
 }
 
 // Advance the neurons one step, one thread per (sample, neuron):
@@ -81,7 +77,7 @@ __global__ void fixed_entries(
 template <typename real>
 __global__ void neuron_step(
     const int size,                    // batch * n: one thread per sample and neuron
-    const real* __restrict__ input,    // I_t (batch, n): synaptic input
+    const real* __restrict__ current,  // I_t (batch, n): synaptic input
     const real* __restrict__ s_sigma,  // sigma_t-1 (batch, n)
     const real* __restrict__ s_r,      // r_t-1 (batch, n)
     const real* __restrict__ p_alpha,  // alpha: one value (1)
@@ -94,7 +90,7 @@ __global__ void neuron_step(
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
-    const real I = input[bi];
+    const real I = current[bi];
     const real sigma = s_sigma[bi];
     const real r = s_r[bi];
     const real alpha = p_alpha[0];
@@ -150,7 +146,7 @@ __global__ void synapse_step(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_sigma = trace_sigma[bj];
         const real eps_sigma_new = D_sigma_sigma * eps_sigma + u_j;  // eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t

@@ -59,21 +59,19 @@ def triangle_psi(x, gamma, width):
 
 
 @njit(cache=True)
-def fixed_entries(n, p_alpha, K_D_sigma_sigma, K_D_r_r, K_c_sigma):
+def fixed_entries(n, p_alpha, K_D_sigma_sigma):
     """Jacobian entries that depend on parameters only: computed once per run."""
     for neuron in range(n):
         alpha = p_alpha[0]
         K_D_sigma_sigma[neuron] = alpha  # D_sigma_sigma = alpha
-        K_D_r_r[neuron] = 1  # D_r_r = 1
-        K_c_sigma[neuron] = 1  # c_sigma = 1
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_sigma, s_r, p_alpha, p_v_th, s_sigma_new, s_r_new, out_z, J_h_sigma, J_h_r):
+def neuron_step(size, current, s_sigma, s_r, p_alpha, p_v_th, s_sigma_new, s_r_new, out_z, J_h_sigma, J_h_r):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         sigma = s_sigma[bi]
         r = s_r[bi]
         alpha = p_alpha[0]
@@ -142,18 +140,18 @@ def presynaptic_step(size, u, trace_sigma, K_D_sigma_sigma):
 
 
 def rest_decays(p):
-    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero)."""
+    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {
     }
 
 
 @njit(parallel=True, cache=True)
 def synapse_events(batch, n, n_pre, u, trace_sigma, J_h_sigma, K_D_sigma_sigma, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend):
-    """synapse_step, skipping the rows at rest: a (sample, post) row whose entries all hold their
+    """The synapse step, skipping the rows at rest: a (sample, post) row whose entries all hold their
     resting values (its surrogate derivatives are zero) has e_t = 0, and its per-synapse traces
     only decay. Such a row's arrays are not touched: last records the step it is up to date at,
     pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
-    filtered eligibility when it wakes (or in settle). The result equals synapse_step's."""
+    filtered eligibility when it wakes (or in settle). The result equals the synapse step's."""
     for post in prange(n):
         D_sigma_sigma = K_D_sigma_sigma[0]  # constant
         for sample in range(batch):
@@ -165,7 +163,7 @@ def synapse_events(batch, n, n_pre, u, trace_sigma, J_h_sigma, K_D_sigma_sigma, 
                     pend[sample, post] += L_i * kappa ** (step - last[sample, post])
                 continue
             skipped = step - 1 - last[sample, post]  # steps since the row was up to date
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -174,12 +172,12 @@ def synapse_events(batch, n, n_pre, u, trace_sigma, J_h_sigma, K_D_sigma_sigma, 
                 eps_sigma = trace_sigma[sample, pre]
                 eps_sigma_new = D_sigma_sigma * eps_sigma + u_j  # eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
                 e = h_sigma * eps_sigma_new  # e_t = h_t . eps_t
-                elig = e
+                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
                 if ebar is not None:
                     held = ebar[sample, post, pre]  # ebar at step last
                     if L is not None:
                         grad[post, pre] += owed * held
-                    elig = kappa * (catch_ebar * held) + e
+                    elig = kappa * (kappa_skipped * held) + e
                     ebar[sample, post, pre] = elig
                 if L is not None:
                     grad[post, pre] += L_i * elig
@@ -198,7 +196,7 @@ def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
             skipped = step - last[sample, post]
             if skipped <= 0:
                 continue
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -206,4 +204,4 @@ def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                 if ebar is not None:
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
-                    ebar[sample, post, pre] = catch_ebar * held
+                    ebar[sample, post, pre] = kappa_skipped * held

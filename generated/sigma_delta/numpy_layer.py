@@ -62,8 +62,6 @@ def fixed_entries(p):
     alpha = p["alpha"]
     return {
         "D_sigma_sigma": alpha,  # D_sigma_sigma = alpha
-        "D_r_r": 1,  # D_r_r = 1
-        "c_sigma": 1,  # c_sigma = 1
     }
 
 
@@ -116,7 +114,7 @@ class Traces:
 
 def input_gain(J, K):
     """dz_t/dI_t = sum_k h_k,t c_k,t: how the output answers the input within one step."""
-    return J["h_sigma"] * K["c_sigma"]
+    return J["h_sigma"]
 
 
 def backward_step(g, gz, J, J_next, K):
@@ -125,5 +123,5 @@ def backward_step(g, gz, J, J_next, K):
     dL/ds_j,t = h_j,t dL/dz_t + sum_k D_kj,t+1 dL/ds_k,t+1;   dL/dI_t = sum_k c_k,t dL/ds_k,t
     """
     g_sigma = J["h_sigma"] * gz + K["D_sigma_sigma"] * g["sigma"]  # g_sigma_t = h_sigma * gz_t + D_sigma_sigma_{t+1} * g_sigma_{t+1}
-    g_I = g_sigma
-    return {"sigma": g_sigma}, g_I
+    g_I = g_sigma  # dL/dI_t
+    return {"sigma": g_sigma}, {"I": g_I}

@@ -51,19 +51,12 @@ def fast_sigmoid_psi(x, beta):
     return (beta*np.abs(x) + 1)**(-2.0)
 
 
-@njit(cache=True)
-def fixed_entries(n, K_c_v):
-    """Jacobian entries that depend on parameters only: computed once per run."""
-    for neuron in range(n):
-        K_c_v[neuron] = 1  # c_v = 1
-
-
 @njit(parallel=True, cache=True)
-def neuron_step(size, input, s_v, p_alpha, p_v_th, s_v_new, out_z, J_D_v_v, J_h_v):
+def neuron_step(size, current, s_v, p_alpha, p_v_th, s_v_new, out_z, J_D_v_v, J_h_v):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I = input[bi]
+        I = current[bi]
         v = s_v[bi]
         alpha = p_alpha[0]
         v_th = p_v_th[0]

@@ -53,7 +53,6 @@ def fast_sigmoid_psi(x, beta):
 def fixed_entries(p):
     """Jacobian entries that depend on parameters only: computed once per run."""
     return {
-        "c_v": 1,  # c_v = 1
     }
 
 
@@ -108,7 +107,7 @@ class Traces:
 
 def input_gain(J, K):
     """dz_t/dI_t = sum_k h_k,t c_k,t: how the output answers the input within one step."""
-    return J["h_v"] * K["c_v"]
+    return J["h_v"]
 
 
 def backward_step(g, gz, J, J_next, K):
@@ -117,5 +116,5 @@ def backward_step(g, gz, J, J_next, K):
     dL/ds_j,t = h_j,t dL/dz_t + sum_k D_kj,t+1 dL/ds_k,t+1;   dL/dI_t = sum_k c_k,t dL/ds_k,t
     """
     g_v = J["h_v"] * gz + J_next["D_v_v"] * g["v"]  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1}
-    g_I = g_v
-    return {"v": g_v}, g_I
+    g_I = g_v  # dL/dI_t
+    return {"v": g_v}, {"I": g_I}

@@ -79,9 +79,7 @@ __global__ void fixed_entries(
     real* __restrict__ K_D_v_v,          // D_v_v (n), constant: written
     real* __restrict__ K_D_v_d,          // D_v_d (n), constant: written
     real* __restrict__ K_D_d_v,          // D_d_v (n), constant: written
-    real* __restrict__ K_D_d_d,          // D_d_d (n), constant: written
-    real* __restrict__ K_c_v_I_s,        // c_v_I_s (n), constant: written
-    real* __restrict__ K_c_d_I_d)        // c_d_I_d (n), constant: written
+    real* __restrict__ K_D_d_d)          // D_d_d (n), constant: written
 {
     const int neuron = blockIdx.x * blockDim.x + threadIdx.x;
     if (neuron >= n) return;
@@ -93,33 +91,31 @@ __global__ void fixed_entries(
     K_D_v_d[neuron] = g_sd;  // D_v_d = g_sd
     K_D_d_v[neuron] = g_ds;  // D_d_v = g_ds
     K_D_d_d[neuron] = alpha_d - g_ds;  // D_d_d = alpha_d - g_ds
-    K_c_v_I_s[neuron] = 1;  // c_v_I_s = 1
-    K_c_d_I_d[neuron] = 1;  // c_d_I_d = 1
 }
 
 // Advance the neurons one step, one thread per (sample, neuron):
 //     s_t = f(s_t-1, I_s_t, I_d_t),  z_t = g(s_t),  and the Jacobian entries that depend on the state.
 template <typename real>
 __global__ void neuron_step(
-    const int size,                      // batch * n: one thread per sample and neuron
-    const real* __restrict__ input_I_s,  // I_s_t (batch, n): synaptic input
-    const real* __restrict__ input_I_d,  // I_d_t (batch, n): synaptic input
-    const real* __restrict__ s_v,        // v_t-1 (batch, n)
-    const real* __restrict__ s_d,        // d_t-1 (batch, n)
-    const real* __restrict__ p_alpha,    // alpha: one value (1)
-    const real* __restrict__ p_alpha_d,  // alpha_d: one value (1)
-    const real* __restrict__ p_g_sd,     // g_sd: one value (1)
-    const real* __restrict__ p_g_ds,     // g_ds: one value (1)
-    const real* __restrict__ p_v_th,     // v_th: one value (1)
-    real* __restrict__ s_v_new,          // v_t (batch, n): written
-    real* __restrict__ s_d_new,          // d_t (batch, n): written
-    real* __restrict__ out_z,            // z_t (batch, n): written
-    real* __restrict__ J_h_v)            // h_v (batch, n): written
+    const int size,                        // batch * n: one thread per sample and neuron
+    const real* __restrict__ current_I_s,  // I_s_t (batch, n): synaptic input
+    const real* __restrict__ current_I_d,  // I_d_t (batch, n): synaptic input
+    const real* __restrict__ s_v,          // v_t-1 (batch, n)
+    const real* __restrict__ s_d,          // d_t-1 (batch, n)
+    const real* __restrict__ p_alpha,      // alpha: one value (1)
+    const real* __restrict__ p_alpha_d,    // alpha_d: one value (1)
+    const real* __restrict__ p_g_sd,       // g_sd: one value (1)
+    const real* __restrict__ p_g_ds,       // g_ds: one value (1)
+    const real* __restrict__ p_v_th,       // v_th: one value (1)
+    real* __restrict__ s_v_new,            // v_t (batch, n): written
+    real* __restrict__ s_d_new,            // d_t (batch, n): written
+    real* __restrict__ out_z,              // z_t (batch, n): written
+    real* __restrict__ J_h_v)              // h_v (batch, n): written
 {
     const int bi = blockIdx.x * blockDim.x + threadIdx.x;  // (sample, neuron)
     if (bi >= size) return;
-    const real I_s = input_I_s[bi];
-    const real I_d = input_I_d[bi];
+    const real I_s = current_I_s[bi];
+    const real I_d = current_I_d[bi];
     const real v = s_v[bi];
     const real d = s_d[bi];
     const real alpha = p_alpha[0];
@@ -180,7 +176,7 @@ __global__ void synapse_step_I_s(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real u_j = u[bj];
         const real eps_v = trace_v[bj];
         const real eps_d = trace_d[bj];
@@ -254,7 +250,7 @@ __global__ void synapse_step_I_d(
     for (int sample = 0; sample < batch; ++sample) {
         const size_t bi = (size_t)sample * n + post;  // (sample, post)
         const size_t bj = (size_t)sample * n_pre + pre;  // (sample, pre)
-        const size_t bij = bi * n_pre + pre;  // (sample, post, pre)
+        const size_t bij = bi * n_pre + pre;  // (sample, synapse)
         const real eps_v = trace_v[bj];
         const real eps_d = trace_d[bj];
         const real eps_v_new = D_v_v * eps_v + D_v_d * eps_d;  // eps_v_t = D_v_v * eps_v_{t-1} + D_v_d * eps_d_{t-1}

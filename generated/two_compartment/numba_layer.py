@@ -68,7 +68,7 @@ def triangle_psi(x, gamma, width):
 
 
 @njit(cache=True)
-def fixed_entries(n, p_alpha, p_alpha_d, p_g_sd, p_g_ds, K_D_v_v, K_D_v_d, K_D_d_v, K_D_d_d, K_c_v_I_s, K_c_d_I_d):
+def fixed_entries(n, p_alpha, p_alpha_d, p_g_sd, p_g_ds, K_D_v_v, K_D_v_d, K_D_d_v, K_D_d_d):
     """Jacobian entries that depend on parameters only: computed once per run."""
     for neuron in range(n):
         alpha = p_alpha[0]
@@ -79,17 +79,15 @@ def fixed_entries(n, p_alpha, p_alpha_d, p_g_sd, p_g_ds, K_D_v_v, K_D_v_d, K_D_d
         K_D_v_d[neuron] = g_sd  # D_v_d = g_sd
         K_D_d_v[neuron] = g_ds  # D_d_v = g_ds
         K_D_d_d[neuron] = alpha_d - g_ds  # D_d_d = alpha_d - g_ds
-        K_c_v_I_s[neuron] = 1  # c_v_I_s = 1
-        K_c_d_I_d[neuron] = 1  # c_d_I_d = 1
 
 
 @njit(parallel=True, cache=True)
-def neuron_step(size, input_I_s, input_I_d, s_v, s_d, p_alpha, p_alpha_d, p_g_sd, p_g_ds, p_v_th, s_v_new, s_d_new, out_z, J_h_v):
+def neuron_step(size, current_I_s, current_I_d, s_v, s_d, p_alpha, p_alpha_d, p_g_sd, p_g_ds, p_v_th, s_v_new, s_d_new, out_z, J_h_v):
     """Advance the neurons one step, in parallel over (sample, neuron):
     s_t = f(s_t-1, I_s_t, I_d_t), z_t = g(s_t), and the Jacobian entries that depend on the state."""
     for bi in prange(size):
-        I_s = input_I_s[bi]
-        I_d = input_I_d[bi]
+        I_s = current_I_s[bi]
+        I_d = current_I_d[bi]
         v = s_v[bi]
         d = s_d[bi]
         alpha = p_alpha[0]
@@ -220,18 +218,18 @@ def presynaptic_step_I_d(size, u, trace_v, trace_d, K_D_v_v, K_D_v_d, K_D_d_v, K
 
 
 def rest_decays(p):
-    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero)."""
+    """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {
     }
 
 
 @njit(parallel=True, cache=True)
 def synapse_events_I_s(batch, n, n_pre, u, trace_v, trace_d, J_h_v, K_D_v_v, K_D_v_d, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend):
-    """synapse_step_I_s, skipping the rows at rest: a (sample, post) row whose entries all hold their
+    """The synapse step of the input I_s, skipping the rows at rest: a (sample, post) row whose entries all hold their
     resting values (its surrogate derivatives are zero) has e_t = 0, and its per-synapse traces
     only decay. Such a row's arrays are not touched: last records the step it is up to date at,
     pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
-    filtered eligibility when it wakes (or in settle). The result equals synapse_step's."""
+    filtered eligibility when it wakes (or in settle_I_s). The result equals the synapse step's."""
     for post in prange(n):
         D_v_v = K_D_v_v[0]  # constant
         D_v_d = K_D_v_d[0]  # constant
@@ -244,7 +242,7 @@ def synapse_events_I_s(batch, n, n_pre, u, trace_v, trace_d, J_h_v, K_D_v_v, K_D
                     pend[sample, post] += L_i * kappa ** (step - last[sample, post])
                 continue
             skipped = step - 1 - last[sample, post]  # steps since the row was up to date
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -254,12 +252,12 @@ def synapse_events_I_s(batch, n, n_pre, u, trace_v, trace_d, J_h_v, K_D_v_v, K_D
                 eps_d = trace_d[sample, pre]
                 eps_v_new = D_v_v * eps_v + D_v_d * eps_d + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_d * eps_d_{t-1} + c_v_I_s * u_t
                 e = h_v * eps_v_new  # e_t = h_t . eps_t
-                elig = e
+                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
                 if ebar is not None:
                     held = ebar[sample, post, pre]  # ebar at step last
                     if L is not None:
                         grad[post, pre] += owed * held
-                    elig = kappa * (catch_ebar * held) + e
+                    elig = kappa * (kappa_skipped * held) + e
                     ebar[sample, post, pre] = elig
                 if L is not None:
                     grad[post, pre] += L_i * elig
@@ -278,7 +276,7 @@ def settle_I_s(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
             skipped = step - last[sample, post]
             if skipped <= 0:
                 continue
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -286,15 +284,15 @@ def settle_I_s(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                 if ebar is not None:
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
-                    ebar[sample, post, pre] = catch_ebar * held
+                    ebar[sample, post, pre] = kappa_skipped * held
 
 @njit(parallel=True, cache=True)
 def synapse_events_I_d(batch, n, n_pre, trace_v, trace_d, J_h_v, K_D_v_v, K_D_v_d, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend):
-    """synapse_step_I_d, skipping the rows at rest: a (sample, post) row whose entries all hold their
+    """The synapse step of the input I_d, skipping the rows at rest: a (sample, post) row whose entries all hold their
     resting values (its surrogate derivatives are zero) has e_t = 0, and its per-synapse traces
     only decay. Such a row's arrays are not touched: last records the step it is up to date at,
     pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
-    filtered eligibility when it wakes (or in settle). The result equals synapse_step's."""
+    filtered eligibility when it wakes (or in settle_I_d). The result equals the synapse step's."""
     for post in prange(n):
         D_v_v = K_D_v_v[0]  # constant
         D_v_d = K_D_v_d[0]  # constant
@@ -307,7 +305,7 @@ def synapse_events_I_d(batch, n, n_pre, trace_v, trace_d, J_h_v, K_D_v_v, K_D_v_
                     pend[sample, post] += L_i * kappa ** (step - last[sample, post])
                 continue
             skipped = step - 1 - last[sample, post]  # steps since the row was up to date
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -316,12 +314,12 @@ def synapse_events_I_d(batch, n, n_pre, trace_v, trace_d, J_h_v, K_D_v_v, K_D_v_
                 eps_d = trace_d[sample, pre]
                 eps_v_new = D_v_v * eps_v + D_v_d * eps_d  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_d * eps_d_{t-1}
                 e = h_v * eps_v_new  # e_t = h_t . eps_t
-                elig = e
+                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
                 if ebar is not None:
                     held = ebar[sample, post, pre]  # ebar at step last
                     if L is not None:
                         grad[post, pre] += owed * held
-                    elig = kappa * (catch_ebar * held) + e
+                    elig = kappa * (kappa_skipped * held) + e
                     ebar[sample, post, pre] = elig
                 if L is not None:
                     grad[post, pre] += L_i * elig
@@ -340,7 +338,7 @@ def settle_I_d(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
             skipped = step - last[sample, post]
             if skipped <= 0:
                 continue
-            catch_ebar = kappa ** skipped
+            kappa_skipped = kappa ** skipped
             owed = pend[sample, post]
             pend[sample, post] = 0.0
             last[sample, post] = step
@@ -348,4 +346,4 @@ def settle_I_d(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                 if ebar is not None:
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
-                    ebar[sample, post, pre] = catch_ebar * held
+                    ebar[sample, post, pre] = kappa_skipped * held

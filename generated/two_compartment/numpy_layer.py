@@ -75,8 +75,6 @@ def fixed_entries(p):
         "D_v_d": g_sd,  # D_v_d = g_sd
         "D_d_v": g_ds,  # D_d_v = g_ds
         "D_d_d": alpha_d - g_ds,  # D_d_d = alpha_d - g_ds
-        "c_v_I_s": 1,  # c_v_I_s = 1
-        "c_d_I_d": 1,  # c_d_I_d = 1
     }
 
 
@@ -174,7 +172,7 @@ class Traces_I_d:
 
 def input_gain_I_s(J, K):
     """dz_t/dI_s_t = sum_k h_k,t c_k,t: how the output answers the input within one step."""
-    return J["h_v"] * K["c_v_I_s"]
+    return J["h_v"]
 
 
 def input_gain_I_d(J, K):
@@ -189,6 +187,6 @@ def backward_step(g, gz, J, J_next, K):
     """
     g_v = J["h_v"] * gz + K["D_v_v"] * g["v"] + K["D_d_v"] * g["d"]  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1} + D_d_v_{t+1} * g_d_{t+1}
     g_d = K["D_v_d"] * g["v"] + K["D_d_d"] * g["d"]  # g_d_t = D_v_d_{t+1} * g_v_{t+1} + D_d_d_{t+1} * g_d_{t+1}
-    g_I_s = g_v
-    g_I_d = g_d
-    return {"v": g_v, "d": g_d}, (g_I_s, g_I_d)
+    g_I_s = g_v  # dL/dI_s_t
+    g_I_d = g_d  # dL/dI_d_t
+    return {"v": g_v, "d": g_d}, {"I_s": g_I_s, "I_d": g_I_d}

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..runtime import memory
 from ..runtime.network import Network
+from ..runtime.projection import Source
 from . import models
 from .graph import NirError, Stage, chain
 from .models import DT, KINDS, kind_of, neuron
@@ -118,17 +119,17 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
         sources.append(neuron(stage.kind, per_neuron, trained, detach_reset).with_params(dt=dt, **defaults))
         values.append(dict(fields, dt=dt))
         sizes.append(n)
-        layer = {"W_in": stage.forward.weight}
+        layer = {Source.INPUT: stage.forward.weight}
         bias = _bias(stage.forward, n)
         if stage.recurrent is not None:
             _check_weights(stage.recurrent_name, stage.recurrent, (n, n))
-            layer["W_rec"] = stage.recurrent.weight
+            layer[Source.RECURRENT] = stage.recurrent.weight
             bias = _sum_bias(bias, _bias(stage.recurrent, n))
         if bias is not None:
-            layer["b_in"] = bias
+            layer[Source.BIAS] = bias
         weights.append(layer)
-    net_options = dict(recurrent=["W_rec" in layer for layer in weights],
-                       bias=["b_in" in layer for layer in weights], neuron_params=values)
+    net_options = dict(recurrent=[Source.RECURRENT in layer for layer in weights],
+                       bias=[Source.BIAS in layer for layer in weights], neuron_params=values)
     top = {}
     if readout:
         n_out = readout.size
@@ -150,7 +151,7 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
                        "adding one")
     net = Network(sources, n_in, sizes, n_out, **{**net_options, **options})
     for layer, given in zip(net.layers, weights):
-        net.set_params({layer.key(name): value for name, value in given.items()})
+        net.set_params({layer.projection(source).key: value for source, value in given.items()})
     net.set_params(top)
     return net
 

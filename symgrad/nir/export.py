@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import store
 from ..runtime.network import Network
+from ..runtime.projection import Source
 from .graph import NirError
 from .models import KINDS, kind_of
 
@@ -33,12 +34,12 @@ def to_graph(net: Network) -> nir.NIRGraph:
         values = _values(net, layer)
         steps.add(values.pop("dt"))
         neuron, weights = f"{kind.lower()}{layer.index}", f"fc{layer.index}"
-        bias = host.get(layer.key("b_in"))
-        nodes[weights] = _dense(host[layer.key("W_in")], bias)
+        bias = layer.projection(Source.BIAS)
+        nodes[weights] = _dense(host[layer.projection(Source.INPUT).key], None if bias is None else host[bias.key])
         nodes[neuron] = getattr(nir, kind)(**values)
         edges += [(previous, weights), (weights, neuron)]
         if layer.recurrent:
-            nodes[f"rec{layer.index}"] = nir.Linear(weight=host[layer.key("W_rec")])
+            nodes[f"rec{layer.index}"] = nir.Linear(weight=host[layer.projection(Source.RECURRENT).key])
             edges += [(neuron, f"rec{layer.index}"), (f"rec{layer.index}", neuron)]
         previous = neuron
     if len(steps) != 1:

@@ -3,7 +3,7 @@
 Every backend's template lives at ``templates/<name>/<template>.j2`` and is rendered into
 ``generated/<model>/<filename>``. Adding a backend means a printer module here (a ``context``
 function of a :class:`~symgrad.kernels.Blueprint`) and a template; nothing in the analysis or
-the plan.
+the plan. To run the file, a record in ``symgrad/runtime/backends.py`` points to its target.
 """
 from __future__ import annotations
 
@@ -20,10 +20,15 @@ class Target:
     filename: str  # written under generated/<model>/
     context: Callable  # Blueprint -> the template's own names
     python: bool  # the file is a Python module (checked with compile() before use)
+    # The reference (one target): render.generate writes it when no backend is named, so its
+    # header's command to write it again names none, and every runtime backend's layer takes the
+    # element-wise functions and initial states of its module (symgrad.runtime.compiled.load).
+    default: bool = False
 
 
 TARGETS = {t.name: t for t in (
-    Target("numpy", "layer.py", "numpy_layer.py", numpy_code.context, True),
+    Target("numpy", "layer.py", "numpy_layer.py", numpy_code.context, True, default=True),
     Target("cuda", "layer.cu", "cuda_layer.cu", cuda_code.context, False),
     Target("numba", "layer.py", "numba_layer.py", numba_code.context, True),
 )}
+DEFAULT = next(name for name, target in TARGETS.items() if target.default)

@@ -10,43 +10,50 @@ from __future__ import annotations
 
 from .. import printing
 from ..analysis import CONSTANT
-from ..kernels import Blueprint, Kernel, Line
-from ..statements import check_clashes
+from ..kernels import DECAY, TRACE, Blueprint, Kernel, Line
+from ..layouts import Layout
+from ..names import CATCH, DYNAMIC_ARG, FIXED_ARG, Names
 from ..surrogates import Spike
 from . import kernel_frame
 
-# Where one iteration reads and writes: the synapse step indexes (batch, n, pre) arrays by their
-# three axes, so that the inner loop over pre is a plain stride-1 loop the compiler vectorises;
-# the small kernels index flat arrays, one item per iteration, as a CUDA thread does.
-_INDEX = {"synapse": {True: "sample, post, pre", False: "sample, pre"},
-          "sample, pre": {False: "bj"}, "sample, neuron": {False: "bi"}}
+# Where one iteration reads and writes: the synapse step indexes its arrays by their axes, as the
+# layout walks them (dense: the inner loop over pre is a plain stride-1 loop the compiler
+# vectorises); the small kernels index flat arrays, one item per iteration, as a CUDA thread does.
+_FLAT = {"sample, pre": "bj", "sample, neuron": "bi"}
+
+
+def _index(space: str, layout: Layout) -> dict:
+    """{per synapse?: the index of an array} in a kernel of this index space."""
+    if space == "synapse":
+        return {True: layout.nest.synapse, False: "sample, pre"}
+    return {False: _FLAT[space]} if space in _FLAT else {}
 _ENTRY = {"synapse": "sample, post"}  # where a dynamic entry is read (else the flat index bi)
 
 
-def flat(kernel: Kernel) -> bool:
-    """Whether ``kernel`` takes its arrays flat (else with their (batch, n[, pre]) axes)."""
-    return kernel.space != "synapse"
-
-
-
 def code(line: Line) -> str:
-    """``D_a_v * eps_v + D_a_a * eps_a``: every entry is a local by now."""
-    parts = [term.entry if operand is None else operand if term.unit else f"{term.entry} * {operand}"
-             for term, operand in line.terms]
+    """``D_a_v * eps_v + D_a_a * eps_a``: every entry is a local by now, and one equal to 1 is
+    left out of a product or written as the number."""
+    def term(entry, operand):
+        if entry.unit:
+            return operand or "1.0"
+        return entry.entry if operand is None else f"{entry.entry} * {operand}"
+
+    parts = [term(entry, operand) for entry, operand in line.terms]
     return " + ".join(parts) if parts else "0.0"
 
 
-def _kernel(kernel: Kernel | None) -> dict | None:
+def _kernel(kernel: Kernel | None, names: Names, layout: Layout) -> dict | None:
     if kernel is None:
         return None
-    index = _INDEX.get(kernel.space, {})
+    index = _index(kernel.space, layout)
     store = index.get(True, index.get(False))
     return {
         "kernel": kernel,
         "parameters": ", ".join(a.name for a in kernel.args),
-        "fixed": [f"{name} = K_{name}[{0 if kind == CONSTANT else 'post'}]  # {kind}"
+        "fixed": [f"{name} = {names.of(FIXED_ARG, name)}[{0 if kind == CONSTANT else 'post'}]  # {kind}"
                   for name, kind in kernel.fixed],
-        "dynamic": [f"{name} = J_{name}[{_ENTRY.get(kernel.space, 'bi')}]" for name in kernel.dynamic],
+        "dynamic": [f"{name} = {names.of(DYNAMIC_ARG, name)}[{_ENTRY.get(kernel.space, 'bi')}]"
+                    for name in kernel.dynamic],
         "loads": [f"{local} = {array}[{index[own]}]" for local, array, own in kernel.loads],
         "lines": [f"{line.target} = {code(line)}  # {line.equation}" for line in kernel.lines],
         "stores": [f"{array}[{store}] = {local}" for array, local in kernel.stores],
@@ -57,21 +64,22 @@ def _kernel(kernel: Kernel | None) -> dict | None:
     }
 
 
-def _events(kernel: Kernel | None, settle: Kernel | None) -> dict | None:
+def _events(kernel: Kernel | None, settle: Kernel | None, names: Names, layout: Layout) -> dict | None:
     """The row-skipping synapse step: the dense step's lines, behind a test for rows at rest, with
     the per-synapse traces of a row that wakes scaled by the decay of the steps it skipped."""
     if kernel is None:
         return None
-    printed = _kernel(kernel)
-    decays = [a.name[len("decay_"):] for a in kernel.args if a.name.startswith("decay_")]
-    index = _INDEX[kernel.space]
+    printed = _kernel(kernel, names, layout)
+    decays = {a.of: a.name for a in kernel.args if a.role == DECAY}
+    traces = {a.name: a.of for a in kernel.args if a.role == TRACE and a.of in decays}  # per-synapse ones
+    index = _index(kernel.space, layout)
     printed.update(
         rest=" and ".join(f"{name} == {value}" for name, value in kernel.rests),
-        catch=[f"catch_{s} = decay_{s} ** skipped" for s in decays],
-        loads=[f"{local} = {array}[{index[own]}]" + (f" * catch_{local[len('eps_'):]}" if own else "")
+        catch=[f"{names.of(CATCH, s)} = {decay} ** skipped" for s, decay in decays.items()],
+        loads=[f"{local} = {array}[{index[own]}]" + (f" * {names.of(CATCH, traces[array])}" if own else "")
                for local, array, own in kernel.loads],
-        settle=_kernel(settle),
-        scale=[f"trace_{s}[{index[True]}] *= catch_{s}" for s in decays],
+        settle=_kernel(settle, names, layout),
+        scale=[f"{array}[{index[True]}] *= {names.of(CATCH, s)}" for array, s in traces.items()],
     )
     return printed
 
@@ -85,22 +93,20 @@ def helper(cls: type) -> tuple[str, str, str]:
 
 def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
-    kernels = {k.name: k for k in blueprint.kernels}
+    names = blueprint.analysis.naming
     frame = kernel_frame.context(blueprint, printing.numba_code, _kernel, helper)
     events, decays = [], {}  # a trace's decay at rest is D's, the same whichever input it is of
     for plan in blueprint.plans:
-        printed = _events(kernels.get("synapse_events" + plan.suffix), kernels.get("settle" + plan.suffix))
+        port = plan.input.name
+        printed = _events(blueprint.kernel("synapse_events", port), blueprint.kernel("settle", port), names,
+                          blueprint.layout)
         if printed:
-            events.append(dict(printed, suffix=plan.suffix))
+            events.append(dict(printed, input=port, several=len(blueprint.plans) > 1))
             decays.update(plan.quiescence.decays)
     # the kernels call Python's math functions as they are; rest_decays(p), plain Python on arrays,
     # through the NumPy module's helpers
     calls_math = bool(printing.math_calls([s.expr for s in blueprint.step + blueprint.fixed]))
     decay_helpers = [printing.array_helper(name) for name in printing.math_calls(decays.values())]
-    # the kernels and rest_decays(p) declare the model's names beside these
-    internal = {"np", "njit", "prange", "range", "bi", "neuron", "p"} | kernel_frame.argument_names(blueprint)
-    internal |= {name for name, _, _ in frame["helpers"] + decay_helpers} | ({"math"} if calls_math else set())
-    check_clashes(blueprint.analysis, internal, "Numba")
     return {**frame,
             "math": calls_math or bool(decay_helpers),
             "synapse_events": events,

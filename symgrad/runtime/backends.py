@@ -1,4 +1,9 @@
-"""The runtime backends: one table, which the command line and the loaders read."""
+"""The runtime backends: one record each, in one table, which the command line, the loaders and
+the training loop ask. No other module compares a backend's name (tests/test_backend_record.py).
+
+Adding a backend is a generator target (``symgrad/printers``), a launcher module that builds
+its layer, and one record here.
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,29 +11,76 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 
+from ..printers import TARGETS, Target
+
 
 @dataclass(frozen=True)
 class Backend:
-    """A way to run a model's generated code.
+    """A way to run a model's generated code, and what it can do.
 
-    source: the generator backend whose file it runs ("numpy" or "cuda");
+    title: its name in messages; target: the generator target whose file it runs;
+    loader: "module:function" of ``(code, reference, backend) -> layer code`` (a
+    ``render.Generated``, the generated module of the default target, this record), imported
+    when first used, so that Numba and CuPy are imported only by the backends that need them;
     arrays: the array module its arrays live in.
+
+    Capabilities (a network's record is ``get(net.backend)``; its layer's ports say the same,
+    as tests/test_backend_record.py checks):
+    fused: e-prop's per-synapse work is one kernel (``PortCode.synapse_step``), which needs no
+    scratch arrays;
+    events: its kernels can skip rows at rest, for the models that have them (``PortCode.events``);
+    threads: where its kernels spread a batch over threads themselves (no shards), the
+    "module:function" that sets how many threads they use; None: a batch is split into shards
+    that run on threads;
+    device: its arrays live on a GPU (one worker per process; MPI sums go through the host);
+    needs, fallback: a module it cannot run without, and the backend run instead (once said)
+    when that module does not import.
     """
 
     name: str
-    source: str
-    arrays: str
+    title: str
     summary: str
+    target: Target
+    loader: str
+    arrays: str = "numpy"
+    fused: bool = False
+    events: bool = False
+    threads: str | None = None
+    device: bool = False
+    needs: str | None = None
+    fallback: str | None = None
+
+    def __post_init__(self):
+        if (self.needs is None) != (self.fallback is None):
+            raise ValueError(f"backend {self.name!r}: give needs and fallback together")
+
+    def layer(self, code, reference):
+        """The layer code of the generated ``code`` on this backend (see ``layer_code.LayerCode``)."""
+        return _imported(self.loader)(code, reference, self)
+
+    def set_threads(self, count: int) -> None:
+        """Have its kernels use ``count`` threads (a backend whose kernels thread themselves)."""
+        _imported(self.threads)(count)
 
 
+def _imported(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# In order of preference: the first whose needs are installed is the default.
 BACKENDS = {b.name: b for b in (
-    Backend("numba", "numba", "numpy", "the generated fused kernels, compiled for the CPU by Numba (the fastest there)"),
-    Backend("numpy", "numpy", "numpy", "the generated NumPy module (the readable reference)"),
-    Backend("cuda-host", "cuda", "numpy", "the generated CUDA kernels, compiled for the CPU through the host shim"),
-    Backend("cupy", "cuda", "cupy", "the generated CUDA kernels on a GPU, through CuPy"),
+    Backend("numba", "Numba", "the generated fused kernels, compiled for the CPU by Numba (the fastest there)",
+            TARGETS["numba"], "symgrad.runtime.numba_layer:layer", fused=True, events=True,
+            threads="symgrad.runtime.numba_layer:set_threads", needs="numba", fallback="numpy"),
+    Backend("numpy", "NumPy", "the generated NumPy module (the readable reference)",
+            TARGETS["numpy"], "symgrad.runtime.module_layer:layer"),
+    Backend("cuda-host", "CUDA on the host", "the generated CUDA kernels, compiled for the CPU through the host shim",
+            TARGETS["cuda"], "symgrad.runtime.cuda.layer:host", fused=True),
+    Backend("cupy", "CuPy", "the generated CUDA kernels on a GPU, through CuPy",
+            TARGETS["cuda"], "symgrad.runtime.cuda.layer:gpu", arrays="cupy", fused=True, device=True),
 )}
-# The fused kernels where Numba is installed; resolve() falls back when it does not import.
-DEFAULT = "numba" if importlib.util.find_spec("numba") else "numpy"
+DEFAULT = next(b.name for b in BACKENDS.values() if b.needs is None or importlib.util.find_spec(b.needs))
 _FELL_BACK: set = set()
 
 
@@ -39,18 +91,18 @@ def get(name: str) -> Backend:
 
 
 def resolve(name: str) -> str:
-    """``name``, or "numpy" when it is "numba" and Numba does not import (said once, on one line)."""
-    get(name)
-    if name != "numba":
+    """``name``, or its fallback when the module it needs does not import (said once, on one line)."""
+    backend = get(name)
+    if backend.needs is None:
         return name
     try:
-        import numba  # noqa: F401
+        importlib.import_module(backend.needs)
     except Exception as err:  # missing, or broken against this NumPy
         if name not in _FELL_BACK:
-            print(f"symgrad: Numba is not usable ({type(err).__name__}: {err}); running the NumPy backend",
-                  file=sys.stderr)
+            print(f"symgrad: {backend.title} is not usable ({type(err).__name__}: {err}); running the "
+                  f"{get(backend.fallback).title} backend", file=sys.stderr)
             _FELL_BACK.add(name)
-        return "numpy"
+        return resolve(backend.fallback)
     return name
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 from .eprop import Result, overflowed
 from .losses import loss_kind
 from .network import Network
+from .projection import Source
+from .readout import BackwardReadout
+from .regulariser import rate_regulariser
 
 
 def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
@@ -58,46 +61,31 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
         kind.spread(err, dy)
 
     # firing-rate regulariser: reg/2 sum_i (rate_i - target)^2 adds a constant dL/dz per neuron
-    rate_grad = []
-    sums, whole = rate_sum, batch
-    if reg and rate_scope is not None:  # the rate of the whole batch this one is a slice of
-        sums, whole = rate_scope(rate_sum, batch)
-    for l, layer in enumerate(layers):
-        excess = sums[l] / (steps * whole) - rate_target
-        total += 0.5 * reg * float((excess * excess).sum())
-        rate_grad.append(reg * excess / (steps * batch))
+    regulariser, rate_grad = rate_regulariser(rate_sum, steps, batch, reg, rate_target, rate_scope)
+    total += regulariser
 
-    readout_grads = {name: xp.zeros_like(net.params[name]) for name in ("W_out", "b_out") if net.readout}
+    through_readout = BackwardReadout(net, batch)
     # dL/dI_t of each port; the generated backward_step gives one per model input
     g_I = [[xp.zeros((steps, batch, layer.n), net.dtype) for _ in layer.ports] for layer in layers]
-    inputs = [[layer.model.input_names.index(port.input) for port in layer.ports] for layer in layers]
     g_params = [{q.name: xp.zeros(layer.n, net.dtype) for q in layer.model.learnable} for layer in layers]
     g_s = [{name: xp.zeros((batch, layer.n), net.dtype) for name in layer.code.STATES} for layer in layers]
     g_rec = [xp.zeros((batch, layer.n), net.dtype) for layer in layers]  # dL/dz_t via W_rec at t+1
-    gy = xp.zeros((batch, net.n_out), net.dtype)
     for t in reversed(range(steps)):
-        gy = dy[t] + net.kappa * gy
-        if net.readout:
-            drive = net.drive_error(gy)
-            readout_grads["W_out"] += drive.T @ top_z[t]
-            readout_grads["b_out"] += drive.sum(axis=0)
-            gz = drive @ net.params["W_out"]
-        else:
-            gz = gy
+        gz = through_readout.step(dy[t], top_z[t])
         for l in reversed(range(len(layers))):
             layer = layers[l]
             gz = gz + g_rec[l] + rate_grad[l]
             J_next = J[l][t + 1] if t + 1 < steps else J[l][t]  # g_s is zero at the last step
             g_s[l], g_in = layer.code.backward_step(g_s[l], gz, J[l][t], J_next, K[l])
-            g_in = (g_in,) if len(layer.model.inputs) == 1 else g_in
-            for kept, index in zip(g_I[l], inputs[l]):
-                kept[t] = g_in[index]
+            for kept, port in zip(g_I[l], layer.ports):
+                kept[t] = g_in[port.input]
             if layer.model.learnable:
                 for name, value in layer.code.param_gradients(g_s[l], gz, J[l][t], K[l]).items():
                     g_params[l][name] += value.sum(axis=0)
-            g_rec[l] = _back(net, layer, g_I[l], t, "recurrent", g_rec[l])
+            g_I_t = [g[t] for g in g_I[l]]
+            g_rec[l] = net.pass_back(layer, g_I_t, Source.RECURRENT, batch)
             if l > 0:
-                gz = _back(net, layer, g_I[l], t, "input", xp.zeros((batch, layer.n_in), net.dtype))
+                gz = net.pass_back(layer, g_I_t, Source.INPUT, batch)
 
     grads = {}
     for l, layer in enumerate(layers):
@@ -106,7 +94,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
             grads.update(layer.split_gradient(port, flat))
         for name, value in g_params[l].items():
             grads[layer.key(name)] = value
-    grads.update(readout_grads)
+    grads.update(through_readout.grads)
     spikes = [float(r.sum()) for r in rate_sum]
     return Result(float(total), grads, spikes, readout, overflowed(net, s))
 
@@ -121,14 +109,3 @@ def history(net: Network, batch: int, steps: int) -> int:
     per_step += batch * (net.layers[-1].n + 2 * net.n_out)
     return per_step * steps * net.dtype.itemsize
 
-
-def _back(net: Network, layer, g_I: list, t: int, source: str, zero):
-    """dL/d(the layer's input or its z_{t-1}) through every projection from ``source``:
-    sum_p dL/dI_p,t W_p; ``zero`` where no projection carries it."""
-    total = None
-    for port, g in zip(layer.ports, g_I):
-        for kind, name, _ in port.projections():
-            if kind == source:
-                part = g[t] @ net.params[layer.key(name)]
-                total = part if total is None else total + part
-    return zero if total is None else total

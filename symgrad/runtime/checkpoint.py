@@ -12,6 +12,14 @@ import numpy as np
 
 from .. import store
 from ..errors import UserError
+from .projection import Source
+
+PARAM = "param/"  # a checkpoint holds each network parameter as PARAM + its key
+
+
+def parameters(state: dict) -> dict:
+    """{parameter key: array} of the network parameters a checkpoint holds."""
+    return {name[len(PARAM):]: value for name, value in state.items() if name.startswith(PARAM)}
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -22,7 +30,7 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"{path}: no checkpoint here") from None
     except store.NotNpz as err:
         raise UserError(f"{path}: corrupt checkpoint ({err})") from None
-    if "epoch" not in state or not any(k.startswith("param/") for k in state):
+    if "epoch" not in state or not parameters(state):
         raise UserError(f"{path}: not a symgrad checkpoint (no epoch or parameters)")
     epoch = state["epoch"]  # its shape and dtype are check_arrays's to name
     if np.issubdtype(epoch.dtype, np.number) and (epoch < 0).any():
@@ -43,7 +51,7 @@ def check_checkpoint(state: dict, net, optimizer, path: Path):
 def checkpoint_layout(state: dict, net, optimizer) -> dict:
     """``{array: (shape, dtype)}`` a checkpoint of ``net`` holds; dtype None: any integer.
     Its optimiser state is there once an epoch has finished."""
-    layout = {f"param/{k}": (v.shape, np.dtype(v.dtype)) for k, v in net.params.items()}
+    layout = {PARAM + k: (v.shape, np.dtype(v.dtype)) for k, v in net.params.items()}
     layout["epoch"] = ((), None)
     if np.ndim(state["epoch"]) == 0 and state["epoch"] > 0:
         layout.update({f"optim/{k}": (shape, np.dtype(dtype)) for k, (shape, dtype)
@@ -51,6 +59,22 @@ def checkpoint_layout(state: dict, net, optimizer) -> dict:
     if "baseline_loss" in state:  # absent in checkpoints written before it was kept
         layout["baseline_loss"] = ((), np.dtype(np.float64))
     return layout
+
+
+def checkpoint_sizes(state: dict, probe, path: Path) -> tuple[int, int]:
+    """The input channels and outputs of the network whose checkpoint ``state`` is, read off its
+    weights by asking ``probe``, the run's network built with any sizes (its parameters' keys
+    do not depend on them), which of them hold the sizes; a UserError if they are missing."""
+    params = parameters(state)
+    first = next((p.key for p in probe.layers[0].projections if p.source is Source.INPUT), None)
+    if first is None:
+        raise UserError(f"{path}: the network's first layer hears no input, so its input size is unknown")
+    for key in [first] + (["W_out"] if probe.readout else []):
+        if np.ndim(params.get(key)) != 2:
+            raise CheckpointMismatch(f"{path}: holds no matrix {PARAM + key!r}: it does not fit the run's "
+                                     f"config.json")
+    n_out = params["W_out"].shape[0] if probe.readout else probe.layers[-1].n
+    return params[first].shape[1], n_out
 
 
 def check_arrays(state: dict, layout: dict, path: Path):

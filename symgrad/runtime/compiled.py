@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import render, store
 from ..plan import unheard_input
 from ..model import NeuronModel
+from ..printers import DEFAULT
 from . import backends
 
 _LOADED: dict = {}
@@ -43,47 +44,26 @@ def generated(model: NeuronModel, dense: bool = False) -> render.Generated:
 
 
 def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
-    """The generated code of ``model`` for ``backend`` (see ``layer_code.LayerCode``).
+    """The generated code of ``model`` for ``backend`` (see ``layer_code.LayerCode``), from the
+    backend's loader; ``backends.get(backend)`` says what it can do (``fused``, ``events``, ...).
 
     dense: every trace per synapse, ignoring the plan (to measure what the plan saves).
     """
-    kind = backends.get(backend)
     code = generated(model, dense)
-    module = _module(code, "numpy")
-    if kind.source == "numpy":
-        return module
-    if kind.source == "numba":
-        return _numba_layer(code, module)
-    from . import cuda
-
-    return cuda.load(code, backend, module)
+    # Every layer takes the initial states and the element-wise functions from the reference module.
+    return backends.get(backend).layer(code, module(code, DEFAULT))
 
 
-def _module(code: render.Generated, backend: str):
-    """The generated Python module of ``backend`` ("numpy" or "numba"), imported once per text."""
-    text = code.texts[backend]
-    key = f"{code.model.name}-{backend}-{store.digest(text)}"
+def module(code: render.Generated, target: str, prepare=None):
+    """The generated Python module of ``target``, imported once per text; ``prepare`` is called
+    with it before its first use (Numba's loader points its kernels' cache at symgrad's)."""
+    text = code.texts[target]
+    key = f"{code.model.name}-{target}-{store.digest(text)}"
     if key not in _LOADED:
-        module = _execute(store.committed_or_cached(code.model.name, code.filename(backend), text), text, key)
-        if backend == "numba":
-            from .numba_layer import cache_kernels
-
-            cache_kernels(module, store.code_name(code.model.name, text))
-        _LOADED[key] = module
-    return _LOADED[key]
-
-
-def _numba_layer(code: render.Generated, numpy_module):
-    from .kernel_layer import KernelLayer
-    from .numba_layer import NumbaKernels
-
-    # As for the CUDA layers: the NumPy module's text holds the initial states the layer takes.
-    key = ("numba-layer", code.texts["numba"], code.texts["numpy"],
-           tuple(p.name for p in code.model.neuron_params))
-    if key not in _LOADED:
-        module = _module(code, "numba")
-        kernels = NumbaKernels(Path(module.__file__), {k.name: k for k in code.kernels}, module, code.model.name)
-        _LOADED[key] = KernelLayer(code, numpy_module, kernels)
+        loaded = _execute(store.committed_or_cached(code.model.name, code.filename(target), text), text, key)
+        if prepare:
+            prepare(loaded)
+        _LOADED[key] = loaded
     return _LOADED[key]
 
 

@@ -15,14 +15,15 @@ so ebar itself is never stored.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-import numpy as np
 
 from .losses import PER_STEP, SEQUENCE, loss_kind
 from .layer_code import SynapseBuffers
 from .network import Layer, Network, Port
+from .projection import Source
+from .readout import ForwardReadout
+from .regulariser import rate_regulariser
 
 _PER_STEP_NAMES = " or ".join(PER_STEP)  # for messages: "ce or mse"
 # Above this fraction of active rows the dense fused step beats skipping rows at rest
@@ -55,43 +56,44 @@ def overflowed(net: Network, states: list) -> str | None:
 
 
 class _PortState:
-    """The traces and buffers of one synaptic input of a layer (a one-input layer has one)."""
+    """The traces and buffers of one synaptic input of a layer (a one-input layer has one).
+
+    The event policy: where the port's kernels can skip rows at rest and the step sweeps
+    per-synapse arrays, each step skips them when fewer than EVENTS_CROSSOVER of its rows are
+    active (measured on that step's entries), and runs the dense step otherwise. Both are exact;
+    the choice depends on the step alone, never on an earlier pass, so a run resumed from a
+    checkpoint takes the same path as one that never stopped.
+    """
 
     def __init__(self, net: Network, layer: Layer, port: Port, batch: int, ebar: bool, seq_sum: bool,
                  reg: bool):
-        xp, dtype, code = net.xp, net.dtype, layer.code
-        self.port, self.code = port, code
-        self.traces = getattr(code, "Traces" + port.suffix)(batch, layer.n, port.n_pre, dtype)
+        xp, dtype = net.xp, net.dtype
+        self.port, self.code = port, layer.code.ports[port.input]
+        self.traces = self.code.traces(batch, layer.n, port.n_pre, dtype)
+        self.events = (net.events and self.code.events and not (ebar and seq_sum)
+                       and bool(port.plan.per_synapse or ebar or seq_sum))
+        self.skip = False  # this step leaves its rows at rest for later
         # A fused kernel needs no scratch; the plan says what else to allocate (and predicts it).
-        fused = hasattr(code, "synapse_step")
-        self.synapse_step = code.synapse_step if fused else functools.partial(
-            synapse_step, per_synapse=bool(port.plan.per_synapse))
-        # Rows at rest are skipped where the kernels can, the step sweeps per-synapse arrays, and
-        # the last pass was quiet enough for skipping to pay (benchmarks/events.py: the crossover).
-        self.measure = net.events and port.suffix in getattr(code, "EVENTS", ()) and not (ebar and seq_sum) and bool(
-            port.plan.per_synapse or ebar or seq_sum)
-        events = self.measure and (port.active is None or port.active < EVENTS_CROSSOVER)
-        self.active = 0.0
         shapes = port.plan.buffers(batch, layer.n, port.n_pre, filtered=ebar, sequence_sum=seq_sum,
-                                   regulariser=reg, fused=fused, events=events)
+                                   regulariser=reg, fused=self.code.fused, events=self.events)
         arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
         if reg:
             arrays["ones"][...] = 1
-        if events:
+        if self.events:
             arrays["last"][...] = -1  # every row is up to date before the first step
         self.buffers = SynapseBuffers(u=xp.zeros((batch, port.n_pre), dtype), **arrays)
 
     def step(self, layer: Layer, inp, z_prev, J, K, steps: int):
         layer.fill_presynaptic(self.port, self.buffers.u, inp, z_prev)
         self.buffers.step = steps
-        if self.measure:
-            self.active += self.code.active_fraction(J, K, self.port.suffix)
+        if self.events:
+            self.skip = self.code.active_fraction(J, K) < EVENTS_CROSSOVER
 
-    def settle(self, K, kappa, steps: int):
-        if self.buffers.last is not None:
-            self.code.settle(self.traces, K, self.buffers, kappa)
-        if self.measure and steps:
-            self.port.active = self.active / steps
+    def synapses(self, J, K, L, kappa, weight):
+        self.code.synapse_step(self.traces, J, K, self.buffers, L, kappa, weight, skip_rest=self.skip)
+
+    def settle(self, K, kappa):
+        self.code.settle(self.traces, K, self.buffers, kappa)
 
 
 class _LayerState:
@@ -99,7 +101,7 @@ class _LayerState:
 
     def __init__(self, net: Network, layer: Layer, batch: int, ebar: bool, seq_sum: bool, reg: bool):
         xp, dtype, code = net.xp, net.dtype, layer.code
-        self.layer, self.xp = layer, xp
+        self.layer = layer
         self.p = net.neuron_params(layer)
         self.K = net.fixed_entries(layer, self.p)
         self.s = net.initial_state(layer, batch)
@@ -108,7 +110,7 @@ class _LayerState:
         self.rate_sum = xp.zeros(layer.n, dtype)
         self.learnable = [p.name for p in layer.model.learnable]
         if self.learnable:
-            self.ptraces = code.ParamTraces(batch, layer.n, dtype)
+            self.ptraces = code.param_traces(batch, layer.n, dtype)
             self.pbar = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
             self.pgrad = {p: xp.zeros(layer.n, dtype) for p in self.learnable}
             self.psum = {p: xp.zeros((batch, layer.n), dtype) for p in self.learnable}
@@ -133,7 +135,7 @@ class _LayerState:
         """This step's per-synapse work, once the learning signal L (or None) is known;
         ``weight`` is the step's weight w_t in the sequence sum."""
         for port in self.ports:
-            port.synapse_step(port.traces, self.J, self.K, port.buffers, L, kappa, weight)
+            port.synapses(self.J, self.K, L, kappa, weight)
         if not self.learnable:
             return
         buffers = self.ports[0].buffers  # which sums are kept is the same for every port
@@ -152,20 +154,22 @@ class _LayerState:
 
     def pass_down(self, net: Network, L):
         """The learning signal of the layer below: L through dz/dI_p and W_in_p of each input."""
-        below = None
-        for port in self.layer.ports:
-            if not port.n_in:
-                continue
-            gain = getattr(self.layer.code, "input_gain" + port.suffix)(self.J, self.K)
-            part = (L * gain) @ net.params[self.layer.key("W_in" + port.suffix)]
-            below = part if below is None else below + part
-        return below if below is not None else self.xp.zeros((L.shape[0], self.layer.n_in), L.dtype)
+        ports = self.layer.code.ports
+        signals = [L * ports[port.input].input_gain(self.J, self.K) if port.n_in else None
+                   for port in self.layer.ports]
+        return net.pass_back(self.layer, signals, Source.INPUT, L.shape[0])
+
+    def add_regulariser(self, coefficient):
+        """Add the rate regulariser's gradient, its coefficient dL/dz times the sum of dz/dW."""
+        for port in self.ports:
+            port.buffers.grad += coefficient[:, None] * port.buffers.reg_sum
+        for name in self.learnable:
+            self.pgrad[name] += coefficient * self.preg[name]
 
     def settle(self, kappa):
-        """Bring rows the kernels skipped at rest up to date (before any sum is read), and keep
-        this pass's activity for choosing the next pass's path."""
+        """Bring rows the kernels skipped at rest up to date (before any sum is read)."""
         for port in self.ports:
-            port.settle(self.K, kappa, self.steps)
+            port.settle(self.K, kappa)
 
     def gradients(self) -> dict:
         layer = self.layer
@@ -181,34 +185,6 @@ class _LayerState:
             port.buffers.grad[...] = 0
         for name in self.learnable:
             self.pgrad[name][...] = 0
-
-
-def synapse_step(traces, J: dict, K: dict, b: SynapseBuffers, L, kappa, weight=1.0, per_synapse=True):
-    """One step of a layer's per-synapse work, through the generated Traces' methods; a
-    backend may provide a fused version with the same arguments.
-
-    eps_t = D_t eps_{t-1} + c_t u_t;  e_t = h_t . eps_t;  ebar = kappa ebar + e_t (if kept);
-    grad += sum_b L e (or L ebar) when L is given; seq_sum += w e when kept (never with ebar);
-    reg_sum += sum_b e_t for the firing-rate regulariser when kept. per_synapse: some trace is
-    stored per synapse, and its update takes the scratch buffer.
-    """
-    if per_synapse:
-        traces.update(J, K, b.u, b.scratch)
-    else:
-        traces.update(J, K, b.u)
-    if b.reg_sum is not None:
-        traces.accumulate(b.ones, J, K, b.reg_sum, b.product)
-    if b.ebar is None:
-        if L is not None:
-            traces.accumulate(L, J, K, b.grad, b.product)
-        if b.seq_sum is not None:
-            traces.add_eligibility(J, K, b.seq_sum, b.scratch, weight)
-        return
-    b.ebar *= kappa
-    traces.add_eligibility(J, K, b.ebar, b.scratch)
-    if L is not None:
-        np.einsum("bi,bij->ij", L, b.ebar, out=b.product)
-        b.grad += b.product
 
 
 def unsupported(loss: str, layers: int, update_every: int | None = None) -> str | None:
@@ -249,7 +225,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     weights = kind.sum_weights(net.kappa, steps)
     layers = [_LayerState(net, layer, batch, ebar, kind.keeps_sum, reg > 0) for layer in net.layers]
     top = layers[-1]
-    readout = _Readout(net, batch, top.layer.n)
+    readout = ForwardReadout(net, batch, top.layer.n)
     y = xp.zeros((batch, net.n_out), net.dtype)
     y_sum = xp.zeros_like(y)
     total = 0.0
@@ -266,7 +242,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             continue
         value, err = kind.value(y, kind.step_target(target, t), xp)
         total += value
-        readout.add_gradient(err)
+        readout.add_step(err)
         L = net.learning_signal(err)
         for state in reversed(layers):
             state.synapses(net.kappa, L)
@@ -285,7 +261,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     if sequence:
         final = kind.reduce(y_sum, y, steps)
         total, err = kind.value(final, target, xp)
-        readout.add_sequence_gradient(err, kind, steps)
+        readout.add_sequence(err, kind, steps)
         L = net.learning_signal(err)
         scale = kind.scale(steps)
         for port in top.ports:
@@ -296,7 +272,11 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
             top.pgrad[name] += scale * (L * source).sum(axis=0)
         reported = final
     if reg > 0:
-        total += _rate_regulariser(layers, reg, rate_target, steps, batch, rate_scope)
+        value, coefficients = rate_regulariser([state.rate_sum for state in layers], steps, batch, reg,
+                                               rate_target, rate_scope)
+        total += value
+        for state, coefficient in zip(layers, coefficients):
+            state.add_regulariser(coefficient)
     grads = _collect(layers, readout)
     spikes = [float(state.rate_sum.sum()) for state in layers]
     return Result(float(total), grads, spikes, reported, overflowed(net, [state.s for state in layers]))
@@ -315,75 +295,12 @@ def memory(net: Network, batch: int, loss: str, reg: float = 0.0) -> int:
     ``TracePlan.memory`` predicts it), beside the network's own arrays."""
     kind, itemsize = loss_kind(loss), net.dtype.itemsize
     flags = dict(filtered=kind.keeps_filtered(net.kappa), sequence_sum=kind.keeps_sum, regulariser=reg > 0)
-    return sum(port.plan.memory(batch, layer.n, port.n_pre, itemsize, fused=hasattr(layer.code, "synapse_step"),
+    return sum(port.plan.memory(batch, layer.n, port.n_pre, itemsize, fused=layer.code.ports[port.input].fused,
                                 **flags)["total"]
                for layer in net.layers for port in layer.ports)
 
 
-def _rate_regulariser(layers, reg, rate_target, steps, batch, scope=None) -> float:
-    """Add reg (rate - target) d rate/dW to each layer's gradient; return the regulariser's value.
-    The rate is the whole batch's (see ``rate_scope``); the gradient, this slice's mean."""
-    sums, whole = [state.rate_sum for state in layers], batch
-    if scope is not None:
-        sums, whole = scope(sums, batch)
-    value = 0.0
-    for state, rate_sum in zip(layers, sums):
-        excess = rate_sum / (steps * whole) - rate_target
-        value += 0.5 * reg * float((excess * excess).sum())
-        coef = reg * excess / (steps * batch)
-        for port in state.ports:
-            port.buffers.grad += coef[:, None] * port.buffers.reg_sum
-        for name in state.learnable:
-            state.pgrad[name] += coef * state.preg[name]
-    return value
-
-
-class _Readout:
-    """The readout's gradients: y_t depends on W_out through the filtered output
-    zbar_t = kappa zbar_{t-1} + z_t, and on b_out through bbar_t = kappa bbar_{t-1} + 1
-    (each times the gain). Without readout weights there is nothing to keep."""
-
-    def __init__(self, net: Network, batch: int, n: int):
-        self.net = net
-        self.grads = {}
-        if net.readout:
-            xp = net.xp
-            self.zbar = xp.zeros((batch, n), net.dtype)
-            self.zbar_sum = xp.zeros_like(self.zbar)
-            self.bbar = self.bbar_sum = 0.0
-            self.grads = {"W_out": xp.zeros_like(net.params["W_out"]),
-                          "b_out": xp.zeros_like(net.params["b_out"])}
-
-    def step(self, z, sequence: bool):
-        if not self.grads:
-            return
-        kappa = self.net.kappa
-        self.zbar = kappa * self.zbar + z
-        self.bbar = kappa * self.bbar + 1.0
-        if sequence:
-            self.zbar_sum += self.zbar
-            self.bbar_sum += self.bbar
-
-    def add_gradient(self, err):
-        """A per-step loss's share, from err = dL/dy_t."""
-        if self.grads:
-            drive = self.net.drive_error(err)
-            self.grads["W_out"] += drive.T @ self.zbar
-            self.grads["b_out"] += drive.sum(axis=0) * self.bbar
-
-    def add_sequence_gradient(self, err, kind, steps: int):
-        """A sequence loss's gradient, from err = dL/d(its reduced readout)."""
-        if self.grads:
-            drive = self.net.drive_error(err)
-            self.grads["W_out"] += drive.T @ kind.reduce(self.zbar_sum, self.zbar, steps)
-            self.grads["b_out"] += drive.sum(axis=0) * kind.reduce(self.bbar_sum, self.bbar, steps)
-
-    def zero(self):
-        for grad in self.grads.values():
-            grad[...] = 0
-
-
-def _collect(layers, readout: _Readout) -> dict:
+def _collect(layers, readout: ForwardReadout) -> dict:
     grads = {}
     for state in layers:
         grads.update(state.gradients())

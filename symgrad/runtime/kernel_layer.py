@@ -1,22 +1,22 @@
 """A layer run by generated kernels: the runtime's ``LayerCode`` over a kernel launcher.
 
 The CUDA backends (``cuda-host``, ``cupy``) and the fused CPU backend (``numba``) generate
-kernels from the same descriptions (``symgrad.kernels``), with the same arguments. A
-``Kernels`` launcher binds values to those arguments by name and runs one kernel; the
-``KernelLayer`` here drives them for e-prop and BPTT. The per-neuron BPTT functions
-(input_gain, backward_step, param_gradients) are element-wise array code and are taken from
-the generated NumPy module, which runs unchanged on CuPy arrays.
+kernels from the same descriptions (``symgrad.kernels``), with the same arguments. A ``Kernels``
+launcher binds each argument by what it holds (its ``role`` and ``of``), never by its name, and
+runs one kernel; the ``KernelLayer`` here drives them for e-prop and BPTT. The per-neuron BPTT
+functions (input gain, backward step, parameter gradients) are element-wise array code and are
+taken from the generated NumPy module, which runs unchanged on CuPy arrays.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
-from ..kernels import input_argument
+from .. import kernels as roles
 from ..render import Generated
 from .layer_code import SynapseBuffers
+from .module_layer import ModuleLayer
 
 PRECISIONS = {np.dtype("float32"): "float", np.dtype("float64"): "double"}
 
@@ -25,20 +25,21 @@ class Kernels:
     """Launches the kernels of one generated source; subclasses say how to pass arguments."""
 
     xp = np
+    rest_decays = None  # p -> {state: its trace's decay at rest}, where the source computes it
 
     def __init__(self, path: Path, kernels: dict):
         self.path, self.kernels = path, kernels
 
-    def launch(self, name: str, dtype, count: int, values: dict) -> None:
-        """Run kernel ``name`` with one thread per item of ``count``; arguments from ``values``."""
+    def launch(self, kernel, dtype, count: int, sources: dict) -> None:
+        """Run ``kernel`` with one thread per item of ``count``. ``sources`` maps each role to
+        {what it is of: value}: ``sources[arg.role][arg.of]`` is bound to each argument."""
         if count <= 0:
             return
         dtype = np.dtype(dtype)
         if dtype not in PRECISIONS:
             raise TypeError(f"the generated kernels run float32 or float64, not {dtype}")
-        kernel = self.kernels[name]
-        args = [self._arg(kernel, a, values[a.name], dtype) for a in kernel.args]
-        self._run(name, PRECISIONS[dtype], count, args)
+        args = [self._arg(kernel, a, value, dtype) for a, value in bind(kernel, sources)]
+        self._run(kernel.name, PRECISIONS[dtype], count, args)
 
     def _arg(self, kernel, arg, value, dtype):
         if arg.ctype == "int":
@@ -59,53 +60,42 @@ class Kernels:
         return self._pointer(value, kernel)
 
 
-def _names(kernel, prefix: str) -> list[str]:
-    return [a.name[len(prefix):] for a in kernel.args if a.name.startswith(prefix)] if kernel else []
+def bind(kernel, sources: dict) -> list[tuple]:
+    """(argument, value) of each of ``kernel``'s arguments, by what it holds."""
+    return [(arg, sources[arg.role][arg.of]) for arg in kernel.args]
 
 
 class KernelLayer:
-    """One model's generated kernels, with the interface of its generated NumPy module."""
+    """One model's generated kernels, behind the ``LayerCode`` contract."""
 
     def __init__(self, code: Generated, numpy_module, kernels: Kernels):
         self.kernels, self.xp = kernels, kernels.xp
-        self.model, plan = code.model, code.plan
-        self.name = self.model.name
-        self.STATES = list(plan.states)
-        self.PARAMS = self.model.param_names
-        self.LEARNABLE = [p.name for p in self.model.learnable]
-        self.INITIAL = {s.name: v for s, v in self.model.states.items()}
-        self.DYNAMIC = plan.dynamic
-        self._kind = plan.entry_kinds
-        self._param_rows = plan.param_traces
-        self._inputs = [input_argument(each.suffix) for each in code.plans]
-        # Where the traces live, as the NumPy module says it: per input for a model with several.
-        storage = {each.input: (list(each.presynaptic), list(each.per_synapse)) for each in code.plans}
-        if len(storage) == 1:
-            self.PRESYNAPTIC, self.PER_SYNAPSE = storage[plan.input]
-        else:
-            self.INPUTS = list(storage)
-            self.PRESYNAPTIC = {name: pre for name, (pre, _) in storage.items()}
-            self.PER_SYNAPSE = {name: per for name, (_, per) in storage.items()}
+        self.model, self.name = code.model, code.model.name
+        reference = ModuleLayer(code, numpy_module)  # the element-wise functions, on any array module
+        self.STATES, self.PARAMS, self.LEARNABLE = reference.STATES, reference.PARAMS, reference.LEARNABLE
+        self.INITIAL, self.DYNAMIC = reference.INITIAL, reference.DYNAMIC
+        self._kind = code.plan.entry_kinds
         self._per_neuron = {p.name for p in self.model.neuron_params}
-        fixed = kernels.kernels.get("fixed_entries")
-        self._fixed_names, self._fixed_params = _names(fixed, "K_"), _names(fixed, "p_")
-        self._step_params = _names(kernels.kernels["neuron_step"], "p_")
-        # Event-driven kernels (Numba, for models with rows at rest) skip rows at rest: the
-        # suffixes of the inputs that have them.
-        self.EVENTS = {each.suffix for each in code.plans if "synapse_events" + each.suffix in kernels.kernels}
-        # As the NumPy module: Traces and input_gain for a one-input model, Traces_<input> and
-        # input_gain_<input> for each input of a model with several.
-        for each in code.plans:
-            setattr(self, "Traces" + each.suffix, functools.partial(Traces, self, each))
-            # element-wise array code: runs on NumPy and CuPy arrays alike
-            setattr(self, "input_gain" + each.suffix, getattr(numpy_module, "input_gain" + each.suffix))
-        self.ParamTraces = functools.partial(ParamTraces, self)
-        self.backward_step = numpy_module.backward_step
+        self._fixed = code.kernel("fixed_entries")
+        self._step = code.kernel("neuron_step")
+        self._params = code.kernel("param_traces")
+        def launched(kind, port):  # the kernel, where this launcher's source defines it
+            kernel = code.kernel(kind, port)
+            return kernel if kernel is not None and kernel.name in kernels.kernels else None
+
+        self.ports = {plan.input: KernelPort(self, plan, reference.ports[plan.input].input_gain,
+                                             *(launched(kind, plan.input) for kind in
+                                               ("synapse_step", "presynaptic_step", "synapse_events", "settle")))
+                      for plan in code.plans}
+        self.backward_step = reference.backward_step
         if self.LEARNABLE:
-            self.param_gradients = numpy_module.param_gradients
+            self.param_gradients = reference.param_gradients
 
     def __repr__(self):
         return f"<KernelLayer {self.name} ({type(self.kernels).__name__}) from {self.kernels.path}>"
+
+    def launch(self, kernel, dtype, threads: int, **sources) -> None:
+        self.kernels.launch(kernel, dtype, threads, sources)
 
     # -- parameters and fixed entries ----------------------------------------------------
     def _param(self, p: dict, name: str, dtype, n: int | None = None):
@@ -123,23 +113,26 @@ class KernelLayer:
                              f"value, got shape {value.shape}")
         return value
 
+    def _params_of(self, kernel, p: dict, dtype, n: int | None = None) -> dict:
+        return {a.of: self._param(p, a.of, dtype, n) for a in kernel.args if a.role == roles.PARAM}
+
     def fixed_entries(self, p: dict, dtype=None) -> dict:
         """Jacobian entries that depend on parameters only, as (n) arrays (constant ones: (1)),
         in ``dtype``: the precision of the run, which the runtime gives (Network.fixed_entries).
-        Without it, the one dtype of p's arrays; a model without parameters has none to ask."""
-        if not self._fixed_names:
-            return self._decays(p)
+        Without it, the one dtype of p's arrays; a model without parameters has none to ask.
+        With rows at rest, also the factor each per-synapse trace decays by then, by state."""
+        decays = {roles.DECAY: self.kernels.rest_decays(p)} if self.kernels.rest_decays and self._events() else {}
+        if self._fixed is None:
+            return decays
         dtype = np.dtype(dtype) if dtype is not None else self._dtype(p)
-        params = {q: self._param(p, q, dtype) for q in self._fixed_params}
+        params = self._params_of(self._fixed, p, dtype)
         n = max((v.size for q, v in params.items() if q in self._per_neuron), default=1)
-        K = {f: self.xp.empty(n, dtype) for f in self._fixed_names}
-        values = {"n": n, **{f"p_{q}": v for q, v in params.items()}, **{f"K_{f}": K[f] for f in K}}
-        self.kernels.launch("fixed_entries", dtype, n, values)
-        return K | self._decays(p)
+        K = {a.of: self.xp.empty(n, dtype) for a in self._fixed.args if a.role == roles.FIXED}
+        self.launch(self._fixed, dtype, n, count={"n": n}, param=params, **{roles.FIXED: K})
+        return K | decays
 
-    def _decays(self, p: dict) -> dict:
-        """decay_<s>: the factor each per-synapse trace decays by at rest (event kernels)."""
-        return self.kernels.rest_decays(p) if self.EVENTS else {}
+    def _events(self) -> bool:
+        return any(port.events for port in self.ports.values())
 
     def _dtype(self, p: dict):
         dtypes = {v.dtype for v in p.values() if hasattr(v, "dtype")}
@@ -148,14 +141,13 @@ class KernelLayer:
                             f"hold {len(dtypes)} dtypes, not one")
         return dtypes.pop()
 
-    def _fixed(self, K: dict, names, n: int) -> dict:
-        """K_<name> arguments; per-neuron entries must have one value per neuron."""
-        values = {}
-        for name in names:
-            if self._kind[name] == "per-neuron" and K[name].size != n:
-                raise ValueError(f"{self.name}: {name} holds {K[name].size} values for {n} neurons")
-            values[f"K_{name}"] = K[name]
-        return values
+    def entries(self, J: dict, K: dict, n: int) -> dict:
+        """The sources of the entry arguments: J by name, K by name (per-neuron ones checked to
+        hold one value per neuron), and the decays at rest."""
+        for name, value in K.items():
+            if name in self._kind and self._kind[name] == "per-neuron" and value.size != n:
+                raise ValueError(f"{self.name}: {name} holds {value.size} values for {n} neurons")
+        return {roles.DYNAMIC_ENTRY: J, roles.FIXED: K, roles.DECAY: K.get(roles.DECAY, {})}
 
     # -- the neuron step -----------------------------------------------------------------
     def neuron_step(self, s: dict, *currents_and_p):
@@ -163,22 +155,19 @@ class KernelLayer:
         from neuron_step(s, I, p), or neuron_step(s, I_1, ..., I_k, p) for k inputs."""
         xp = self.xp
         *currents, p = currents_and_p
-        if len(currents) != len(self._inputs):
-            raise TypeError(f"{self.name}: neuron_step takes {len(self._inputs)} input currents, "
+        if len(currents) != len(self.ports):
+            raise TypeError(f"{self.name}: neuron_step takes {len(self.ports)} input currents, "
                             f"not {len(currents)}")
-        currents = [xp.ascontiguousarray(I) for I in currents]
-        I = currents[0]
+        currents = dict(zip(self.ports, (xp.ascontiguousarray(I) for I in currents)))
+        I = next(iter(currents.values()))
         dtype, (batch, n) = I.dtype, I.shape
-        values = {"size": batch * n, "n": n, **dict(zip(self._inputs, currents))}
-        values.update({f"s_{name}": self._state(s[name], dtype, I.shape) for name in self.STATES})
-        values.update({f"p_{q}": self._param(p, q, dtype, n) for q in self._step_params})
+        states = {name: self._state(s[name], dtype, I.shape) for name in self.STATES}
         new = {name: xp.empty((batch, n), dtype) for name in self.STATES}
         z = xp.empty((batch, n), dtype)
         J = {name: xp.empty((batch, n), dtype) for name in self.DYNAMIC}
-        values.update({f"s_{name}_new": new[name] for name in self.STATES})
-        values.update({f"J_{name}": J[name] for name in self.DYNAMIC})
-        values["out_z"] = z
-        self.kernels.launch("neuron_step", dtype, batch * n, values)
+        self.launch(self._step, dtype, batch * n, count={"size": batch * n, "n": n}, current=currents,
+                    state=states, param=self._params_of(self._step, p, dtype, n), output={"z": z},
+                    **{roles.NEW_STATE: new, roles.DYNAMIC_ENTRY: J})
         return new, z, J
 
     def _state(self, value, dtype, shape):
@@ -187,51 +176,75 @@ class KernelLayer:
             raise ValueError(f"{self.name}: a state has shape {value.shape}, expected {shape}")
         return value
 
-    # -- traces --------------------------------------------------------------------------
+    def param_traces(self, batch: int, n: int, dtype) -> "ParamTraces":
+        return ParamTraces(self, batch, n, dtype)
+
+
+class KernelPort:
+    """One input's kernels: its fused synapse step, presynaptic step and, for a model with rows
+    at rest, the step that skips them and the kernel that settles them."""
+
+    fused = True
+
+    def __init__(self, layer: KernelLayer, plan, input_gain, synapse, presynaptic, events, settle):
+        self.layer, self.plan, self.input, self.input_gain = layer, plan, plan.input, input_gain
+        self._synapse, self._presynaptic, self._skipping, self._settle = synapse, presynaptic, events, settle
+        self.events = events is not None
+
+    def traces(self, batch: int, n: int, n_pre: int, dtype) -> "Traces":
+        return Traces(self, batch, n, n_pre, dtype)
+
+    def trace(self, traces: "Traces", state: str):
+        return traces.arrays[state]
+
     def advance(self, traces: "Traces", J: dict, K: dict, u, L=None, kappa=0.0, ebar=None,
                 seq_sum=None, grad=None, reg_sum=None, seq_weight=1.0) -> None:
-        """One step of the traces and of whatever sums are given: synapse_step (when there is
-        per-synapse work), then presynaptic_step (when there are presynaptic traces)."""
+        """One step of the traces and of whatever sums are given: the synapse step (when there
+        is per-synapse work), then the presynaptic step (when there are presynaptic traces)."""
         batch, n, n_pre = traces.shape
-        u = self.xp.ascontiguousarray(u, dtype=traces.dtype)
+        u = self.layer.xp.ascontiguousarray(u, dtype=traces.dtype)
         if u.shape != (batch, n_pre):
-            raise ValueError(f"{self.name}: u has shape {u.shape}, expected {(batch, n_pre)}")
+            raise ValueError(f"{self.layer.name}: u has shape {u.shape}, expected {(batch, n_pre)}")
         if L is not None and grad is None:
-            raise ValueError(f"{self.name}: a learning signal needs a gradient to add to")
+            raise ValueError(f"{self.layer.name}: a learning signal needs a gradient to add to")
+        buffers = SynapseBuffers(u=u, grad=grad, product=None, ebar=ebar, seq_sum=seq_sum, reg_sum=reg_sum)
         if traces.plan.per_synapse or any(a is not None for a in (L, ebar, seq_sum, reg_sum)):
-            values = self.synapse_values(traces, J, K, u, L, kappa, ebar, seq_sum, grad, reg_sum,
-                                         seq_weight)
-            self.kernels.launch(traces.kernel("synapse_step"), traces.dtype, n * n_pre, values)
-        self._presynaptic(traces, J, K, u)
+            self._launch(self._synapse, traces, J, K, buffers, L, kappa, seq_weight)
+        self._advance_presynaptic(traces, J, K, u)
 
-    def _presynaptic(self, traces, J: dict, K: dict, u) -> None:
-        """presynaptic_step, after the synapse step has read the traces' previous values."""
+    @property
+    def synapse_kernel(self):
+        """The fused synapse step's description."""
+        return self._synapse
+
+    def sources(self, traces: "Traces", J: dict, K: dict, buffers: SynapseBuffers, L=None, kappa=0.0,
+                weight=1.0) -> dict:
+        """What the synapse kernels bind their arguments from (see ``Kernels.launch``)."""
         batch, n, n_pre = traces.shape
-        if traces.plan.presynaptic:
-            name = traces.kernel("presynaptic_step")
-            values = {"size": batch * n_pre, "u": u, **self._entries(self.kernels.kernels[name], J, K, n)}
-            values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in traces.plan.presynaptic})
-            self.kernels.launch(name, traces.dtype, batch * n_pre, values)
+        return {roles.COUNT: {"batch": batch, "n": n, "n_pre": n_pre, "size": batch * n_pre, "step": buffers.step},
+                roles.SCALAR: {"kappa": kappa, "seq_weight": weight},
+                roles.BUFFER: {"u": buffers.u, "L": L, "ebar": buffers.ebar, "seq_sum": buffers.seq_sum,
+                               "grad": buffers.grad, "reg_sum": buffers.reg_sum, "last": buffers.last,
+                               "pend": buffers.pend},
+                roles.TRACE: traces.arrays, **self.layer.entries(J, K, n)}
 
-    def synapse_values(self, traces: "Traces", J: dict, K: dict, u, L=None, kappa=0.0, ebar=None,
-                       seq_sum=None, grad=None, reg_sum=None, seq_weight=1.0) -> dict:
-        """The arguments of synapse_step by name (``advance`` launches it with them)."""
+    def _launch(self, kernel, traces, J, K, buffers, L=None, kappa=0.0, weight=1.0, count=None) -> None:
         batch, n, n_pre = traces.shape
-        values = {"batch": batch, "n": n, "n_pre": n_pre, "u": u, "L": L, "kappa": kappa,
-                  "ebar": ebar, "seq_sum": seq_sum, "seq_weight": seq_weight, "grad": grad,
-                  "reg_sum": reg_sum}
-        values.update(self._entries(self.kernels.kernels[traces.kernel("synapse_step")], J, K, n))
-        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in traces.stored})
-        return values
+        synapses = traces.plan.layout.count(n, n_pre)
+        self.layer.kernels.launch(kernel, traces.dtype, synapses if count is None else count,
+                                  self.sources(traces, J, K, buffers, L, kappa, weight))
 
-    def _entries(self, kernel, J: dict, K: dict, n: int) -> dict:
-        """The J_<entry> and K_<entry> arguments ``kernel`` declares."""
-        dynamic = {f"J_{name}": J[name] for name in kernel.dynamic}
-        return {**dynamic, **self._fixed(K, [name for name, _ in kernel.fixed], n)}
+    def _advance_presynaptic(self, traces, J: dict, K: dict, u) -> None:
+        """The presynaptic step, after the synapse step has read the traces' previous values."""
+        if self._presynaptic is not None:
+            batch, _, n_pre = traces.shape
+            self._launch(self._presynaptic, traces, J, K, SynapseBuffers(u=u, grad=None, product=None),
+                         count=batch * n_pre)
 
     def synapse_step(self, traces: "Traces", J: dict, K: dict, buffers: SynapseBuffers, L, kappa,
-                     weight=1.0) -> None:
-        """e-prop's per-synapse work for one step, fused (see eprop.synapse_step for the contract)."""
+                     weight=1.0, skip_rest: bool = False) -> None:
+        """e-prop's per-synapse work for one step, fused (see ModulePort.synapse_step)."""
+        xp = self.layer.xp
         if not traces.plan.per_synapse and buffers.ebar is None and buffers.seq_sum is None:
             # Nothing per synapse is stored: the gradient is a matrix product of (L * h) and
             # the presynaptic traces, as in the NumPy module's Traces.accumulate.
@@ -240,75 +253,54 @@ class KernelLayer:
                 if target is None or signal is None:
                     continue
                 for s, entry in traces.plan.readout:
-                    h = J[entry] if entry in J else K[entry]
-                    self.xp.matmul((signal * h).T, getattr(traces, f"eps_{s}"), out=buffers.product)
+                    h = 1 if entry in traces.plan.units else J[entry] if entry in J else K[entry]
+                    xp.matmul((signal * h).T, traces.arrays[s], out=buffers.product)
                     target += buffers.product
             return
-        if buffers.last is not None:
-            self._events(traces, J, K, buffers, L, kappa, weight)
-            return
-        self.advance(traces, J, K, buffers.u, L=L, kappa=kappa, ebar=buffers.ebar,
-                     seq_sum=buffers.seq_sum, grad=buffers.grad, reg_sum=buffers.reg_sum, seq_weight=weight)
+        u = xp.ascontiguousarray(buffers.u, dtype=traces.dtype)
+        if skip_rest:
+            self._launch(self._skipping, traces, J, K, buffers, L, kappa, weight)
+            buffers.behind = True
+        else:
+            if buffers.behind:  # rows were left at rest: bring them up to date at the last step
+                buffers.step -= 1
+                self.settle(traces, K, buffers, kappa)
+                buffers.step += 1
+            self._launch(self._synapse, traces, J, K, buffers, L, kappa, weight)
+            if buffers.last is not None:  # every row is up to date now
+                buffers.last[...] = buffers.step
+        self._advance_presynaptic(traces, J, K, u)
 
-    def _events(self, traces, J, K, buffers: SynapseBuffers, L, kappa, weight) -> None:
-        """synapse_events, then the presynaptic traces: the step with rows at rest skipped."""
-        batch, n, n_pre = traces.shape
-        u = self.xp.ascontiguousarray(buffers.u, dtype=traces.dtype)
-        values = self.synapse_values(traces, J, K, u, L, kappa, buffers.ebar, buffers.seq_sum,
-                                     buffers.grad, buffers.reg_sum, weight)
-        values.update(self._bookkeeping(K, buffers))
-        self.kernels.launch(traces.kernel("synapse_events"), traces.dtype, n * n_pre, values)
-        self._presynaptic(traces, J, K, u)
-
-    def active_fraction(self, J: dict, K: dict, suffix: str = "") -> float:
-        """The fraction of (sample, post) rows not at rest this step, in the event kernels of the
-        input with this suffix."""
+    def active_fraction(self, J: dict, K: dict) -> float:
+        """The fraction of (sample, post) rows not at rest this step."""
         rest = None
-        for entry, value in self.kernels.kernels["synapse_events" + suffix].rests:
-            here = J[entry] == (0.0 if value == "0" else K[value])
+        decays = K.get(roles.DECAY, {})
+        for entry, value in self._skipping.rests:
+            resting = 0.0 if value == "0" else decays[next(a.of for a in self._skipping.args if a.name == value)]
+            here = J[entry] == resting
             rest = here if rest is None else rest & here
         return 1.0 - float(rest.mean())
 
-    def _bookkeeping(self, K: dict, buffers: SynapseBuffers) -> dict:
-        return {"step": buffers.step, "last": buffers.last, "pend": buffers.pend,
-                **{name: value for name, value in K.items() if name.startswith("decay_")}}
-
-    def settle(self, traces, K: dict, buffers: SynapseBuffers, kappa) -> None:
-        """Bring the rows synapse_events skipped up to date at the last step taken."""
-        if buffers.last is None:
-            return
-        batch, n, n_pre = traces.shape
-        values = {"batch": batch, "n": n, "n_pre": n_pre, "kappa": kappa, "ebar": buffers.ebar,
-                  "grad": buffers.grad, **self._bookkeeping(K, buffers)}
-        values.update({f"trace_{s}": getattr(traces, f"eps_{s}") for s in traces.plan.per_synapse})
-        self.kernels.launch(traces.kernel("settle"), traces.dtype, n * n_pre, values)
+    def settle(self, traces: "Traces", K: dict, buffers: SynapseBuffers, kappa) -> None:
+        """Bring the rows the skipping step left at rest up to date at the step taken last."""
+        if buffers.behind:
+            self._launch(self._settle, traces, {}, K, buffers, None, kappa)
+            buffers.behind = False
 
 
 class Traces:
-    """e-prop traces of one input stored as planned: eps_<s> (batch, pre) presynaptic,
-    (batch, n, pre) per synapse.
+    """e-prop traces of one input stored as planned, by state: (batch, pre) presynaptic,
+    (batch, n, pre) per synapse. The kernels keep every intermediate in registers, so no saved
+    copies or scratch are needed."""
 
-    The kernels keep every intermediate in registers, so no saved copies or scratch are needed.
-    """
-
-    def __init__(self, code: KernelLayer, plan, batch: int, n: int, n_pre: int, dtype):
-        self.code, self.plan, self.shape, self.dtype = code, plan, (batch, n, n_pre), np.dtype(dtype)
-        for s in plan.presynaptic:
-            setattr(self, f"eps_{s}", code.xp.zeros((batch, n_pre), dtype))
-        for s in plan.per_synapse:
-            setattr(self, f"eps_{s}", code.xp.zeros((batch, n, n_pre), dtype))
-
-    @property
-    def stored(self) -> list:
-        return list(self.plan.presynaptic + self.plan.per_synapse)
-
-    def kernel(self, name: str) -> str:
-        """The name of this input's kernel ``name`` (synapse_step, presynaptic_step, ...)."""
-        return name + self.plan.suffix
+    def __init__(self, port: KernelPort, batch: int, n: int, n_pre: int, dtype):
+        self.port, self.plan, self.shape, self.dtype = port, port.plan, (batch, n, n_pre), np.dtype(dtype)
+        self.arrays = {s: port.layer.xp.zeros(shape, dtype)
+                       for s, shape in self.plan.trace_shapes(batch, n, n_pre).items()}
 
     def update(self, J: dict, K: dict, u, scratch=None) -> None:
-        """One step of every trace: eps_t = D_t eps_t-1 + c_t u_t."""
-        self.code.advance(self, J, K, u)
+        """eps_t = D_t eps_t-1 + c_t u_t (the kernels need no scratch)."""
+        self.port.advance(self, J, K, u)
 
 
 class ParamTraces:
@@ -316,19 +308,14 @@ class ParamTraces:
 
     def __init__(self, code: KernelLayer, batch: int, n: int, dtype):
         self.code, self.shape, self.dtype = code, (batch, n), np.dtype(dtype)
-        for param, states in code._param_rows:
-            for s in states:
-                setattr(self, f"{param}_{s}", code.xp.zeros((batch, n), dtype))
-        self._e = {param: code.xp.zeros((batch, n), dtype) for param, _ in code._param_rows}
+        kernel = code._params
+        self.arrays = {a.of: code.xp.zeros((batch, n), dtype) for a in kernel.args if a.role == roles.PARAM_TRACE}
+        self._e = {a.of: code.xp.zeros((batch, n), dtype) for a in kernel.args if a.role == roles.PARAM_ELIGIBILITY}
 
     def update(self, J: dict, K: dict) -> None:
         code, (batch, n) = self.code, self.shape
-        kernel = code.kernels.kernels["param_traces"]
-        values = {"size": batch * n, "n": n, **code._entries(kernel, J, K, n)}
-        for param, states in code._param_rows:
-            values.update({f"trace_{param}_{s}": getattr(self, f"{param}_{s}") for s in states})
-            values[f"e_{param}"] = self._e[param]
-        code.kernels.launch("param_traces", self.dtype, batch * n, values)
+        code.launch(code._params, self.dtype, batch * n, count={"size": batch * n, "n": n},
+                    **code.entries(J, K, n), **{roles.PARAM_TRACE: self.arrays, roles.PARAM_ELIGIBILITY: self._e})
 
     def eligibility(self, J: dict, K: dict) -> dict:
         """e^p_t = h_t . eps^p_t + dz_p of each learnable parameter, (batch, n), from the last update."""

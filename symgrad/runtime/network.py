@@ -21,7 +21,9 @@ its wiring gives it: u^p_t, I_p,t = W_in_p input_t + W_rec_p z_{t-1} + b_in_p, a
 Parameters live in one flat dict (``Network.params``) so optimisers and checkpoints treat
 them alike: ``W_in``, ``W_rec``, ``b_in`` (``W_in_<input>``, ... for a model with several inputs)
 and learnable neuron parameters by name for layer 0, the same names suffixed ``_<l>`` for layer
-l > 0, then ``W_out`` and ``b_out``.
+l > 0, then ``W_out`` and ``b_out``; where two of these spellings would meet, a qualified one
+(``layer1.W_in.I``). ``projection.parameter_keys`` keys them all; everything else asks a
+projection (``Projection.key``) or a layer (``Layer.key``) for a key.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import numpy as np
 from ..model import NeuronModel, sources_of, wiring_problem
 from . import backends, compiled, memory
 from .kernel_layer import KernelLayer
+from .projection import Projection, Source, parameter_keys, weight_name
 
 
 @dataclass
@@ -39,9 +42,9 @@ class Port:
     """One synaptic input of a layer's neurons and the projections that drive it.
 
     Its presynaptic vector is u_t = [input_t, z_{t-1}, 1] with the parts it hears, and its
-    current I_t = W_in input_t + W_rec z_{t-1} + b_in. A one-input model's only port is the
-    layer's, with the weights named ``W_in``, ``W_rec``, ``b_in``; a model with several inputs
-    names each port's weights after its input (``W_in_I_e``) and has traces for each.
+    current I_t = W_in input_t + W_rec z_{t-1} + b_in, one ``Projection`` per part. A one-input
+    model's only port is the layer's; a model with several inputs has one port, and traces, for
+    each input that hears something.
     """
 
     input: str  # the model's input symbol's name
@@ -49,26 +52,24 @@ class Port:
     n_in: int = 0  # 0 where it hears no input from below
     n_rec: int = 0  # 0 where it hears no recurrent spikes
     bias: bool = False
-    active: float | None = None  # the fraction of rows not at rest in the last e-prop pass
-
-    @property
-    def suffix(self) -> str:
-        return self.plan.suffix
+    projections: tuple = field(default=(), repr=False)  # its Projections, in u's order (Layer.take_keys)
 
     @property
     def n_pre(self) -> int:
         return self.n_in + self.n_rec + (1 if self.bias else 0)
 
-    def projections(self) -> list[tuple]:
-        """(source, weight name without the layer's suffix, its columns in u) of each projection;
-        the source is "input", "recurrent" or "bias"."""
-        found, start = [], 0
-        for source, name, width in (("input", "W_in", self.n_in), ("recurrent", "W_rec", self.n_rec),
-                                    ("bias", "b_in", int(self.bias))):
-            if width:
-                found.append((source, name + self.suffix, slice(start, start + width)))
-                start += width
-        return found
+    def widths(self) -> list[tuple]:
+        """(Source, its number of columns in u) of each part of u the port hears, in u's order."""
+        parts = ((Source.INPUT, self.n_in), (Source.RECURRENT, self.n_rec), (Source.BIAS, int(self.bias)))
+        return [(source, width) for source, width in parts if width]
+
+    def sources(self) -> list:
+        return [source for source, _ in self.widths()]
+
+    @property
+    def input_projection(self) -> Projection | None:
+        """The projection from the layer's input; None where the port hears none."""
+        return next((p for p in self.projections if p.source is Source.INPUT), None)
 
 
 @dataclass
@@ -84,9 +85,36 @@ class Layer:
     code: object = field(repr=False)  # the generated code (see layer_code.LayerCode)
     ports: list = field(repr=False)  # Port of each of the model's inputs that hears something
     bias: bool = False
+    learnable_keys: dict = field(default_factory=dict, repr=False)  # {learnable parameter: its key}
+
+    def take_keys(self, keys: dict) -> None:
+        """Key the layer's projections and learnable parameters as ``keys`` (from
+        projection.parameter_keys, for the whole network) says."""
+        for port in self.ports:
+            found, start = [], 0
+            for source, width in port.widths():
+                found.append(Projection(self.index, port.input, source, slice(start, start + width),
+                                        weight_name(self.model, source, port.input),
+                                        keys[(self.index, source, port.input)]))
+                start += width
+            port.projections = tuple(found)
+        self.learnable_keys = {p.name: keys[(self.index, p.name)] for p in self.model.learnable}
 
     def key(self, name: str) -> str:
-        return name if self.index == 0 else f"{name}_{self.index}"
+        """The key in Network.params of the learnable neuron parameter ``name``."""
+        return self.learnable_keys[name]
+
+    @property
+    def projections(self) -> list:
+        """Every projection of the layer, port by port."""
+        return [p for port in self.ports for p in port.projections]
+
+    def projection(self, source: Source, input_name: str | None = None) -> Projection | None:
+        """The projection from ``source`` to the input ``input_name`` (None: the only input of a
+        one-input model); None where there is none."""
+        if input_name is None:
+            (input_name,) = self.model.input_names
+        return next((p for p in self.projections if (p.source, p.input) == (source, input_name)), None)
 
     @property
     def plan(self):
@@ -100,13 +128,13 @@ class Layer:
 
     def fill_presynaptic(self, port: Port, u, inp, z_prev) -> None:
         """Write u_t = [input_t, z_{t-1}, 1] of ``port`` into u (batch, n_pre)."""
-        for source, _, columns in port.projections():
-            u[:, columns] = {"input": inp, "recurrent": z_prev, "bias": 1}[source]
+        for p in port.projections:
+            u[:, p.columns] = {Source.INPUT: inp, Source.RECURRENT: z_prev, Source.BIAS: 1}[p.source]
 
     def split_gradient(self, port: Port, grad) -> dict:
-        """The gradient over ``port``'s columns of u (post, pre), by parameter name."""
-        return {self.key(name): grad[:, columns.start] if source == "bias" else grad[:, columns]
-                for source, name, columns in port.projections()}
+        """The gradient over ``port``'s columns of u (post, pre), by parameter key."""
+        return {p.key: grad[:, p.columns.start] if p.source is Source.BIAS else grad[:, p.columns]
+                for p in port.projections}
 
 
 def per_layer(value, count: int, what: str) -> list:
@@ -169,6 +197,9 @@ class Network:
         if not self.readout and (n_out != hidden[-1] or self.kappa):
             raise ValueError(f"a network without a readout outputs its last layer's {hidden[-1]} "
                              f"spikes unfiltered: n_out must be {hidden[-1]} (not {n_out}) and kappa 0")
+        keys = parameter_keys(self.layers, self.readout)
+        for layer in self.layers:
+            layer.take_keys(keys)
         self.layer_values = [_checked_values(layer, given) for layer, given in zip(self.layers, values)]
         self.gain = None if readout_gain is None else self._array(np.broadcast_to(readout_gain, (n_out,)))
         self.offset = None if readout_offset is None else self._array(np.broadcast_to(readout_offset, (n_out,)))
@@ -195,17 +226,16 @@ class Network:
     def _initial_params(self, rng) -> dict:
         params = {}
         for layer, values in zip(self.layers, self.layer_values):
-            for port in layer.ports:
-                for source, name, _ in port.projections():
-                    key = layer.key(name)
-                    if source == "input":
-                        w = rng.standard_normal((layer.n, layer.n_in)) / np.sqrt(layer.n_in)
-                    elif source == "recurrent":
-                        w = rng.standard_normal((layer.n, layer.n)) / np.sqrt(layer.n)
-                        np.fill_diagonal(w, 0.0)
-                    else:
-                        w = np.zeros(layer.n)
-                    params[key] = self._array(np.abs(w) * self.signs[key] if key in self.signs else w)
+            for projection in layer.projections:
+                key = projection.key
+                if projection.source is Source.INPUT:
+                    w = rng.standard_normal((layer.n, layer.n_in)) / np.sqrt(layer.n_in)
+                elif projection.source is Source.RECURRENT:
+                    w = rng.standard_normal((layer.n, layer.n)) / np.sqrt(layer.n)
+                    np.fill_diagonal(w, 0.0)
+                else:
+                    w = np.zeros(layer.n)
+                params[key] = self._array(np.abs(w) * self.signs[key] if key in self.signs else w)
             for p in layer.model.learnable:
                 value = values.get(p.name, layer.model.params[p])
                 params[layer.key(p.name)] = self._array(np.broadcast_to(value, (layer.n,)))
@@ -337,14 +367,14 @@ class Network:
         currents = {}
         for port in layer.ports:
             I = None  # the bias, if any, comes last: I is a product by then
-            for source, name, _ in port.projections():
-                weight = self.params[layer.key(name)]
-                if source == "bias":
+            for projection in port.projections:
+                weight = self.params[projection.key]
+                if projection.source is Source.BIAS:
                     I += weight
                 elif I is None:
-                    I = (inp if source == "input" else z_prev) @ weight.T
+                    I = (inp if projection.source is Source.INPUT else z_prev) @ weight.T
                 else:
-                    I += (inp if source == "input" else z_prev) @ weight.T
+                    I += (inp if projection.source is Source.INPUT else z_prev) @ weight.T
             currents[port.input] = I
         zeros = None
         for name in layer.model.input_names:
@@ -352,6 +382,22 @@ class Network:
                 zeros = self.xp.zeros((len(inp), layer.n), self.dtype) if zeros is None else zeros
                 currents[name] = zeros
         return [currents[name] for name in layer.model.input_names]
+
+    def pass_back(self, layer: Layer, signals: list, source: Source, batch: int):
+        """``synaptic_input`` transposed for one source: sum_p signals[p] @ W_p over the projections
+        from ``source`` (the layer's input, or its own z_{t-1}) into each port p, given a (batch, n)
+        signal per port (None for a port ``source`` does not drive); zeros where none carries it.
+        e-prop passes L dz/dI_p down with it, BPTT dL/dI_p down and back in time."""
+        total = None
+        for port, signal in zip(layer.ports, signals):
+            for projection in port.projections:
+                if projection.source is source:
+                    part = signal @ self.params[projection.key]
+                    total = part if total is None else total + part
+        if total is None:
+            width = layer.n_in if source is Source.INPUT else layer.n
+            return self.xp.zeros((batch, width), self.dtype)
+        return total
 
 
 def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: bool, given) -> list[Port]:
@@ -362,10 +408,11 @@ def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: 
         raise ValueError(problem)
     ports = []
     for plan in plans:
-        sources = sources_of(wiring.get(plan.input, ()))
-        hears_recurrent = "recurrent" in sources and (recurrent or given is not None)
-        if "input" in sources or hears_recurrent:
-            ports.append(Port(plan.input, plan, n_in if "input" in sources else 0,
+        sources = {Source(name) for name in sources_of(wiring.get(plan.input, ()))}
+        hears_input = Source.INPUT in sources
+        hears_recurrent = Source.RECURRENT in sources and (recurrent or given is not None)
+        if hears_input or hears_recurrent:
+            ports.append(Port(plan.input, plan, n_in if hears_input else 0,
                               n if hears_recurrent else 0, bias and not ports))
     if not ports:
         raise ValueError(f"no projection drives model {model.name!r}: give its inputs "
@@ -374,18 +421,18 @@ def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: 
 
 
 def _signs(layers: list, given: dict | None) -> dict:
-    """{parameter name: +1 or -1} of every signed weight, from the signs of inputs or weights."""
+    """{parameter key: +1 or -1} of every signed weight, from the signs of inputs or of weights
+    by their name within the layer (``W_rec_I_i``: in every layer)."""
     found = {}
     for layer in layers:
         table = layer.model.signs if given is None else given
-        for port in layer.ports:
-            for source, name, _ in port.projections():
-                if source == "bias":
-                    continue
-                sign = table.get(name, table.get(port.input)) if table else None
-                if sign is not None:
-                    found[layer.key(name)] = sign
-        named = {name for port in layer.ports for _, name, _ in port.projections()}
+        for projection in layer.projections:
+            if projection.source is Source.BIAS:
+                continue
+            sign = table.get(projection.name, table.get(projection.input)) if table else None
+            if sign is not None:
+                found[projection.key] = sign
+        named = {projection.name for projection in layer.projections}
         for key, sign in (table or {}).items():
             if key not in named and key not in layer.model.input_names:
                 raise ValueError(f"sign of {key!r}: layer {layer.index} has no input or weight of that "

@@ -20,16 +20,32 @@ import re
 import warnings
 from pathlib import Path
 
+import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile, InTreeCacheLocator, NullCache
 from numba.core.dispatcher import Dispatcher
 
 from .. import store
 from ..model import ModelError
-from ..printers.numba_code import flat
-from .kernel_layer import Kernels
+from . import compiled
+from .kernel_layer import KernelLayer, Kernels
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _UNUSABLE: set = set()  # cache folders that failed a read or write: warned of once
+
+
+def layer(code, reference, backend) -> KernelLayer:
+    """The loader of the "numba" backend (``runtime/backends.py``): the generated module's
+    kernels, their compiled code cached in symgrad's cache folder, behind a KernelLayer."""
+    target = backend.target.name
+    name = store.code_name(code.model.name, code.texts[target])
+    module = compiled.module(code, target, prepare=lambda fresh: cache_kernels(fresh, name))
+    kernels = NumbaKernels(Path(module.__file__), {k.name: k for k in code.kernels}, module, code.model.name)
+    return KernelLayer(code, reference, kernels)
+
+
+def set_threads(count: int) -> None:
+    """Run the kernels on ``count`` threads (at most the pool Numba started with)."""
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
 
 
 def cache_kernels(module, name: str):
@@ -139,7 +155,7 @@ class NumbaKernels(Kernels):
         return None  # Numba compiles the None case without the branch
 
     def _pointer(self, array, kernel):
-        return array.reshape(-1) if flat(kernel) else array  # as the kernel indexes it
+        return array if kernel.nested else array.reshape(-1)  # as the kernel indexes it
 
     def _run(self, name, real, count, args):
         from numba.core.errors import NumbaError

@@ -1,5 +1,5 @@
-"""Gradient passes on several threads: the fused kernels' own threads, or a batch split into
-shards that run on threads (the NumPy backend).
+"""Gradient passes on several threads: the kernels' own threads where a backend's kernels
+thread themselves (its record's ``threads``), else a batch split into shards that run on threads.
 
 Samples are independent in e-prop and BPTT alike, so the gradient of a batch is the
 size-weighted mean of its shards' gradients. NumPy releases the GIL inside its array
@@ -27,7 +27,7 @@ MAX_AUTO_WORKERS = 8
 def default_workers(backend: str) -> int:
     """Threads for a gradient pass: $SYMGRAD_WORKERS, else the CPU count (at most 8) on the
     host; one on a GPU."""
-    if backends.get(backend).arrays == "cupy":
+    if backends.get(backend).device:
         return 1
     given = os.environ.get("SYMGRAD_WORKERS", "").strip()
     if given:
@@ -38,32 +38,31 @@ def default_workers(backend: str) -> int:
 
 
 def gradient_pass(net, workers: int, shard: bool):
-    """How a batch's gradient runs on ``workers`` threads. The fused kernels (backend "numba")
-    thread over post neurons themselves, each thread owning its gradient rows, so the result
-    does not depend on the thread count; the NumPy backend's whole-array steps are sharded over
-    the batch where ``shard`` says they sweep per-synapse arrays."""
-    if net.backend == "numba":
+    """How a batch's gradient runs on ``workers`` threads. Kernels that thread themselves (the
+    fused Numba kernels, over post neurons, each thread owning its gradient rows) give a result
+    that does not depend on the thread count; other backends' steps are sharded over the batch
+    where ``shard`` says they sweep per-synapse arrays."""
+    backend = backends.get(net.backend)
+    if backend.threads:
         # Two thread pools on the same cores slow each other down many times over (measured:
         # 0.26 ms against 10 ms per LIF step), so the cores go to whichever does the work: the
         # fused kernels where per-synapse arrays are swept, else BLAS's matrix products.
-        return FusedThreads(workers, blas=1) if shard else FusedThreads(1)
+        return FusedThreads(backend, workers, blas=1) if shard else FusedThreads(backend, 1)
     return Sharded(workers if shard else 1)
 
 
 class FusedThreads:
-    """Calls ``rule(net, x, target, **options)`` with Numba's pool set to ``workers`` threads,
-    and BLAS held to ``blas`` threads when given."""
+    """Calls ``rule(net, x, target, **options)`` with ``backend``'s kernels set to ``workers``
+    threads, and BLAS held to ``blas`` threads when given."""
 
-    def __init__(self, workers: int, blas: int | None = None):
+    def __init__(self, backend: backends.Backend, workers: int, blas: int | None = None):
         from threadpoolctl import ThreadpoolController
 
-        self.workers, self.blas_threads = int(workers), blas
+        self.backend, self.workers, self.blas_threads = backend, int(workers), blas
         self.blas = ThreadpoolController() if blas else None
 
     def __call__(self, rule, net, x, target, **options) -> Result:
-        import numba
-
-        numba.set_num_threads(max(1, min(self.workers, numba.config.NUMBA_NUM_THREADS)))
+        self.backend.set_threads(self.workers)
         if self.blas is None:
             return rule(net, x, target, **options)
         with self.blas.limit(limits=self.blas_threads, user_api="blas"):

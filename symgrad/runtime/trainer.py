@@ -161,7 +161,7 @@ class Trainer:
                             "only at the end of each sequence")
         self.loss = loss
         self.device = None  # the GPU of this rank, in an MPI job on GPUs
-        if world.size > 1 and backends.get(config.backend).arrays == "cupy":
+        if world.size > 1 and backends.get(config.backend).device:
             self.device = select_gpu(world)
         self.net = build_network(config, model, train.channels, train.outputs)
         if not isinstance(model, NeuronModel):  # the graph fixes the shape: config.json records it

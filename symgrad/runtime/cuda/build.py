@@ -57,6 +57,11 @@ def host_flags() -> list[str]:
     return HOST_FLAGS + (["-fopenmp"] if os.environ.get("SYMGRAD_OPENMP") == "1" else [])
 
 
+def launcher_name(kernel, real: str) -> str:
+    """The extern "C" function that launches ``kernel`` in precision ``real`` (a C++ type)."""
+    return f"symgrad_{kernel.name}_{real}"
+
+
 def launcher_source(path: Path, kernels: dict) -> str:
     """extern "C" launchers, one per kernel and precision, for ctypes."""
     lines = ["// Launchers of the kernels in " + path.name + " for symgrad's cuda-host backend.",
@@ -66,7 +71,7 @@ def launcher_source(path: Path, kernels: dict) -> str:
         for real in PRECISIONS:
             params = ", ".join(["unsigned grid", "unsigned block"] + [declaration(a, real) for a in kernel.args])
             call = ", ".join(a.name for a in kernel.args)
-            lines += [f'extern "C" void symgrad_{kernel.name}_{real}({params})', "{",
+            lines += [f'extern "C" void {launcher_name(kernel, real)}({params})', "{",
                       f"    symgrad_launch(grid, block, [&] {{ {kernel.name}<{real}>({call}); }});",
                       "}", ""]
     return "\n".join(lines)

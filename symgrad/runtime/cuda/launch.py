@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kernel_layer import Kernels
-from .build import PRECISIONS, build_host_library
+from ..kernel_layer import Kernels, bind
+from .build import PRECISIONS, build_host_library, launcher_name
 
 BLOCK = 256  # threads per block for every kernel
 
@@ -21,12 +21,13 @@ def _grid(count: int) -> int:
     return (count + BLOCK - 1) // BLOCK
 
 
-def traffic(kernel, values: dict) -> int:
-    """Bytes a launch of ``kernel`` must move at least: each array given is read once, and
-    written once more when the kernel may write it (``real*``). An array that several threads
-    read (a presynaptic trace, a per-neuron entry) counts once: it is served from cache."""
-    return sum(values[a.name].nbytes * (2 if a.written else 1) for a in kernel.args
-               if a.array and values.get(a.name) is not None)
+def traffic(kernel, sources: dict) -> int:
+    """Bytes a launch of ``kernel`` with ``sources`` (see ``Kernels.launch``) must move at least:
+    each array given is read once, and written once more when the kernel may write it (``real*``).
+    An array that several threads read (a presynaptic trace, a per-neuron entry) counts once: it
+    is served from cache."""
+    return sum(value.nbytes * (2 if a.written else 1) for a, value in bind(kernel, sources)
+               if a.array and value is not None)
 
 
 class HostKernels(Kernels):
@@ -38,7 +39,7 @@ class HostKernels(Kernels):
         self.functions = {}
         for kernel in kernels.values():
             for real in PRECISIONS:
-                function = getattr(self.library, f"symgrad_{kernel.name}_{real}")
+                function = getattr(self.library, launcher_name(kernel, real))
                 scalar = ctypes.c_float if real == "float" else ctypes.c_double
                 function.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
                     ctypes.c_int if a.ctype == "int" else scalar if a.ctype == "real" else ctypes.c_void_p
@@ -93,5 +94,3 @@ class CupyKernels(Kernels):
             self.functions[key] = self.module.get_function(key)
         self.functions[key]((_grid(count),), (BLOCK,), tuple(args))
 
-
-LAUNCHERS = {"cuda-host": HostKernels, "cupy": CupyKernels}
