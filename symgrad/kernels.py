@@ -74,6 +74,40 @@ class Line:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One line of e-prop's epilogue, which follows e_t at every synapse and sample:
+    ``target op value``, where ``{name}`` stands for the element of argument ``name`` that this
+    synapse and sample own (a learning signal's, a per-synapse array's, or, for a gradient
+    summed over the batch, the synapse's own sum), and bare names are locals. ``given``: the
+    nullable argument the line runs for (None: always); ``note``: its comment."""
+
+    target: str
+    op: str  # "=" or "+="
+    value: str
+    given: str | None = None
+    note: str = ""
+
+
+def epilogue(waking: bool = False) -> tuple:
+    """Blocks of Steps, each run when its argument is given: the filtered eligibility, the
+    gradient, the sequence and regulariser sums. ``waking``: for a row that skipped steps at
+    rest, whose held ebar first pays what those steps owe the gradient and decays over them."""
+    if waking:
+        filtered = (Step("held", "=", "{ebar}", note="ebar at step last"),
+                    Step("{grad}", "+=", "owed * held", "L"),
+                    Step("elig", "=", "kappa * (kappa_skipped * held) + e"))
+    else:
+        filtered = (Step("elig", "=", "kappa * {ebar} + e"),)
+    return (
+        (None, (Step("elig", "=", "e", note="what the gradient uses: ebar_t when filtered, else e_t"),)),
+        ("ebar", filtered + (Step("{ebar}", "=", "elig"),)),
+        ("L", (Step("{grad}", "+=", "{L} * elig"),)),
+        ("seq_sum", (Step("{seq_sum}", "+=", "seq_weight * elig"),)),
+        ("reg_sum", (Step("{reg_sum}", "+=", "e"),)),
+    )
+
+
+@dataclass(frozen=True)
 class Kernel:
     name: str  # as the generated code defines it (the naming table's)
     space: str  # what one thread is

@@ -164,7 +164,7 @@ __global__ void synapse_step(
         }
         if (L) grad_ij += L[bi] * elig;
         if (seq_sum) seq_sum[bij] += seq_weight * elig;
-        reg_ij += e;
+        if (reg_sum) reg_ij += e;
     }
     if (L) grad[syn] += grad_ij;
     if (reg_sum) reg_sum[syn] += reg_ij;

@@ -10,7 +10,7 @@ import inspect
 
 from .. import printing
 from ..analysis import CONSTANT, DYNAMIC
-from ..kernels import Blueprint, Kernel, KernelArg, Line
+from ..kernels import Blueprint, Kernel, KernelArg, Line, epilogue
 from ..layouts import Layout
 from ..names import DYNAMIC_ARG, FIXED_ARG, Names
 from . import kernel_frame
@@ -63,11 +63,34 @@ def _kernel(kernel: Kernel | None, names: Names, layout: Layout) -> dict | None:
     }
 
 
+def epilogue_lines(real: str) -> list[str]:
+    """e-prop's epilogue (``kernels.epilogue``) inside the loop over the batch: this synapse's
+    elements at bij, its gradient and regulariser sums in registers (written once, after the loop)."""
+    elements = {"ebar": "ebar[bij]", "seq_sum": "seq_sum[bij]", "grad": "grad_ij", "reg_sum": "reg_ij", "L": "L[bi]"}
+    lines, declared = [], set()
+
+    def statement(step) -> str:
+        new = step.target.isidentifier() and step.target not in declared and step.op == "="
+        declared.add(step.target)
+        text = f"{real + ' ' if new else ''}{step.target} {step.op} {step.value};".format(**elements)
+        return text + (f"  // {step.note}" if step.note else "")
+
+    for given, steps in epilogue():
+        if given is None:
+            lines += [statement(step) for step in steps]
+        elif len(steps) == 1:
+            lines.append(f"if ({given}) {statement(steps[0])}")
+        else:
+            lines += [f"if ({given}) {{"] + [f"    {statement(step)}" for step in steps] + ["}"]
+    return lines
+
+
 def context(blueprint: Blueprint) -> dict:
     """What templates/cuda/layer.cu.j2 places."""
     real = blueprint.analysis.naming.word("real")
-    return kernel_frame.context(blueprint, lambda expr: printing.cuda_code(expr, real), _kernel,
-                                lambda cls: helper(cls, real))
+    return {**kernel_frame.context(blueprint, lambda expr: printing.cuda_code(expr, real), _kernel,
+                                   lambda cls: helper(cls, real)),
+            "epilogue": epilogue_lines(real)}
 
 
 def helper(cls: type, real: str = "real") -> tuple:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import printing
 from ..analysis import CONSTANT
-from ..kernels import DECAY, TRACE, Blueprint, Kernel, Line
+from ..kernels import DECAY, TRACE, Blueprint, Kernel, Line, epilogue
 from ..layouts import Layout
 from ..names import CATCH, DYNAMIC_ARG, FIXED_ARG, Names
 from ..surrogates import Spike
@@ -79,9 +79,30 @@ def _events(kernel: Kernel | None, settle: Kernel | None, names: Names, layout: 
         loads=[f"{local} = {array}[{index[own]}]" + (f" * {names.of(CATCH, traces[array])}" if own else "")
                for local, array, own in kernel.loads],
         settle=_kernel(settle, names, layout),
+        epilogue=epilogue_lines(layout, waking=True),
         scale=[f"{array}[{index[True]}] *= {names.of(CATCH, s)}" for array, s in traces.items()],
     )
     return printed
+
+
+def epilogue_lines(layout: Layout, waking: bool = False) -> list[str]:
+    """e-prop's epilogue (``kernels.epilogue``) inside the loop over a row's synapses: this
+    synapse's elements by their axes, the gradient's row owned by the thread of its post neuron."""
+    elements = {"ebar": f"ebar[{layout.nest.synapse}]", "seq_sum": f"seq_sum[{layout.nest.synapse}]",
+                "grad": f"grad[{layout.nest.weight}]", "reg_sum": f"reg_sum[{layout.nest.weight}]", "L": "L_i"}
+    lines = []
+    for given, steps in epilogue(waking):
+        indent = "    " if given else ""
+        if given:
+            lines.append(f"if {given} is not None:")
+        for step in steps:
+            inner = indent
+            if step.given and step.given != given:
+                lines.append(f"{indent}if {step.given} is not None:")
+                inner += "    "
+            line = f"{step.target} {step.op} {step.value}".format(**elements)
+            lines.append(inner + line + (f"  # {step.note}" if step.note else ""))
+    return lines
 
 
 def helper(cls: type) -> tuple[str, str, str]:
@@ -110,6 +131,7 @@ def context(blueprint: Blueprint) -> dict:
     return {**frame,
             "math": calls_math or bool(decay_helpers),
             "synapse_events": events,
+            "epilogue": epilogue_lines(blueprint.layout),
             "decay_helpers": decay_helpers,
             "decays": [(s, printing.numpy_code(d), f"eps_{s},t = " + printing.linear_text([(d, f"eps_{s},t-1")]))
                        for s, d in decays.items()],

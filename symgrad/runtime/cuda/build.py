@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 from ... import render, store
-from ...printers.cuda_code import declaration
 
 HOST_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-w"]
 PRECISIONS = ("float", "double")
@@ -31,12 +30,18 @@ def source_file(model, source: str) -> Path:
     return store.committed_or_cached(model.name, render.BACKENDS["cuda"][1], source)
 
 
+def _parameter(arg, real: str) -> str:
+    """An argument as a C++ parameter of precision ``real`` (the kernel's own qualifiers, const
+    and __restrict__, are the callee's business: a caller's types match without them)."""
+    return f"{arg.ctype.replace('real', real)} {arg.name}"
+
+
 def instantiations(kernels) -> str:
     """Explicit instantiations of every kernel for float and double (for nvcc -ptx checks)."""
     lines = []
     for kernel in kernels:
         for real in PRECISIONS:
-            args = ", ".join(declaration(a, real) for a in kernel.args)
+            args = ", ".join(_parameter(a, real) for a in kernel.args)
             lines.append(f"template __global__ void {kernel.name}<{real}>({args});")
     return "\n".join(lines) + "\n"
 
@@ -69,7 +74,7 @@ def launcher_source(path: Path, kernels: dict) -> str:
              '#include "host_shim.h"', f'#include "{path.name}"', ""]
     for kernel in kernels.values():
         for real in PRECISIONS:
-            params = ", ".join(["unsigned grid", "unsigned block"] + [declaration(a, real) for a in kernel.args])
+            params = ", ".join(["unsigned grid", "unsigned block"] + [_parameter(a, real) for a in kernel.args])
             call = ", ".join(a.name for a in kernel.args)
             lines += [f'extern "C" void {launcher_name(kernel, real)}({params})', "{",
                       f"    symgrad_launch(grid, block, [&] {{ {kernel.name}<{real}>({call}); }});",
