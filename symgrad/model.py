@@ -38,8 +38,8 @@ class stop_gradient(sp.Function):
 
 def spike(x, surrogate: surrogates.Surrogate | None = None) -> sp.Expr:
     """Heaviside step of ``x`` whose derivative is ``surrogate`` (default: triangle(0.3, 1))."""
-    if surrogate is None:  # remembered as defaulted: inspect says its width ignores the threshold
-        return surrogates.default_spike(x)
+    if surrogate is None:
+        return surrogates.triangle()(x)
     if not isinstance(surrogate, surrogates.Surrogate):
         raise ModelError(f"spike({x}): surrogate must come from symgrad.surrogates, got {surrogate!r}")
     return surrogate(x)

@@ -15,7 +15,6 @@ derivative of a spike with respect to them is zero.
 from __future__ import annotations
 
 import inspect
-import weakref
 from dataclasses import dataclass
 
 import sympy as sp
@@ -175,33 +174,23 @@ def triangle(gamma=0.3, width=1.0) -> Surrogate:
     return Surrogate(triangle_spike, (_number_or_symbol(gamma), _number_or_symbol(width)))
 
 
-# The spikes built with the default surrogate (``spike(x)`` without one), for ``describe``. A
-# SymPy expression carries no flag that leaves its equality, the model's identity and the generated
-# code unchanged, so they are remembered by value: an explicit triangle(0.3, 1.0) of the same
-# argument is the very same expression (SymPy caches it), its width just as blind to the threshold.
-_DEFAULTED = weakref.WeakSet()
-
-
-def default_spike(x) -> sp.Expr:
-    """The spike of ``x`` with the default surrogate, ``triangle()``, remembered as defaulted."""
-    step = triangle()(x)
-    _DEFAULTED.add(step)
-    return step
-
-
-def defaulted(step: Spike) -> bool:
-    """Whether ``step`` was built without a surrogate, so with ``triangle()``'s width of 1.0."""
-    return step in _DEFAULTED
+def default_width(step: Spike) -> bool:
+    """Whether ``step`` is a triangle of the default width, the number 1.0, blind to the threshold
+    (``spike(x)`` without a surrogate, or an explicit ``triangle(0.3, 1.0)``: one expression)."""
+    if not isinstance(step, triangle_spike):
+        return False
+    width = step.args[2]
+    return width.is_number and float(width) == 1.0
 
 
 def describe(step: Spike) -> str:
-    """``step``'s surrogate with its parameters, ``triangle(gamma=0.3, width=v_th)``; where it was
-    left to the default, that its width ignores the threshold and how to give one, on one line."""
+    """``step``'s surrogate with its parameters, ``triangle(gamma=0.3, width=v_th)``; for the
+    default width, that it ignores the threshold and how to give one, on one line."""
     names = list(inspect.signature(step.psi.formula).parameters)[1:]  # after x
     params = step.args[1:]
     text = f"{type(step).__name__.removesuffix('_spike')}(" + ", ".join(
         f"{name}={_shown(value)}" for name, value in zip(names, params)) + ")"
-    if not defaulted(step):
+    if not default_width(step):
         return text
     gamma, width = params
     return (f"{text}, by default: its width is {_shown(width)} whatever the threshold; give one: "

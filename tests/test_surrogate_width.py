@@ -56,10 +56,11 @@ def test_every_spike_is_named_with_its_surrogate(symgrad):
         assert (NOTE in out) == (name in ("coba_lif", "two_compartment")), name
 
 
-def test_recording_the_default_changes_neither_the_model_nor_its_code():
+def test_the_note_is_the_surrogates_own_and_changes_neither_the_model_nor_its_code():
     v, v_th = sp.symbols("v v_th")
     defaulted, given = spike(v - v_th), surrogates.triangle(0.3, 1.0)(v - v_th)
-    assert surrogates.defaulted(defaulted)
+    assert surrogates.default_width(defaulted) and surrogates.default_width(given)
+    assert not surrogates.default_width(surrogates.triangle(0.3, v_th)(v - v_th))
     assert defaulted == given and sp.srepr(defaulted) == sp.srepr(given)
     built = [NeuronModel(name="m", states={v: 0.0}, params={v_th: 0.5}, update={v: 0.9 * v + sp.Symbol("I")},
                          output=z) for z in (defaulted, given)]

@@ -210,7 +210,7 @@ class KernelPort:
         buffers = SynapseBuffers(u=u, grad=grad, product=None, ebar=ebar, seq_sum=seq_sum, reg_sum=reg_sum)
         if traces.plan.per_synapse or any(a is not None for a in (L, ebar, seq_sum, reg_sum)):
             self._launch(self._synapse, traces, J, K, buffers, L, kappa, seq_weight)
-        self._advance_presynaptic(traces, J, K, u)
+        self._advance_presynaptic(traces, J, K, buffers)
 
     @property
     def synapse_kernel(self):
@@ -234,12 +234,11 @@ class KernelPort:
         self.layer.kernels.launch(kernel, traces.dtype, synapses if count is None else count,
                                   self.sources(traces, J, K, buffers, L, kappa, weight))
 
-    def _advance_presynaptic(self, traces, J: dict, K: dict, u) -> None:
+    def _advance_presynaptic(self, traces, J: dict, K: dict, buffers: SynapseBuffers) -> None:
         """The presynaptic step, after the synapse step has read the traces' previous values."""
         if self._presynaptic is not None:
             batch, _, n_pre = traces.shape
-            self._launch(self._presynaptic, traces, J, K, SynapseBuffers(u=u, grad=None, product=None),
-                         count=batch * n_pre)
+            self._launch(self._presynaptic, traces, J, K, buffers, count=batch * n_pre)
 
     def synapse_step(self, traces: "Traces", J: dict, K: dict, buffers: SynapseBuffers, L, kappa,
                      weight=1.0, skip_rest: bool = False) -> None:
@@ -257,7 +256,6 @@ class KernelPort:
                     xp.matmul((signal * h).T, traces.arrays[s], out=buffers.product)
                     target += buffers.product
             return
-        u = xp.ascontiguousarray(buffers.u, dtype=traces.dtype)
         if skip_rest:
             self._launch(self._skipping, traces, J, K, buffers, L, kappa, weight)
             buffers.behind = True
@@ -269,7 +267,7 @@ class KernelPort:
             self._launch(self._synapse, traces, J, K, buffers, L, kappa, weight)
             if buffers.last is not None:  # every row is up to date now
                 buffers.last[...] = buffers.step
-        self._advance_presynaptic(traces, J, K, u)
+        self._advance_presynaptic(traces, J, K, buffers)
 
     def active_fraction(self, J: dict, K: dict) -> float:
         """The fraction of (sample, post) rows not at rest this step."""
