@@ -12,6 +12,10 @@ new backend prints these and decides nothing.
                        e = h . eps, ebar, and the gradient, sequence and regulariser sums
     presynaptic_step   one per (sample, pre): the presynaptic traces
     param_traces       one per (sample, neuron): the learnable parameters' traces and e^p
+    input_gain         one per (sample, neuron): dz_t/dI_t, which passes a learning signal down
+    active_rows        the (sample, post) rows not at rest, counted (models with rows at rest)
+
+The last two are the CPU's only (the Numba backend prints them; its whole-pass driver calls them).
 
 A model with several synaptic inputs has one synapse, presynaptic and event kernel per input,
 named with the input's suffix (``synapse_step_I_e``), each over its own plan and traces.
@@ -184,6 +188,7 @@ def blueprint(analysis: Analysis, plans: list[TracePlan]) -> Blueprint:
     kernels.append(_param_kernel(plans[0]))
     for plan, synapse in zip(plans, synapses):
         kernels += _event_kernels(plan, synapse)
+    kernels += [_gain_kernel(plan) for plan in plans]
     return Blueprint(analysis, list(plans), step, fixed, [k for k in kernels if k], step_states,
                      step_params, fixed_params, step_inputs)
 
@@ -394,4 +399,27 @@ def _event_kernels(plan: TracePlan, synapse: Kernel) -> list[Kernel]:
                    + tuple(a for a in synapse.args if a.of in ("ebar", "grad", "kappa"))
                    + tuple(bookkeeping + decays))
     settle = Kernel(names.per_input("settle", port), "synapse", settle_args, cpu_only=True, kind="settle", port=port)
-    return [skipping, settle]
+    active = Kernel(names.per_input("active_rows", port), "sample, neuron",
+                    (KernelArg("size", "int", "batch * n: the rows", COUNT, "size"),)
+                    + tuple(a for a in synapse.args if a.role == DYNAMIC_ENTRY) + tuple(decays),
+                    dynamic=synapse.dynamic, cpu_only=True, rests=rests, kind="active_rows", port=port)
+    return [skipping, settle, active]
+
+
+def _gain_kernel(plan: TracePlan) -> Kernel:
+    """dz_t/dI_t = sum_k h_k,t c_k,t of one input, per (sample, neuron)."""
+    names, reads = plan.analysis.naming, _Reads(plan)
+    terms = []
+    for c, h in plan.input_terms:
+        if h is not None:
+            reads(h, None)
+            terms.append(reads(c, None if h.unit else h.entry))
+    gain = Line("gain", tuple(terms), f"dz_t/d{plan.input.name}_t = sum_k h_k,t c_k,t")
+    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
+    if reads.fixed():
+        args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
+    args += reads.args()
+    args.append(KernelArg("gain", "real*", "dz_t/dI_t (batch, n): written", BUFFER, "gain"))
+    return Kernel(names.per_input("input_gain", plan.input.name), "sample, neuron", tuple(args), reads.fixed(),
+                  results=(gain,), dynamic=reads.dynamic(), cpu_only=True, kind="input_gain",
+                  port=plan.input.name)

@@ -77,6 +77,8 @@ class NeuronModel:
     source_file: the file the model was loaded from (its absolute path), set by what read it
                 (symgrad.models.load, or symgrad generate for a NIR graph's layers); None for a
                 built-in or a model built in Python.
+    origin:     for a model derived from differential equations (``from_odes``), what it was
+                derived from (a ``symgrad.odes.Origin``, shown by ``symgrad inspect``); else None.
     """
 
     name: str
@@ -92,6 +94,14 @@ class NeuronModel:
     projections: dict | None = None
     signs: dict | None = None
     source_file: str | None = field(default=None, repr=False, compare=False)
+    origin: object = field(default=None, repr=False, compare=False)
+
+    @staticmethod
+    def from_odes(**declaration) -> "NeuronModel":
+        """The model whose update integrates differential equations: see symgrad.odes.from_odes."""
+        from .odes import from_odes
+
+        return from_odes(**declaration)
 
     def __post_init__(self):
         self.states = dict(self.states)
@@ -161,7 +171,7 @@ class NeuronModel:
         params = {p: values.get(p.name, v) for p, v in self.params.items()}
         return NeuronModel(self.name, self.states, params, self.update, self.output,
                            self.input, self.learnable, self.per_neuron, self.doc,
-                           self.inputs, self.projections, self.signs)
+                           self.inputs, self.projections, self.signs, origin=self.origin)
 
 
 def _timed(expr: sp.Expr, names: dict) -> str:

@@ -89,7 +89,8 @@ ENTRY = {
     "h": Family("h_{}", "h"), "q": Family("q_{}_{}", "q"), "dz": Family("dz_{}", "dz"),
 }
 # What a model with several inputs has once per input, named after it; a one-input model's one.
-PER_INPUT = ("Traces", "input_gain", "synapse_step", "presynaptic_step", "synapse_events", "settle")
+PER_INPUT = ("Traces", "input_gain", "synapse_step", "presynaptic_step", "synapse_events", "settle",
+             "active_rows")
 
 
 class NamingError(RuntimeError):

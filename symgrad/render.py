@@ -22,7 +22,7 @@ from .kernels import Blueprint, Kernel, blueprint
 from .model import NeuronModel
 from .names import Names
 from .plan import PlanSummary, plans_of
-from .printers import TARGETS
+from .printers import TARGETS, WHOLE_PASS
 from .report import header
 
 TEMPLATE_SUFFIX = ".j2"
@@ -104,6 +104,14 @@ def _render(design: Blueprint, backend: str) -> str:
     return text
 
 
+def driver(shape) -> str:
+    """The Numba driver of e-prop's whole pass for a network of this shape (``symgrad.passes``)."""
+    from . import passes
+
+    return environment().get_template(f"{WHOLE_PASS}/{passes.TEMPLATE}{TEMPLATE_SUFFIX}").render(
+        passes.print_driver(shape))
+
+
 def regenerate(model: NeuronModel, backend: str) -> str:
     """How to write ``backend``'s file of ``model`` again, as the file's header says it."""
     default = TARGETS[backend].default  # the file written when no backend is named
@@ -140,9 +148,15 @@ def cuda_kernels(model: NeuronModel, dense: bool = False) -> list[Kernel]:
 
 
 def files(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> dict:
-    """{path under ``out_dir/<model>/``: text} of the generated files of ``model``, unwritten."""
+    """{path under ``out_dir/<model>/``: text} of the generated files of ``model``, unwritten; with
+    the Numba kernels, the whole-pass driver of the network ``symgrad train`` builds by default."""
+    from . import passes
+
     code = generate_code(model, backends=tuple(dict.fromkeys(backends)))
-    return {Path(out_dir) / model.name / TARGETS[b].filename: code.texts[b] for b in code.texts}
+    found = {Path(out_dir) / model.name / TARGETS[b].filename: code.texts[b] for b in code.texts}
+    if WHOLE_PASS in code.texts:
+        found[Path(out_dir) / model.name / passes.FILENAME] = driver(passes.default_shape(code))
+    return found
 
 
 def generate(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> list[Path]:

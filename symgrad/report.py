@@ -27,6 +27,7 @@ def as_json(analysis: Analysis, plans: list[TracePlan]) -> dict:
         "model": model.name,
         "states": model.state_names,
         "params": {p.name: v for p, v in model.params.items()},
+        **({"derived_from": model.origin.as_json()} if model.origin is not None else {}),
         "update": {s.name: str(model.update[s]) for s in model.state_symbols},
         "output": str(model.output),
         # a model with several inputs: c and the plan are {input: ...}
@@ -74,7 +75,10 @@ def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pr
     out = [f"model {model.name}", ""]
     if model.doc:
         out += ["  " + line.strip() for line in model.doc.strip().splitlines()[:1]] + [""]
-    out.append("equations:")
+    if model.origin is not None:  # derived from differential equations: them first, then the map
+        out += model.origin.lines() + ["", "equations (the map derived from them):"]
+    else:
+        out.append("equations:")
     out += [f"  {equation}" for equation in model.equations()]
     if several:
         out += ["", f"synaptic inputs: {', '.join(model.input_names)}"]

@@ -3,6 +3,11 @@ from types import SimpleNamespace
 
 import pytest
 
+# e-prop's whole pass compiles one Numba driver per network shape and loss (seconds each): the
+# suite runs e-prop's Python loop on the Numba kernels, and tests/test_whole_pass.py (with the
+# CLI tests that say so) the compiled pass, on the networks it checks against NumPy.
+os.environ.setdefault("SYMGRAD_WHOLE_PASS", "0")
+
 # Generated code rendered for tests lands in a throwaway cache, never in the user's home.
 @pytest.fixture(autouse=True, scope="session")
 def _symgrad_cache(tmp_path_factory):

@@ -58,7 +58,7 @@ class Parameters:
     """
 
     RANGES = {"decay": (0.5, 0.85), "coef": (-0.3, 0.3), "small": (-0.08, 0.08),
-              "threshold": (0.3, 1.0), "gain": (0.5, 1.5)}
+              "threshold": (0.3, 1.0), "gain": (0.5, 1.5), "tau": (0.003, 0.01)}
 
     def __init__(self, draw, names):
         self.draw, self.names = draw, names
@@ -225,3 +225,41 @@ def model_specs(draw) -> dict:
     return dict(name="fuzz", states=initial, params=dict(params.values), update=update, output=z,
                 input=I if I.name != "I" and not several else None, learnable=tuple(learnable),
                 per_neuron=tuple(per_neuron), **several)
+
+
+ODE_METHODS = ["exact", "exponential_euler", "euler", "rk2", "rk4", "heun", "sequential_euler"]
+
+
+@st.composite
+def ode_specs(draw) -> dict:
+    """Keyword arguments of a random ``NeuronModel.from_odes``: 1-2 states, each leaking with a
+    time constant of 3-10 steps of dt = 1 ms, plus a linear or bounded nonlinear coupling (which
+    ``exact``, and ``exponential_euler`` where the state couples to itself, refuse in one line);
+    the input inside an ODE or as a jump; a threshold on the first state, its reset (and once in
+    two an increment of the second state), and a drawn method."""
+    n_states = draw(st.integers(1, 2))
+    drawn = draw(names(n_states + 5))
+    states = [sp.Symbol(n) for n in drawn[:n_states]]
+    I = sp.Symbol("x" if "I" in drawn else "I")
+    params = Parameters(draw, drawn[n_states:])
+    odes, jumps = {}, {}
+    for s in states:
+        nonlinear = params.number_or_param("coef") * bounded(draw, argument(draw, states, params))
+        term = draw(st.sampled_from([sp.S.Zero, params.number_or_param("small") * states[-1], nonlinear]))
+        odes[s] = (term - s) / params.number_or_param("tau")
+    target = draw(st.sampled_from(states))
+    if draw(st.booleans()):
+        jumps[target] = params.number_or_param("gain") * I
+    else:
+        odes[target] += params.number_or_param("gain") * I / params.number_or_param("tau")
+    threshold = params.number_or_param("threshold")
+    reset = {states[0]: draw(st.sampled_from([sp.S.Zero, params.number_or_param("small")]))}
+    if len(states) > 1 and draw(st.booleans()):
+        reset[states[1]] = states[1] + params.number_or_param("small")
+    family = draw(st.sampled_from(sorted(SURROGATES)))
+    declared = list(params.values)
+    return dict(name="fuzz_ode", states={s: 0.0 for s in states}, params=dict(params.values), odes=odes,
+                jumps=jumps, dt=1e-3, method=draw(st.sampled_from(ODE_METHODS)), threshold=states[0] > threshold,
+                reset=reset, inputs=(I,), surrogate=SURROGATES[family](draw(st.sampled_from([0.5, 1.0]))),
+                reset_gradient=draw(st.booleans()),
+                learnable=tuple(draw(st.lists(st.sampled_from(declared), unique=True))) if declared else ())

@@ -10,6 +10,8 @@ For every drawn model exactly one of two things holds:
     several inputs every input hears the layer's input, each through its own W_in), a leaky readout
     with kappa 0 and 0.8, and a drawn loss (ce, mse per step, or ce_mean, ce_last);
   - BPTT equals central finite differences on the model's smooth variant (with W_rec);
+  - ``test_random_models_from_odes`` does the same for models from differential equations
+    (``ode_specs``: NeuronModel.from_odes with a drawn integration method, 10 examples);
   - and, in ``test_compiled_backends_equal_numpy``, the generated CUDA compiles with NVRTC as
     CuPy compiles it, and the Numba and CUDA host-shim backends give NumPy's results, in float64
     and (the host shim for every model, Numba for those without parameters) in float32.
@@ -42,7 +44,7 @@ from hypothesis import strategies as st
 from symgrad import ModelError, NeuronModel, render
 from symgrad.model import NON_DIFFERENTIABLE
 from symgrad.runtime import Network, bptt, eprop
-from fuzz_models import model_specs
+from fuzz_models import model_specs, ode_specs
 from helpers import (finite_difference_check, input_weights, nvrtc, nvrtc_compile, relative_error,
                      smooth_variant)
 
@@ -51,6 +53,7 @@ pytestmark = pytest.mark.fuzz
 LONG_RUN = "SYMGRAD_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_EXAMPLES", 100))
 COMPILED_EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_COMPILED_EXAMPLES", 20))
+ODE_EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_ODE_EXAMPLES", 10))
 SCALES = (1.0, 3.0, 10.0, 30.0)  # input weight scales tried until the network fires
 N_IN, HIDDEN, N_OUT, STEPS, BATCH = 3, 4, 3, 12, 2
 
@@ -62,11 +65,11 @@ def fuzz_settings(examples: int):
 
 
 # -- building ---------------------------------------------------------------------------------
-def accepted(spec: dict) -> NeuronModel | None:
-    """The model with its code generated for every backend, or None when symgrad rejects it
-    (with a one-line ModelError, which this asserts)."""
+def accepted(spec: dict, build=NeuronModel) -> NeuronModel | None:
+    """The model ``build(**spec)`` with its code generated for every backend, or None when
+    symgrad rejects it (with a one-line ModelError, which this asserts)."""
     try:
-        model = NeuronModel(**spec)
+        model = build(**spec)
         render.generate_code(model)  # every backend; the Python ones are compiled on the way
     except ModelError as err:
         assert "\n" not in str(err), f"a ModelError of several lines: {err}"
@@ -194,7 +197,19 @@ def check_cuda_compiles_with_nvrtc(model) -> bool:
 @fuzz_settings(EXAMPLES)
 @given(spec=model_specs(), loss=st.sampled_from(["ce", "ce_mean", "ce_last", "mse"]))
 def test_random_models(spec, loss):
-    model = accepted(spec)
+    check_gradients(accepted(spec), loss)
+
+
+@fuzz_settings(ODE_EXAMPLES)
+@given(spec=ode_specs(), loss=st.sampled_from(["ce", "mse"]))
+def test_random_models_from_odes(spec, loss):
+    """Models from differential equations, by every method: refused in one line, or exact."""
+    event(f"method {spec['method']}")
+    check_gradients(accepted(spec, NeuronModel.from_odes), loss)
+
+
+def check_gradients(model, loss):
+    """e-prop equals BPTT where exact, and BPTT finite differences, for an accepted model."""
     if model is None:
         return
     scale = firing_scale(model)

@@ -142,6 +142,15 @@ def presynaptic_step(size, u, trace_v, K_D_v_v):
         trace_v[bj] = D_v_v * eps_v + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + c_v * u_t
 
 
+@njit(parallel=True, cache=True)
+def input_gain(size, J_h_v, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        h_v = J_h_v[bi]
+        gain[bi] = h_v  # dz_t/dI_t = sum_k h_k,t c_k,t
+
+
 def rest_decays(p):
     """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     rho = p["rho"]
@@ -219,3 +228,18 @@ def settle(batch, n, n_pre, trace_a, kappa, ebar, grad, step, last, pend, decay_
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
                     ebar[sample, post, pre] = kappa_skipped * held
+
+
+@njit(cache=True)
+def active_rows(size, J_D_a_v, J_D_a_a, J_h_v, J_h_a, decay_a):
+    """How many (sample, post) rows are not at rest this step: those synapse_events sweeps.
+    One pass over (batch, n) entries: serial, since a parallel count costs more than it saves."""
+    count = 0
+    for bi in range(size):
+        D_a_v = J_D_a_v[bi]
+        D_a_a = J_D_a_a[bi]
+        h_v = J_h_v[bi]
+        h_a = J_h_a[bi]
+        if not (D_a_v == 0 and D_a_a == decay_a and h_v == 0 and h_a == 0):
+            count += 1
+    return count

@@ -219,3 +219,14 @@ def param_traces(size, J_D_x_x, J_D_x_y, J_D_x_q, J_D_y_x, J_D_y_y, J_D_y_q, J_D
         trace_omega_y[bi] = eps_omega_y_new
         trace_omega_q[bi] = eps_omega_q_new
         e_omega[bi] = h_x * eps_omega_x_new + h_q * eps_omega_q_new  # e^omega_t = h_x * eps^omega_x_t + h_q * eps^omega_q_t
+
+
+@njit(parallel=True, cache=True)
+def input_gain(size, n, J_h_x, K_c_x, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        post = bi % n
+        c_x = K_c_x[0]  # constant
+        h_x = J_h_x[bi]
+        gain[bi] = c_x * h_x  # dz_t/dI_t = sum_k h_k,t c_k,t

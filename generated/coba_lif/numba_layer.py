@@ -236,3 +236,23 @@ def presynaptic_step_I_i(size, u, trace_g_i, K_D_g_i_g_i):
         u_j = u[bj]
         eps_g_i = trace_g_i[bj]
         trace_g_i[bj] = D_g_i_g_i * eps_g_i + u_j  # eps_g_i_t = D_g_i_g_i * eps_g_i_{t-1} + c_g_i_I_i * u_t
+
+
+@njit(parallel=True, cache=True)
+def input_gain_I_e(size, J_c_v_I_e, J_h_v, gain):
+    """dz_t/dI_e_t, how the output answers the input I_e within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        c_v_I_e = J_c_v_I_e[bi]
+        h_v = J_h_v[bi]
+        gain[bi] = c_v_I_e * h_v  # dz_t/dI_e_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def input_gain_I_i(size, J_c_v_I_i, J_h_v, gain):
+    """dz_t/dI_i_t, how the output answers the input I_i within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        c_v_I_i = J_c_v_I_i[bi]
+        h_v = J_h_v[bi]
+        gain[bi] = c_v_I_i * h_v  # dz_t/dI_i_t = sum_k h_k,t c_k,t

@@ -142,3 +142,12 @@ def presynaptic_step(size, u, trace_v, trace_i, K_D_v_v, K_D_v_i, K_D_i_i):
         eps_i = trace_i[bj]
         trace_v[bj] = D_v_v * eps_v + D_v_i * eps_i + u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_i * eps_i_{t-1} + c_v * u_t
         trace_i[bj] = D_i_i * eps_i + u_j  # eps_i_t = D_i_i * eps_i_{t-1} + c_i * u_t
+
+
+@njit(parallel=True, cache=True)
+def input_gain(size, J_h_v, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        h_v = J_h_v[bi]
+        gain[bi] = h_v  # dz_t/dI_t = sum_k h_k,t c_k,t

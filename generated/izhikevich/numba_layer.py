@@ -148,3 +148,13 @@ def synapse_step(batch, n, n_pre, u, trace_v, trace_u, J_D_v_v, J_D_v_u, J_c_v, 
                     seq_sum[sample, post, pre] += seq_weight * elig
                 if reg_sum is not None:
                     reg_sum[post, pre] += e
+
+
+@njit(parallel=True, cache=True)
+def input_gain(size, J_c_v, J_h_v, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        c_v = J_c_v[bi]
+        h_v = J_h_v[bi]
+        gain[bi] = c_v * h_v  # dz_t/dI_t = sum_k h_k,t c_k,t

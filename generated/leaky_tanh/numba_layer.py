@@ -116,3 +116,14 @@ def presynaptic_step(size, u, trace_r, K_D_r_r, K_c_r):
         u_j = u[bj]
         eps_r = trace_r[bj]
         trace_r[bj] = D_r_r * eps_r + c_r * u_j  # eps_r_t = D_r_r * eps_r_{t-1} + c_r * u_t
+
+
+@njit(parallel=True, cache=True)
+def input_gain(size, n, J_h_r, K_c_r, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        post = bi % n
+        c_r = K_c_r[0]  # constant
+        h_r = J_h_r[bi]
+        gain[bi] = c_r * h_r  # dz_t/dI_t = sum_k h_k,t c_k,t

@@ -195,3 +195,14 @@ def param_traces(size, n, J_D_u_u, J_D_w_u, J_D_w_w, J_h_u, J_q_alpha_u, J_q_alp
         trace_beta_w[bi] = eps_beta_w_new
         e_alpha[bi] = h_u * eps_alpha_u_new  # e^alpha_t = h_u * eps^alpha_u_t
         e_beta[bi] = h_u * eps_beta_u_new  # e^beta_t = h_u * eps^beta_u_t
+
+
+@njit(parallel=True, cache=True)
+def input_gain(size, n, J_h_u, K_c_u, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        post = bi % n
+        c_u = K_c_u[post]  # per-neuron
+        h_u = J_h_u[bi]
+        gain[bi] = c_u * h_u  # dz_t/dI_t = sum_k h_k,t c_k,t

@@ -139,6 +139,15 @@ def presynaptic_step(size, u, trace_sigma, K_D_sigma_sigma):
         trace_sigma[bj] = D_sigma_sigma * eps_sigma + u_j  # eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
 
 
+@njit(parallel=True, cache=True)
+def input_gain(size, J_h_sigma, gain):
+    """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        h_sigma = J_h_sigma[bi]
+        gain[bi] = h_sigma  # dz_t/dI_t = sum_k h_k,t c_k,t
+
+
 def rest_decays(p):
     """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {
@@ -205,3 +214,15 @@ def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
                     ebar[sample, post, pre] = kappa_skipped * held
+
+
+@njit(cache=True)
+def active_rows(size, J_h_sigma):
+    """How many (sample, post) rows are not at rest this step: those synapse_events sweeps.
+    One pass over (batch, n) entries: serial, since a parallel count costs more than it saves."""
+    count = 0
+    for bi in range(size):
+        h_sigma = J_h_sigma[bi]
+        if not (h_sigma == 0):
+            count += 1
+    return count

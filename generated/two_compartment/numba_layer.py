@@ -217,6 +217,23 @@ def presynaptic_step_I_d(size, u, trace_v, trace_d, K_D_v_v, K_D_v_d, K_D_d_v, K
         trace_d[bj] = D_d_v * eps_v + D_d_d * eps_d + u_j  # eps_d_t = D_d_v * eps_v_{t-1} + D_d_d * eps_d_{t-1} + c_d_I_d * u_t
 
 
+@njit(parallel=True, cache=True)
+def input_gain_I_s(size, J_h_v, gain):
+    """dz_t/dI_s_t, how the output answers the input I_s within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        h_v = J_h_v[bi]
+        gain[bi] = h_v  # dz_t/dI_s_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def input_gain_I_d(size, gain):
+    """dz_t/dI_d_t, how the output answers the input I_d within one step, over (sample, neuron):
+    what passes a learning signal down to the layer below."""
+    for bi in prange(size):
+        gain[bi] = 0.0  # dz_t/dI_d_t = sum_k h_k,t c_k,t
+
+
 def rest_decays(p):
     """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {
@@ -286,6 +303,18 @@ def settle_I_s(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                     grad[post, pre] += owed * held
                     ebar[sample, post, pre] = kappa_skipped * held
 
+
+@njit(cache=True)
+def active_rows_I_s(size, J_h_v):
+    """How many (sample, post) rows are not at rest this step: those synapse_events_I_s sweeps.
+    One pass over (batch, n) entries: serial, since a parallel count costs more than it saves."""
+    count = 0
+    for bi in range(size):
+        h_v = J_h_v[bi]
+        if not (h_v == 0):
+            count += 1
+    return count
+
 @njit(parallel=True, cache=True)
 def synapse_events_I_d(batch, n, n_pre, trace_v, trace_d, J_h_v, K_D_v_v, K_D_v_d, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum, step, last, pend):
     """The synapse step of the input I_d, skipping the rows at rest: a (sample, post) row whose entries all hold their
@@ -347,3 +376,15 @@ def settle_I_d(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
                     held = ebar[sample, post, pre]
                     grad[post, pre] += owed * held
                     ebar[sample, post, pre] = kappa_skipped * held
+
+
+@njit(cache=True)
+def active_rows_I_d(size, J_h_v):
+    """How many (sample, post) rows are not at rest this step: those synapse_events_I_d sweeps.
+    One pass over (batch, n) entries: serial, since a parallel count costs more than it saves."""
+    count = 0
+    for bi in range(size):
+        h_v = J_h_v[bi]
+        if not (h_v == 0):
+            count += 1
+    return count

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import sympy as sp
 
+from ..brian2 import EXTRA as BRIAN2_EXTRA
 from ..model import ModelError, NeuronModel
 from .bellec import alif, lif
 from .compartments import coba_lif, two_compartment
@@ -102,6 +104,7 @@ def _import_file(file: Path, text: bytes):
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    hooks = sys.excepthook, warnings.showwarning  # a library the file imports may take them over (Brian2 does)
     try:
         exec(compile(text, str(file), "exec"), vars(module))
     except ModelError as err:
@@ -110,7 +113,10 @@ def _import_file(file: Path, text: bytes):
         raise ModelError(f"{file}:{err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # a user's file: report where, not a traceback
         line = _user_line(err, file)
-        raise ModelError(f"{file}{line}: {type(err).__name__}: {err}") from None
+        extra = f" ({BRIAN2_EXTRA})" if isinstance(err, ImportError) and err.name == "brian2" else ""
+        raise ModelError(f"{file}{line}: {type(err).__name__}: {err}{extra}") from None
+    finally:
+        sys.excepthook, warnings.showwarning = hooks
     return module
 
 

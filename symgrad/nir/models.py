@@ -1,10 +1,12 @@
 """NIR's neuron nodes as symgrad models: each node's ODE in SymPy, discretised by forward Euler.
 
-NIR defines its neurons in continuous time (Pedersen et al. 2024). symgrad follows the
-convention of the NIR reference frameworks (snnTorch's import and export): forward Euler with
-step dt, the synaptic current updated before the membrane reads it, and the membrane set to
-v_reset after a spike. The state symgrad stores is the membrane before the reset; the reset is
-applied at the start of the next step, from the spike that state produced:
+NIR defines its neurons in continuous time (Pedersen et al. 2024). Each node's ODE goes to
+symgrad.odes.from_odes, which derives the map. symgrad follows the convention of the NIR
+reference frameworks (snnTorch's import and export): forward Euler with step dt, the synaptic
+current updated before the membrane reads it (from_odes's "sequential_euler"), and the membrane
+set to v_reset after a spike (Brian2's order, as from_odes has it). The state symgrad stores is
+the membrane before the reset; the reset is applied at the start of the next step, from the
+spike that state produced:
 
     v_r = v_{t-1} + sg(z_{t-1}) (v_reset - v_{t-1})                      (the reset)
     LIF:      v_t = v_r + dt/tau (v_leak - v_r + r I_t)
@@ -26,7 +28,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .. import surrogates
-from ..model import NeuronModel, spike, stop_gradient
+from ..model import NeuronModel, stop_gradient
+from ..odes import from_odes
 
 DT = 1e-4  # snnTorch's step, with which its NIR graphs are written (tau = dt / (1 - beta))
 
@@ -60,52 +63,61 @@ KINDS = {kind.name: kind for kind in (
 )}
 
 
-def neuron(kind: str, per_neuron=(), learnable=(), detach_reset: bool = False) -> NeuronModel:
-    """The forward-Euler model of NIR node type ``kind`` ("LIF", "CubaLIF", ...); the fields
-    named in ``per_neuron`` hold one value per neuron, those in ``learnable`` are trained per
-    neuron too.
+def neuron(kind: str, per_neuron=(), learnable=(), detach_reset: bool = False,
+           method: str = "sequential_euler") -> NeuronModel:
+    """The model of NIR node type ``kind`` ("LIF", "CubaLIF", ...), its ODE integrated by
+    symgrad.odes.from_odes; the fields named in ``per_neuron`` hold one value per neuron, those
+    in ``learnable`` are trained per neuron too.
+
+    method: "sequential_euler" (the default) is forward Euler in the frameworks' order, the
+    synaptic current advanced before the membrane reads it; for the one-state kinds it is
+    plain forward Euler. Any other of symgrad.odes.METHODS, such as "exact", names the model
+    ``nir_<kind>_<method>``; only the default is exported back to NIR.
 
     detach_reset: the whole reset inside stop_gradient, as in e-prop's LIF (Bellec et al. 2020),
     instead of only the spike that triggers it. The forward map is the same; the gradient no
     longer sees a spike erase the membrane's past, so D[v,v] is constant and, with one time
     constant per layer, every trace is a presynaptic filter (named ``nir_<kind>_detached``)."""
     node = KINDS[kind]
-    sym = {name: sp.Symbol(name) for name in ("dt",) + node.fields}
-    v, I = sp.symbols("v I")
-    states = {v: 0.0}
-    drive = I
-    update = {}
-    if node.current:
-        i_syn = sp.Symbol("i_syn")
-        states[i_syn] = 0.0
-        tau_syn = sym["tau_syn"]
-        update[i_syn] = drive = i_syn + sym["dt"] / tau_syn * (sym["w_in"] * I - i_syn)
-    z = None
-    v_r = v
-    if node.spiking:
-        surrogate = surrogates.triangle(gamma=0.3, width=sym["v_threshold"] - sym["v_reset"])
-        z = spike(v - sym["v_threshold"], surrogate=surrogate)
-        reset = z * (sym["v_reset"] - v)
-        v_r = v + (stop_gradient(reset) if detach_reset else stop_gradient(z) * (sym["v_reset"] - v))
-    if node.leaky:
-        tau = sym["tau_mem"] if node.current else sym["tau"]
-        update[v] = v_r + sym["dt"] / tau * (sym["v_leak"] - v_r + sym["r"] * drive)
-    else:
-        update[v] = v_r + sym["dt"] * sym["r"] * drive
     unknown = (set(per_neuron) | set(learnable)) - set(node.fields)
     if unknown:
         raise ValueError(f"NIR {kind} has no field {sorted(unknown)[0]!r}")
-    return NeuronModel(
-        name=node.model_name + ("_detached" if detach_reset and node.spiking else ""),
+    sym = {name: sp.Symbol(name) for name in ("dt",) + node.fields}
+    v, I = sp.symbols("v I")
+    states, odes, drive = {v: 0.0}, {}, I
+    if node.current:
+        drive = i_syn = sp.Symbol("i_syn")
+        states[i_syn] = 0.0
+        odes[i_syn] = (sym["w_in"] * I - i_syn) / sym["tau_syn"]  # first: the membrane reads it advanced
+    if node.leaky:
+        odes[v] = (sym["v_leak"] - v + sym["r"] * drive) / (sym["tau_mem"] if node.current else sym["tau"])
+    else:
+        odes[v] = sym["r"] * drive
+    spiking = {}
+    if node.spiking:
+        v_reset = sym["v_reset"]
+        spiking = dict(
+            threshold=v > sym["v_threshold"],
+            # detached: the reset's change to v is a constant to the gradient
+            reset={v: v + stop_gradient(v_reset - v) if detach_reset else v_reset},
+            surrogate=surrogates.triangle(gamma=0.3, width=sym["v_threshold"] - v_reset))
+    suffix = ("_detached" if detach_reset and node.spiking else "") + (
+        "" if method == "sequential_euler" else f"_{method}")
+    return from_odes(
+        name=node.model_name + suffix,
         states=states,
         params={sym[name]: DEFAULTS[name] for name in ("dt",) + node.fields},
-        update={s: update[s] for s in states},
-        output=z if node.spiking else v,
-        input=I,
+        odes=odes,
+        dt=sym["dt"],
+        method=method,
+        inputs=(I,),
+        output=None if node.spiking else v,
         learnable=tuple(sym[name] for name in node.fields if name in learnable),
         per_neuron=tuple(sym[name] for name in node.fields if name in per_neuron and name not in learnable),
-        doc=f"NIR {kind}, forward Euler with step dt and the reset to v_reset"
+        doc=f"NIR {kind}, {'forward Euler' if method == 'sequential_euler' else method} with step dt and the "
+            "reset to v_reset"
             + (", not differentiated" if detach_reset and node.spiking else "") + " (symgrad.nir.models).",
+        **spiking,
     )
 
 

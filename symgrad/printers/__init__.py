@@ -24,11 +24,15 @@ class Target:
     # header's command to write it again names none, and every runtime backend's layer takes the
     # element-wise functions and initial states of its module (symgrad.runtime.compiled.load).
     default: bool = False
+    # The target whose kernels e-prop's whole-pass driver calls (symgrad.passes): its template
+    # folder holds the driver's template, and generate writes the driver beside its kernels.
+    whole_pass: bool = False
 
 
 TARGETS = {t.name: t for t in (
     Target("numpy", "layer.py", "numpy_layer.py", numpy_code.context, True, default=True),
     Target("cuda", "layer.cu", "cuda_layer.cu", cuda_code.context, False),
-    Target("numba", "layer.py", "numba_layer.py", numba_code.context, True),
+    Target("numba", "layer.py", "numba_layer.py", numba_code.context, True, whole_pass=True),
 )}
 DEFAULT = next(name for name, target in TARGETS.items() if target.default)
+WHOLE_PASS = next(name for name, target in TARGETS.items() if target.whole_pass)

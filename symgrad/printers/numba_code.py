@@ -122,13 +122,17 @@ def context(blueprint: Blueprint) -> dict:
         printed = _events(blueprint.kernel("synapse_events", port), blueprint.kernel("settle", port), names,
                           blueprint.layout)
         if printed:
-            events.append(dict(printed, input=port, several=len(blueprint.plans) > 1))
+            active = _kernel(blueprint.kernel("active_rows", port), names, blueprint.layout)
+            events.append(dict(printed, input=port, several=len(blueprint.plans) > 1, active=active))
             decays.update(plan.quiescence.decays)
     # the kernels call Python's math functions as they are; rest_decays(p), plain Python on arrays,
     # through the NumPy module's helpers
     calls_math = bool(printing.math_calls([s.expr for s in blueprint.step + blueprint.fixed]))
     decay_helpers = [printing.array_helper(name) for name in printing.math_calls(decays.values())]
+    gains = [dict(_kernel(blueprint.kernel("input_gain", plan.input.name), names, blueprint.layout),
+                  input=plan.input.name, several=len(blueprint.plans) > 1) for plan in blueprint.plans]
     return {**frame,
+            "gains": gains,
             "math": calls_math or bool(decay_helpers),
             "synapse_events": events,
             "epilogue": epilogue_lines(blueprint.layout),

@@ -33,6 +33,8 @@ class Backend:
     "module:function" that sets how many threads they use; None: a batch is split into shards
     that run on threads;
     device: its arrays live on a GPU (one worker per process; MPI sums go through the host);
+    whole_pass: e-prop runs a whole pass (or segment) as one compiled call of the kernels
+    (``runtime/fused.py``); else its loop runs them step by step in Python;
     needs, fallback: a module it cannot run without, and the backend run instead (once said)
     when that module does not import.
     """
@@ -47,6 +49,7 @@ class Backend:
     events: bool = False
     threads: str | None = None
     device: bool = False
+    whole_pass: bool = False
     needs: str | None = None
     fallback: str | None = None
 
@@ -72,7 +75,8 @@ def _imported(path: str):
 BACKENDS = {b.name: b for b in (
     Backend("numba", "Numba", "the generated fused kernels, compiled for the CPU by Numba (the fastest there)",
             TARGETS["numba"], "symgrad.runtime.numba_layer:layer", fused=True, events=True,
-            threads="symgrad.runtime.numba_layer:set_threads", needs="numba", fallback="numpy"),
+            threads="symgrad.runtime.numba_layer:set_threads", whole_pass=True, needs="numba",
+            fallback="numpy"),
     Backend("numpy", "NumPy", "the generated NumPy module (the readable reference)",
             TARGETS["numpy"], "symgrad.runtime.module_layer:layer"),
     Backend("cuda-host", "CUDA on the host", "the generated CUDA kernels, compiled for the CPU through the host shim",

@@ -60,14 +60,14 @@ def module(code: render.Generated, target: str, prepare=None):
     text = code.texts[target]
     key = f"{code.model.name}-{target}-{store.digest(text)}"
     if key not in _LOADED:
-        loaded = _execute(store.committed_or_cached(code.model.name, code.filename(target), text), text, key)
+        loaded = execute(store.committed_or_cached(code.model.name, code.filename(target), text), text, key)
         if prepare:
             prepare(loaded)
         _LOADED[key] = loaded
     return _LOADED[key]
 
 
-def _execute(path: Path, text: str, key: str):
+def execute(path: Path, text: str, key: str):
     """The module of the generated ``text``, run from that text, never from a .pyc beside
     ``path`` that anyone could have written: the file, which holds the same text, only gives
     tracebacks their lines and Numba its source stamp."""

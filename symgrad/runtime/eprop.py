@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+from . import fused
 from .losses import PER_STEP, SEQUENCE, loss_kind
 from .layer_code import SynapseBuffers
 from .network import Layer, Network, Port
@@ -200,7 +201,7 @@ def unsupported(loss: str, layers: int, update_every: int | None = None) -> str 
 
 
 def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
-          update_every: int | None = None, apply=None, rate_scope=None) -> Result:
+          update_every: int | None = None, apply=None, rate_scope=None, whole_pass: bool | None = None) -> Result:
     """e-prop gradients of ``loss`` for the batch x (T, B, M) and its target.
 
     loss: a name in :data:`~symgrad.runtime.losses.LOSSES`.
@@ -211,6 +212,9 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     rate_scope: where this batch is a slice of a larger one (MPI), ``rate_scope(sums, batch)``
     returns the whole batch's per-layer spike sums and size, whose rate the regulariser
     penalises; this slice's gradient is still its own mean, to be weighted by its size.
+    whole_pass: on a backend that can (``Backend.whole_pass``), run the steps as one compiled
+    call per segment between updates (runtime/fused.py); False: in Python, step by step; None:
+    as the environment says (``fused.SWITCH``, on unless set to 0).
     """
     xp = net.xp
     x = xp.asarray(x, dtype=net.dtype)
@@ -226,35 +230,8 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     layers = [_LayerState(net, layer, batch, ebar, kind.keeps_sum, reg > 0) for layer in net.layers]
     top = layers[-1]
     readout = ForwardReadout(net, batch, top.layer.n)
-    y = xp.zeros((batch, net.n_out), net.dtype)
-    y_sum = xp.zeros_like(y)
-    total = 0.0
-    for t in range(steps):
-        inp = x[t]
-        for state in layers:
-            inp = state.step(net, inp)
-        y = net.read(y, inp)
-        readout.step(inp, sequence)
-        y_sum += y
-        if sequence:
-            for state in layers:
-                state.synapses(net.kappa, None, float(weights[t]))
-            continue
-        value, err = kind.value(y, kind.step_target(target, t), xp)
-        total += value
-        readout.add_step(err)
-        L = net.learning_signal(err)
-        for state in reversed(layers):
-            state.synapses(net.kappa, L)
-            if state.layer.index > 0:  # pass the signal down through dz/dI and W_in
-                L = state.pass_down(net, L)
-        if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
-            for state in layers:
-                state.settle(net.kappa)
-            apply(_collect(layers, readout))
-            for state in layers:
-                state.zero()
-            readout.zero()
+    run = _whole_pass if fused.chosen(whole_pass) and fused.available(net) else _step_by_step
+    total, y, y_sum = run(net, layers, readout, x, target, kind, weights, update_every, apply)
     for state in layers:
         state.settle(net.kappa)
     reported = y_sum / steps  # what Result.readout holds
@@ -298,6 +275,63 @@ def memory(net: Network, batch: int, loss: str, reg: float = 0.0) -> int:
     return sum(port.plan.memory(batch, layer.n, port.n_pre, itemsize, fused=layer.code.ports[port.input].fused,
                                 **flags)["total"]
                for layer in net.layers for port in layer.ports)
+
+
+def _step_by_step(net, layers, readout, x, target, kind, weights, update_every, apply):
+    """e-prop's loop over the steps, in Python between the kernels: the reference. Returns the
+    loss summed over steps (0 for a sequence loss), the last readout and the readouts' sum."""
+    xp = net.xp
+    steps, batch = x.shape[:2]
+    sequence = not kind.per_step
+    y = xp.zeros((batch, net.n_out), net.dtype)
+    y_sum = xp.zeros_like(y)
+    total = 0.0
+    for t in range(steps):
+        inp = x[t]
+        for state in layers:
+            inp = state.step(net, inp)
+        y = net.read(y, inp)
+        readout.step(inp, sequence)
+        y_sum += y
+        if sequence:
+            for state in layers:
+                state.synapses(net.kappa, None, float(weights[t]))
+            continue
+        value, err = kind.value(y, kind.step_target(target, t), xp)
+        total += value
+        readout.add_step(err)
+        L = net.learning_signal(err)
+        for state in reversed(layers):
+            state.synapses(net.kappa, L)
+            if state.layer.index > 0:  # pass the signal down through dz/dI and W_in
+                L = state.pass_down(net, L)
+        if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
+            for state in layers:
+                state.settle(net.kappa)
+            apply(_collect(layers, readout))
+            for state in layers:
+                state.zero()
+            readout.zero()
+    return total, y, y_sum
+
+
+def _whole_pass(net, layers, readout, x, target, kind, weights, update_every, apply):
+    """``_step_by_step`` compiled (runtime/fused.py): one call per segment between online
+    updates, which settles the rows left at rest at its end."""
+    driver = fused.driver(net, kind)
+    bound = fused.sources(net, layers, readout, x, target, kind, weights, net.kappa, EVENTS_CROSSOVER)
+    steps = x.shape[0]
+    every = update_every or steps
+    for start in range(0, steps, every):
+        stop = min(start + every, steps)
+        driver.run(bound, start, stop)
+        if stop < steps:
+            apply(_collect(layers, readout))
+            for state in layers:
+                state.zero()
+            readout.zero()
+    total = bound[fused.TOTAL][0] if kind.per_step else 0.0
+    return float(total), bound[fused.Y], bound[fused.Y_SUM]
 
 
 def _collect(layers, readout: ForwardReadout) -> dict:

@@ -70,6 +70,7 @@ class KernelLayer:
 
     def __init__(self, code: Generated, numpy_module, kernels: Kernels):
         self.kernels, self.xp = kernels, kernels.xp
+        self.generated = code
         self.model, self.name = code.model, code.model.name
         reference = ModuleLayer(code, numpy_module)  # the element-wise functions, on any array module
         self.STATES, self.PARAMS, self.LEARNABLE = reference.STATES, reference.PARAMS, reference.LEARNABLE
@@ -112,6 +113,10 @@ class KernelLayer:
             raise ValueError(f"{self.name}: parameter {name} is shared by the layer: expected one "
                              f"value, got shape {value.shape}")
         return value
+
+    def kernel_params(self, p: dict, dtype, n: int) -> dict:
+        """Every parameter as the kernels read it (see ``_param``), by name."""
+        return {name: self._param(p, name, dtype, n) for name in self.PARAMS}
 
     def _params_of(self, kernel, p: dict, dtype, n: int | None = None) -> dict:
         return {a.of: self._param(p, a.of, dtype, n) for a in kernel.args if a.role == roles.PARAM}
@@ -308,13 +313,13 @@ class ParamTraces:
         self.code, self.shape, self.dtype = code, (batch, n), np.dtype(dtype)
         kernel = code._params
         self.arrays = {a.of: code.xp.zeros((batch, n), dtype) for a in kernel.args if a.role == roles.PARAM_TRACE}
-        self._e = {a.of: code.xp.zeros((batch, n), dtype) for a in kernel.args if a.role == roles.PARAM_ELIGIBILITY}
+        self.eligibilities = {a.of: code.xp.zeros((batch, n), dtype) for a in kernel.args if a.role == roles.PARAM_ELIGIBILITY}
 
     def update(self, J: dict, K: dict) -> None:
         code, (batch, n) = self.code, self.shape
         code.launch(code._params, self.dtype, batch * n, count={"size": batch * n, "n": n},
-                    **code.entries(J, K, n), **{roles.PARAM_TRACE: self.arrays, roles.PARAM_ELIGIBILITY: self._e})
+                    **code.entries(J, K, n), **{roles.PARAM_TRACE: self.arrays, roles.PARAM_ELIGIBILITY: self.eligibilities})
 
     def eligibility(self, J: dict, K: dict) -> dict:
         """e^p_t = h_t . eps^p_t + dz_p of each learnable parameter, (batch, n), from the last update."""
-        return dict(self._e)
+        return dict(self.eligibilities)

@@ -142,6 +142,7 @@ class NumbaKernels(Kernels):
     def __init__(self, path: Path, kernels: dict, module, model_name: str):
         super().__init__(path, kernels)
         self.functions = {name: getattr(module, name) for name in kernels}
+        self.module = module  # what e-prop's whole-pass driver calls (runtime/fused.py)
         self.model_name = model_name
         self.rest_decays = getattr(module, "rest_decays", None)  # models with rows at rest
 
@@ -164,7 +165,7 @@ class NumbaKernels(Kernels):
             self.functions[name](*args)
         except NumbaError as err:
             raise ModelError(f"model {self.model_name!r}: Numba cannot compile its {name} kernel "
-                             f"({_reason(err)}); run it with --backend numpy") from None
+                             f"({reason(err)}); run it with --backend numpy") from None
         except SystemError as err:  # raised in a compiled kernel: a division by zero, where C gives inf
             if not isinstance(err.__cause__, ArithmeticError):
                 raise
@@ -172,7 +173,7 @@ class NumbaKernels(Kernels):
                                      f"{self.model_name!r}") from None
 
 
-def _reason(err: Exception) -> str:
+def reason(err: Exception) -> str:
     """The line of a Numba error that says what failed (the rest is its pipeline's trace)."""
     lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
     said = [line for line in lines if not line.startswith(("Failed in", "During:", "File ", "^"))]

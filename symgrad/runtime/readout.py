@@ -48,14 +48,17 @@ class ForwardReadout(ReadoutGradient):
         if self.grads:
             self.zbar = net.xp.zeros((batch, n), net.dtype)
             self.zbar_sum = net.xp.zeros_like(self.zbar)
-            self.bbar = self.bbar_sum = 0.0
+            self.bbar = net.xp.zeros(1, net.dtype)  # arrays, updated in place as zbar is
+            self.bbar_sum = net.xp.zeros(1, net.dtype)
 
     def step(self, z, sequence: bool):
         if not self.grads:
             return
         kappa = self.net.kappa
-        self.zbar = kappa * self.zbar + z
-        self.bbar = kappa * self.bbar + 1.0
+        self.zbar *= kappa
+        self.zbar += z
+        self.bbar *= kappa
+        self.bbar += 1.0
         if sequence:
             self.zbar_sum += self.zbar
             self.bbar_sum += self.bbar
