@@ -232,6 +232,8 @@ class _Printer:
                 self.readout(name, note)
         for name, note in (("y", "y_t (batch, K)"), ("y_sum", "sum_t y_t (batch, K)")):
             self.readout(name, note)
+        if self.shape.readout:
+            self.readout("drive", "W_out z_t + b_out of one sample (K,): scratch")
         if self.shape.loss != SEQUENCE:
             for name, note in (("err", "dL/dy_t (batch, K)"), ("total", "the loss summed over steps (1,)")):
                 self.readout(name, note)
@@ -294,12 +296,13 @@ class _Printer:
             column = ""  # where the part of u being filled starts
             I = self.bound(layer, "neuron_step", roles.CURRENT, port.input) if port.input in currents else None
             for k, source in enumerate(port.sources):
-                weight = self.own(layer, SOURCES[source], f"{SOURCES[source]} of input {port.input}", port=j)
                 if source == "bias":
                     out(f"ops.fill_column({u}, {column}, 1.0)")
                     if I:
-                        out(f"ops.add_bias({I}, {weight})")
+                        out(f"ops.add_bias({I}, {self.own(layer, 'b', f'b of input {port.input}', port=j)})")
                     continue
+                word = SOURCES[source]
+                weight = self.own(layer, f"{word}_T", f"{word} of input {port.input}, transposed (pre, n)", port=j)
                 heard = below if source == "input" else z
                 end = f"{column} + {width[source]}" if column else width[source]
                 out(f"ops.copy_columns({u}, {column or 0}, {heard})")
@@ -328,7 +331,7 @@ class _Printer:
         out = self.out
         out("# the readout, and each step's loss: its error, and the learning signal it sends back")
         if self.shape.readout:
-            out(f"ops.read(y, {top}, W_out, b_out, gain, offset, kappa)")
+            out(f"ops.read(y, {top}, W_out, b_out, gain, offset, kappa, drive)")
             out(f"ops.filter_output(zbar, bbar, zbar_sum, bbar_sum, {top}, kappa)")
         else:
             out(f"ops.copy(y, {top})")

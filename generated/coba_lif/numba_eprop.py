@@ -47,6 +47,7 @@ def eprop_steps(
     feedback,  # (K, n): W_out or a fixed random matrix
     y,  # y_t (batch, K)
     y_sum,  # sum_t y_t (batch, K)
+    drive,  # W_out z_t + b_out of one sample (K,): scratch
     zbar,  # kappa zbar + z_t (batch, n)
     zbar_sum,  # sum_t zbar_t, or None
     bbar,  # kappa bbar + 1 (1,)
@@ -57,11 +58,11 @@ def eprop_steps(
     l0p0_u,  # u_t (batch, pre): presynaptic input
     l0p1_u,  # u_t (batch, pre): presynaptic input
     l0_current_I_e,  # I_e_t (batch, n): synaptic input
-    l0p0_W_in,  # W_in of input I_e
-    l0p0_W_rec,  # W_rec of input I_e
+    l0p0_W_in_T,  # W_in of input I_e, transposed (pre, n)
+    l0p0_W_rec_T,  # W_rec of input I_e, transposed (pre, n)
     l0_current_I_i,  # I_i_t (batch, n): synaptic input
-    l0p1_W_in,  # W_in of input I_i
-    l0p1_W_rec,  # W_rec of input I_i
+    l0p1_W_in_T,  # W_in of input I_i, transposed (pre, n)
+    l0p1_W_rec_T,  # W_rec of input I_i, transposed (pre, n)
     l0_s_v,  # v_t-1 (batch, n)
     l0_s_g_e,  # g_e_t-1 (batch, n)
     l0_s_g_i,  # g_i_t-1 (batch, n)
@@ -104,20 +105,20 @@ def eprop_steps(
         x_t = x[t]
         # layer 0 (coba_lif): I_t = W_in input_t + W_rec z_t-1 + b, u_t = [input_t, z_t-1, 1]
         ops.copy_columns(l0p0_u, 0, x_t)
-        ops.project(l0_current_I_e, x_t, l0p0_W_in, False)
+        ops.project(l0_current_I_e, x_t, l0p0_W_in_T, False)
         ops.copy_columns(l0p0_u, m0, l0_out_z)
-        ops.project(l0_current_I_e, l0_out_z, l0p0_W_rec, True)
+        ops.project(l0_current_I_e, l0_out_z, l0p0_W_rec_T, True)
         ops.copy_columns(l0p1_u, 0, x_t)
-        ops.project(l0_current_I_i, x_t, l0p1_W_in, False)
+        ops.project(l0_current_I_i, x_t, l0p1_W_in_T, False)
         ops.copy_columns(l0p1_u, m0, l0_out_z)
-        ops.project(l0_current_I_i, l0_out_z, l0p1_W_rec, True)
+        ops.project(l0_current_I_i, l0_out_z, l0p1_W_rec_T, True)
         layer0.neuron_step(batch * n0, l0_current_I_e.ravel(), l0_current_I_i.ravel(), l0_s_v.ravel(), l0_s_g_e.ravel(), l0_s_g_i.ravel(), l0_p_alpha_e, l0_p_alpha_i, l0_p_beta, l0_p_E_e, l0_p_E_i, l0_p_v_th, l0_s_v_new.ravel(), l0_s_g_e_new.ravel(), l0_s_g_i_new.ravel(), l0_out_z.ravel(), l0_J_D_v_v.ravel(), l0_J_D_v_g_e.ravel(), l0_J_D_v_g_i.ravel(), l0_J_c_v_I_e.ravel(), l0_J_c_v_I_i.ravel(), l0_J_h_v.ravel())
         ops.copy(l0_s_v, l0_s_v_new)
         ops.copy(l0_s_g_e, l0_s_g_e_new)
         ops.copy(l0_s_g_i, l0_s_g_i_new)
         ops.add_column_sums(l0_rate, l0_out_z)
         # the readout, and each step's loss: its error, and the learning signal it sends back
-        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa)
+        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa, drive)
         ops.filter_output(zbar, bbar, zbar_sum, bbar_sum, l0_out_z, kappa)
         ops.add(y_sum, y)
         # the synapses of input I_e: traces, eligibility and the sums it adds to

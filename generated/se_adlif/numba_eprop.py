@@ -47,6 +47,7 @@ def eprop_steps(
     feedback,  # (K, n): W_out or a fixed random matrix
     y,  # y_t (batch, K)
     y_sum,  # sum_t y_t (batch, K)
+    drive,  # W_out z_t + b_out of one sample (K,): scratch
     zbar,  # kappa zbar + z_t (batch, n)
     zbar_sum,  # sum_t zbar_t, or None
     bbar,  # kappa bbar + 1 (1,)
@@ -56,8 +57,8 @@ def eprop_steps(
     l0_out_z,  # z_t (batch, n): written
     l0p0_u,  # u_t (batch, pre): presynaptic input
     l0_current,  # I_t (batch, n): synaptic input
-    l0p0_W_in,  # W_in of input I
-    l0p0_W_rec,  # W_rec of input I
+    l0p0_W_in_T,  # W_in of input I, transposed (pre, n)
+    l0p0_W_rec_T,  # W_rec of input I, transposed (pre, n)
     l0_s_u,  # u_t-1 (batch, n)
     l0_s_w,  # w_t-1 (batch, n)
     l0_p_alpha,  # alpha: per neuron (n)
@@ -106,16 +107,16 @@ def eprop_steps(
         x_t = x[t]
         # layer 0 (se_adlif): I_t = W_in input_t + W_rec z_t-1 + b, u_t = [input_t, z_t-1, 1]
         ops.copy_columns(l0p0_u, 0, x_t)
-        ops.project(l0_current, x_t, l0p0_W_in, False)
+        ops.project(l0_current, x_t, l0p0_W_in_T, False)
         ops.copy_columns(l0p0_u, m0, l0_out_z)
-        ops.project(l0_current, l0_out_z, l0p0_W_rec, True)
+        ops.project(l0_current, l0_out_z, l0p0_W_rec_T, True)
         layer0.neuron_step(batch * n0, n0, l0_current.ravel(), l0_s_u.ravel(), l0_s_w.ravel(), l0_p_alpha, l0_p_beta, l0_p_a, l0_p_b, l0_p_theta, l0_s_u_new.ravel(), l0_s_w_new.ravel(), l0_out_z.ravel(), l0_J_D_u_u.ravel(), l0_J_D_w_u.ravel(), l0_J_D_w_w.ravel(), l0_J_c_w.ravel(), l0_J_h_u.ravel(), l0_J_q_alpha_u.ravel(), l0_J_q_alpha_w.ravel(), l0_J_q_beta_w.ravel())
         ops.copy(l0_s_u, l0_s_u_new)
         ops.copy(l0_s_w, l0_s_w_new)
         ops.add_column_sums(l0_rate, l0_out_z)
         layer0.param_traces(batch * n0, n0, l0_J_D_u_u.ravel(), l0_J_D_w_u.ravel(), l0_J_D_w_w.ravel(), l0_J_h_u.ravel(), l0_J_q_alpha_u.ravel(), l0_J_q_alpha_w.ravel(), l0_J_q_beta_w.ravel(), l0_K_D_u_w, l0_trace_alpha_u.ravel(), l0_trace_alpha_w.ravel(), l0_e_alpha.ravel(), l0_trace_beta_u.ravel(), l0_trace_beta_w.ravel(), l0_e_beta.ravel())
         # the readout, and each step's loss: its error, and the learning signal it sends back
-        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa)
+        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa, drive)
         ops.filter_output(zbar, bbar, zbar_sum, bbar_sum, l0_out_z, kappa)
         ops.add(y_sum, y)
         # the synapses of input I: traces, eligibility and the sums it adds to

@@ -47,6 +47,7 @@ def eprop_steps(
     feedback,  # (K, n): W_out or a fixed random matrix
     y,  # y_t (batch, K)
     y_sum,  # sum_t y_t (batch, K)
+    drive,  # W_out z_t + b_out of one sample (K,): scratch
     zbar,  # kappa zbar + z_t (batch, n)
     zbar_sum,  # sum_t zbar_t, or None
     bbar,  # kappa bbar + 1 (1,)
@@ -57,10 +58,10 @@ def eprop_steps(
     l0p0_u,  # u_t (batch, pre): presynaptic input
     l0p1_u,  # u_t (batch, pre): presynaptic input
     l0_current_I_s,  # I_s_t (batch, n): synaptic input
-    l0p0_W_in,  # W_in of input I_s
+    l0p0_W_in_T,  # W_in of input I_s, transposed (pre, n)
     l0_current_I_d,  # I_d_t (batch, n): synaptic input
-    l0p1_W_in,  # W_in of input I_d
-    l0p1_W_rec,  # W_rec of input I_d
+    l0p1_W_in_T,  # W_in of input I_d, transposed (pre, n)
+    l0p1_W_rec_T,  # W_rec of input I_d, transposed (pre, n)
     l0_s_v,  # v_t-1 (batch, n)
     l0_s_d,  # d_t-1 (batch, n)
     l0_p_alpha,  # alpha: one value (1)
@@ -105,11 +106,11 @@ def eprop_steps(
         x_t = x[t]
         # layer 0 (two_compartment): I_t = W_in input_t + W_rec z_t-1 + b, u_t = [input_t, z_t-1, 1]
         ops.copy_columns(l0p0_u, 0, x_t)
-        ops.project(l0_current_I_s, x_t, l0p0_W_in, False)
+        ops.project(l0_current_I_s, x_t, l0p0_W_in_T, False)
         ops.copy_columns(l0p1_u, 0, x_t)
-        ops.project(l0_current_I_d, x_t, l0p1_W_in, False)
+        ops.project(l0_current_I_d, x_t, l0p1_W_in_T, False)
         ops.copy_columns(l0p1_u, m0, l0_out_z)
-        ops.project(l0_current_I_d, l0_out_z, l0p1_W_rec, True)
+        ops.project(l0_current_I_d, l0_out_z, l0p1_W_rec_T, True)
         layer0.neuron_step(batch * n0, l0_current_I_s.ravel(), l0_current_I_d.ravel(), l0_s_v.ravel(), l0_s_d.ravel(), l0_p_alpha, l0_p_alpha_d, l0_p_g_sd, l0_p_g_ds, l0_p_v_th, l0_s_v_new.ravel(), l0_s_d_new.ravel(), l0_out_z.ravel(), l0_J_h_v.ravel())
         ops.copy(l0_s_v, l0_s_v_new)
         ops.copy(l0_s_d, l0_s_d_new)
@@ -117,7 +118,7 @@ def eprop_steps(
         l0p0_skip = l0p0_events and layer0.active_rows_I_s(batch * n0, l0_J_h_v.ravel()) < crossover * batch * n0
         l0p1_skip = l0p1_events and layer0.active_rows_I_d(batch * n0, l0_J_h_v.ravel()) < crossover * batch * n0
         # the readout, and each step's loss: its error, and the learning signal it sends back
-        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa)
+        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa, drive)
         ops.filter_output(zbar, bbar, zbar_sum, bbar_sum, l0_out_z, kappa)
         ops.add(y_sum, y)
         # the synapses of input I_s: traces, eligibility and the sums it adds to

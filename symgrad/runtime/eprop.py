@@ -327,6 +327,7 @@ def _whole_pass(net, layers, readout, x, target, kind, weights, update_every, ap
         driver.run(bound, start, stop)
         if stop < steps:
             apply(_collect(layers, readout))
+            fused.weights_changed(bound)
             for state in layers:
                 state.zero()
             readout.zero()

@@ -22,10 +22,12 @@ from ..printers import WHOLE_PASS
 from . import backends, compiled
 from .kernel_layer import KernelLayer
 from .losses import LABELS
+from .projection import Source
 
 _CALLEE = re.compile(r"CPUDispatcher\(<function (?:[\w<>]+\.)*(\w+) at")  # a kernel the driver calls, in Numba's message
 TOTAL, Y, Y_SUM = ((passes.READOUT, name) for name in ("total", "y", "y_sum"))  # what a pass reads back
 _DRIVERS: dict = {}
+_TRANSPOSED = "transposed"  # (copy, weight) pairs: the weights the driver reads transposed
 _OPS_CACHED: list = []
 
 
@@ -124,19 +126,27 @@ def sources(net, layers, readout, x, target, kind, weights, kappa: float, crosso
     n_out = net.n_out
     R = passes.READOUT
     found |= {(R, "y"): xp.zeros((batch, n_out), dtype), (R, "y_sum"): xp.zeros((batch, n_out), dtype),
-              (R, "err"): xp.zeros((batch, n_out), dtype), (R, "total"): np.zeros(1)}
+              (R, "err"): xp.zeros((batch, n_out), dtype), (R, "total"): np.zeros(1),
+              (R, "drive"): xp.zeros(n_out, dtype)}
     if net.readout:
         found |= {(R, "W_out"): net.params["W_out"], (R, "b_out"): net.params["b_out"], (R, "gain"): net.gain,
                   (R, "offset"): net.offset, (R, "feedback"): np.ascontiguousarray(net.feedback_matrix()),
                   (R, "zbar"): readout.zbar, (R, "zbar_sum"): None if per_step else readout.zbar_sum,
                   (R, "bbar"): readout.bbar, (R, "bbar_sum"): readout.bbar_sum,
                   (R, "g_W_out"): readout.grads["W_out"], (R, "g_b_out"): readout.grads["b_out"]}
+    found[_TRANSPOSED] = []
     for state in layers:
-        found |= _layer_sources(net, state, batch, dtype)
+        found |= _layer_sources(net, state, batch, dtype, found[_TRANSPOSED])
     return found
 
 
-def _layer_sources(net, state, batch: int, dtype) -> dict:
+def weights_changed(bound: dict) -> None:
+    """Copy the weights into their transposes again, after an online update changed them."""
+    for copy, weight in bound[_TRANSPOSED]:
+        copy[...] = weight.T
+
+
+def _layer_sources(net, state, batch: int, dtype, transposed: list) -> dict:
     layer, code, l = state.layer, state.layer.code, state.layer.index
     xp, n = net.xp, layer.n
     J = {name: xp.zeros((batch, n), dtype) for name in code.DYNAMIC}
@@ -164,11 +174,11 @@ def _layer_sources(net, state, batch: int, dtype) -> dict:
     for what, value in own.items():
         found[(passes.LAYER, l, "pass", what)] = value
     for j, port in enumerate(state.ports):
-        found |= _port_sources(net, state, j, port, J, K, batch, dtype)
+        found |= _port_sources(net, state, j, port, J, K, batch, dtype, transposed)
     return found
 
 
-def _port_sources(net, state, j: int, port, J: dict, K: dict, batch: int, dtype) -> dict:
+def _port_sources(net, state, j: int, port, J: dict, K: dict, batch: int, dtype, transposed: list) -> dict:
     xp, n, l = net.xp, state.layer.n, state.layer.index
     buffers = port.buffers
     rows = buffers.last if buffers.last is not None else xp.zeros((batch, n), dtype)
@@ -180,8 +190,12 @@ def _port_sources(net, state, j: int, port, J: dict, K: dict, batch: int, dtype)
               (passes.PORT, l, j, roles.BUFFER, "gain"): xp.zeros((batch, n), dtype),
               (passes.PORT, l, j, "pass", "events"): bool(port.events)}
     for projection in port.port.projections:
-        word = passes.SOURCES[projection.source.value]
-        found[(passes.PORT, l, j, "pass", word)] = net.params[projection.key]
+        word, weight = passes.SOURCES[projection.source.value], net.params[projection.key]
+        found[(passes.PORT, l, j, "pass", word)] = weight
+        if projection.source is not Source.BIAS:  # what the synaptic input reads, row by row
+            copy = np.ascontiguousarray(weight.T)
+            found[(passes.PORT, l, j, "pass", f"{word}_T")] = copy
+            transposed.append((copy, weight))
     for _, entry in port.port.plan.readout:
         if entry in J:
             h = J[entry]

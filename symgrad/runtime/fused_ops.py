@@ -13,9 +13,10 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def project(I, x, W, accumulate):
-    """I = x W^T (or I += x W^T): (batch, n) from x (batch, m) and W (n, m), a column of W per
-    nonzero input, so that spikes cost what they are (and summed in the order of the inputs)."""
+def project(I, x, W_T, accumulate):
+    """I = x W^T (or I += x W^T): (batch, n) from x (batch, m) and W given transposed, W_T (m, n):
+    a row of W_T per nonzero input, so that spikes cost what they are (and summed in the order
+    of the inputs)."""
     batch, n = I.shape
     for b in prange(batch):
         if not accumulate:
@@ -25,7 +26,7 @@ def project(I, x, W, accumulate):
             value = x[b, j]
             if value != 0:
                 for i in range(n):
-                    I[b, i] += value * W[i, j]
+                    I[b, i] += value * W_T[j, i]
 
 
 @njit(cache=True)
@@ -82,19 +83,23 @@ def add_column_sums(total, z):
 
 
 @njit(cache=True)
-def read(y, z, W_out, b_out, gain, offset, kappa):
-    """y_t = kappa y_t-1 + gain (W_out z_t + b_out) + offset, in place; gain and offset may be None."""
+def read(y, z, W_out, b_out, gain, offset, kappa, drive):
+    """y_t = kappa y_t-1 + gain (W_out z_t + b_out) + offset, in place; gain and offset may be
+    None; drive (K,) is scratch. A column of W_out per nonzero output, as in ``project``."""
     for b in range(y.shape[0]):
         for k in range(y.shape[1]):
-            drive = b_out[k]
-            for i in range(z.shape[1]):
-                if z[b, i] != 0:
-                    drive += z[b, i] * W_out[k, i]
+            drive[k] = b_out[k]
+        for i in range(z.shape[1]):
+            value = z[b, i]
+            if value != 0:
+                for k in range(y.shape[1]):
+                    drive[k] += value * W_out[k, i]
+        for k in range(y.shape[1]):
             if gain is not None:
-                drive *= gain[k]
+                drive[k] *= gain[k]
             if offset is not None:
-                drive += offset[k]
-            y[b, k] = kappa * y[b, k] + drive if kappa != 0 else drive
+                drive[k] += offset[k]
+            y[b, k] = kappa * y[b, k] + drive[k] if kappa != 0 else drive[k]
 
 
 @njit(cache=True)
