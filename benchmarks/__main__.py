@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff", "events": "events",
-           "mpi": "mpi", "nir": "nir"}
+           "mpi": "mpi", "nir": "nir", "trained": "trained", "overhead": "overhead"}
 THREADED = ("numpy", "numba", "torch", "jax")
 
 

@@ -33,7 +33,7 @@ SSC = dict(channels=140, hidden=256, classes=35, steps=100)
 TIMING = re.compile(r"compute ([\d.]+) ms(?:, all-reduce \(with waiting for the slowest rank\) ([\d.]+) ms)?")
 
 
-def _train(ranks: int, options: list, folder: Path) -> dict:
+def train_cli(ranks: int, options: list, folder: Path) -> dict:
     """One training run; its wall time and its per-batch split."""
     command = [sys.executable, "-m", "symgrad.cli", "train", "alif", "--quiet", "--out", str(folder), *options]
     if ranks > 1:
@@ -89,9 +89,9 @@ def run(quick: bool, out: Path) -> Section:
         options = ["--task", "fsdd", "--data", str(FSDD)]
         workload = "fsdd (the defaults: 128 ALIF neurons, 12 epochs)"
     with tempfile.TemporaryDirectory() as scratch:
-        measured.append(_train(1, options, Path(scratch) / "p1"))
+        measured.append(train_cli(1, options, Path(scratch) / "p1"))
         if importlib.util.find_spec("mpi4py") and MPIEXEC.exists():
-            measured.append(_train(2, options, Path(scratch) / "p2"))
+            measured.append(train_cli(2, options, Path(scratch) / "p2"))
         else:
             skipped["2 processes"] = "mpi4py or mpiexec is not installed (pip install -e \".[mpi]\")"
     per_sample = _per_sample_seconds(quick)

@@ -93,3 +93,51 @@ def test_the_nir_benchmark_times_each_version_of_the_imported_network(quick_run)
     for row in rows:
         assert row["symgrad_eprop"] > 0 and row["symgrad_bptt"] > 0
         assert ("snntorch_bptt" in row) != ("snnTorch" in section["skipped"])
+
+
+def test_the_trained_network_is_timed_against_the_peers_on_real_inputs(quick_run):
+    from benchmarks.overhead import fsdd_config
+
+    section = quick_run[1]["benchmarks"]["trained"]
+    figures = section["figures"]
+    for row in figures["wall"]:
+        assert row["wall_s"] > 0 and row["compute_ms"] > 0 and 0 <= row["accuracy"] <= 100, row
+    if "FSDD" in section["skipped"]:
+        assert [row["task"] for row in figures["wall"]] == ["randman"]
+        pytest.skip(section["skipped"]["FSDD"])
+    assert [row["task"] for row in figures["wall"]] == ["fsdd"]  # quick: the comparison's own run
+    comparison, defaults = figures["comparison"], fsdd_config()
+    assert (comparison["batch"], comparison["hidden"], comparison["loss"]) == (defaults.batch, defaults.hidden,
+                                                                            defaults.loss)
+    peers = {peer for peer in ("JAX", "PyTorch") if peer not in section["skipped"]}
+    assert set(comparison["seconds_per_batch"]) == {"symgrad e-prop", "symgrad BPTT"} | {f"{p} BPTT" for p in peers}
+    assert all(0 < t < 10 for t in comparison["seconds_per_batch"].values())
+    assert set(comparison["peer_checks"]) == peers
+    assert all(max(errors.values()) < 1e-8 for errors in comparison["peer_checks"].values())
+    # The trained network is active, and far from saturated: its rows at rest are the point.
+    assert 0 < comparison["spike_rate"] < 0.5
+    assert 0 < comparison["active_rows"] < 1
+    names = [target["name"] for target in section["targets"]]
+    assert ("JAX" in peers) == any("/ JAX BPTT" in name for name in names)
+
+
+def test_overhead_is_timed_on_a_network_without_work_and_against_N(quick_run):
+    from benchmarks.overhead import BPTT, EPROP, JAX_BPTT, LIMIT_US, fsdd_config
+
+    section = quick_run[1]["benchmarks"]["overhead"]
+    figures = section["figures"]
+    rows = figures["overhead"]["rows"]
+    assert [(row["layers"], row["loss"]) for row in rows] == [(1, fsdd_config().loss), (1, "ce"), (2, "ce")]
+    for row in rows:
+        assert row["spikes"][0] > 0, row  # a silent network has no work to skip either
+        assert 0 < row[EPROP] < 0.01 and 0 < row[BPTT] < 0.01, row
+    times = figures["scaling"]["seconds_per_step"]
+    assert set(times) == {EPROP, BPTT} | ({JAX_BPTT} if "JAX" not in section["skipped"] else set())
+    sizes = list(times[EPROP])
+    assert len(sizes) >= 2 and all(list(per_n) == sizes for per_n in times.values())
+    assert all(0 < t < 1 for per_n in times.values() for t in per_n.values())
+    for n in sizes:
+        activity = figures["scaling"]["activity"][n]
+        assert 0 < activity["spike_rate"] < 0.5 and 0 < activity["active_rows"] <= 1, (n, activity)
+    targets = {target["name"]: target for target in section["targets"]}
+    assert len(targets) == 2 and all(target["limit"] == LIMIT_US for target in targets.values())
