@@ -308,10 +308,7 @@ def _step_by_step(net, layers, readout, x, target, kind, weights, update_every, 
         if update_every and ((t + 1) % update_every == 0) and t + 1 < steps:
             for state in layers:
                 state.settle(net.kappa)
-            apply(_collect(layers, readout))
-            for state in layers:
-                state.zero()
-            readout.zero()
+            _update(layers, readout, apply)
     return total, y, y_sum
 
 
@@ -326,13 +323,18 @@ def _whole_pass(net, layers, readout, x, target, kind, weights, update_every, ap
         stop = min(start + every, steps)
         driver.run(bound, start, stop)
         if stop < steps:
-            apply(_collect(layers, readout))
+            _update(layers, readout, apply)
             fused.weights_changed(bound)
-            for state in layers:
-                state.zero()
-            readout.zero()
     total = bound[fused.TOTAL][0] if kind.per_step else 0.0
     return float(total), bound[fused.Y], bound[fused.Y_SUM]
+
+
+def _update(layers, readout: ForwardReadout, apply) -> None:
+    """An online update: the gradients so far to ``apply``, then summed from zero again."""
+    apply(_collect(layers, readout))
+    for state in layers:
+        state.zero()
+    readout.zero()
 
 
 def _collect(layers, readout: ForwardReadout) -> dict:
