@@ -382,7 +382,9 @@ class TracePlan:
     def resting(entry) -> sp.Expr:
         """An entry's value at rest: every surrogate derivative in it set to zero."""
         expr = entry.expr.replace(lambda e: isinstance(e, Pseudo), lambda e: sp.S.Zero)
-        return sp.simplify(expr) if expr.free_symbols else expr
+        # cancel, not simplify: enough to see a zero or a ratio of parameters, and it stays fast on
+        # the long polynomials of a Runge-Kutta step, where simplify's trigonometric passes take minutes
+        return sp.cancel(sp.expand(expr)) if expr.free_symbols else expr
 
     @functools.cached_property
     def quiescence(self) -> Quiescence:
