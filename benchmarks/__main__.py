@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 MODULES = {"memory": "memory", "speed": "speed", "alignment": "alignment", "plan": "payoff", "events": "events",
-           "mpi": "mpi", "nir": "nir", "trained": "trained", "overhead": "overhead"}
+           "mpi": "mpi", "nir": "nir", "trained": "trained", "overhead": "overhead",
+           "sparse": "sparse"}
 THREADED = ("numpy", "numba", "torch", "jax")
 
 

@@ -7,8 +7,9 @@
 #    for the driver's CUDA major version (cupy-cuda12x or cupy-cuda13x) when `import cupy`
 #    fails. Without network access it goes on with what is installed, running symgrad from the
 #    checkout.
-# 2. tests/test_cuda.py with SYMGRAD_REQUIRE_GPU=1: the CuPy tests run (the "cupy" backend against
-#    the NumPy backend), and a missing GPU or CuPy fails instead of skipping.
+# 2. tests/test_cuda.py and tests/test_sparse_cuda.py with SYMGRAD_REQUIRE_GPU=1: the CuPy tests run
+#    (the "cupy" backend against the NumPy backend, dense and sparse), and a missing GPU or CuPy
+#    fails instead of skipping.
 # 3. benchmarks/cuda_step.py at the e-prop paper's scale: one recurrent ALIF layer, batch 256,
 #    1024 neurons, 700 inputs, 100 steps, float32, kappa 0.9. It prints ms per e-prop step, the
 #    bytes the fused trace kernel moves per step and the bandwidth it achieves, as a fraction of
@@ -63,8 +64,8 @@ except Exception as err:
 EOF
 
 status=0
-step "CUDA tests, CuPy included (tests/test_cuda.py)"
-SYMGRAD_REQUIRE_GPU=1 timeout 180 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider \
+step "CUDA tests, CuPy included (tests/test_cuda.py, tests/test_sparse_cuda.py)"
+SYMGRAD_REQUIRE_GPU=1 timeout 180 "$PY" -m pytest tests/test_cuda.py tests/test_sparse_cuda.py -q -rs -p no:cacheprovider \
     2>&1 | tee "$DEST/cuda_tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "CUDA TESTS FAILED"; status=1; }
 
@@ -75,7 +76,7 @@ timeout 120 "$PY" -m benchmarks.cuda_step --backend cupy --json "$DEST/benchmark
 LEFT=$((${SYMGRAD_CHECK_BUDGET:-280} - (SECONDS - START)))
 if [ "$LEFT" -gt 30 ]; then
     step "the rest of the test suite (${LEFT} s at most)"
-    timeout "$LEFT" "$PY" -m pytest tests -q -x -k "not finite" --ignore=tests/test_cuda.py \
+    timeout "$LEFT" "$PY" -m pytest tests -q -x -k "not finite" --ignore=tests/test_cuda.py --ignore=tests/test_sparse_cuda.py \
         -p no:cacheprovider 2>&1 | tail -25 | tee "$DEST/suite.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || echo "the rest of the suite failed or ran out of time (see suite.txt)"
 else

@@ -111,6 +111,9 @@ def train(args: str, out: str, ranks: int = 1) -> Run:
 
 FSDD = "alif --task fsdd --data {data}"
 SPEAKERS = ("george", "jackson", "nicolas", "theo", "yweweler")
+# (neurons, connectivity) of the sparse FSDD table: connectivity at N=128, and the dense layer's
+# synapse budget spent on a wider sparse one
+SPARSE = ((128, 1), (128, 0.3), (128, 0.1), (128, 0.03), (400, 0.1))
 
 CLAIMS = [
     Claim("randman_seed0", (train("alif --seed 0", "randman0"),),
@@ -142,6 +145,16 @@ CLAIMS = [
           r"(\d+(?:\.\d)?) ms \|.*\n\| `two_compartment` \| (\d+\.\d%) \| (\d+(?:\.\d)?) ms \|",
           lambda o: sum(((percent(r.accuracy), r.printed(r"compute (\d+\.\d) ms")) for r in o), ()),
           timed=(2, 4, 6), needs_data=True, slow=True),
+    Claim("fsdd_sparse", tuple(train(f"{FSDD} --seed 0" + (f" --hidden {n}" if n != 128 else "")
+                                     + (f" --connectivity {c}" if c < 1 else ""),
+                                     "fsdd0" if (n, c) == (128, 1) else f"fsdd0-n{n}-p{c}") for n, c in SPARSE),
+          r"\| 128 \| 1 \(dense\) \| [\d,]+ \| (\d+\.\d%) \| (\d+\.\d) ms \|\n"
+          + "".join(rf"\| {n} \| {re.escape(str(c))} \| ([\d,]+) \| (\d+\.\d%) \| (\d+\.\d) ms \|\n"
+                    for n, c in SPARSE[1:]),
+          lambda o: (percent(o[0].accuracy), o[0].printed(r"compute (\d+\.\d) ms"))
+          + sum(((r.printed(r"connectivity [\d.]+: ([\d,]+) of"), percent(r.accuracy), r.printed(r"compute (\d+\.\d) ms"))
+                 for r in o[1:]), ()),
+          timed=(2,) + tuple(5 + 3 * i for i in range(len(SPARSE) - 1)), needs_data=True, slow=True),
     Claim("mpi", (train(f"{FSDD} --seed 0", "fsdd0"), train(f"{FSDD} --seed 0", "fsdd0-mpi", ranks=2)),
           r"1 process \(2 Numba threads\) [\d.]+ s, (\d+\.\d%); 2 processes \(1\s+thread each\) [\d.]+ s, "
           r"(\d+\.\d%)", lambda o: (percent(o[0].accuracy), percent(o[1].accuracy)), needs_data=True),

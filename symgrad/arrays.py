@@ -4,6 +4,8 @@ IN.npz: x (T, B, M) input spikes, labels (B,), W_in (N, M), optional W_rec (N, N
 b_out (K,), kappa (scalar), optional param_<name> overriding a model parameter.
 For a model with several synaptic inputs, W_in_<input> (N, M) and W_rec_<input> (N, N) for
 each input instead of W_in and W_rec: any may be missing (no projection to that input), not all.
+Optional mask_<weight> (boolean, the weight's shape) makes that weight sparse: only the synapses
+it marks exist, the weight's values elsewhere are ignored, and its gradient is zero there.
 OUT.npz (written by the command with store.write_npz): loss and one gradient per weight given,
 same names and shapes. The files name each weight by its name within the layer
 (``projection.weight_name``), which ``GradInputs.keys`` maps to the network's keys.
@@ -34,6 +36,7 @@ class GradInputs:
     n_out: int
     projections: dict | None  # {input: sources} of a model with several inputs, else None
     sources: dict  # {weight's name in the file: (the input it drives, its Source)}
+    masks: dict  # {weight's name in the file: its boolean mask_<weight>} of the sparse ones
 
     @property
     def recurrent(self) -> bool:
@@ -88,7 +91,9 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
     if not np.all(labels == np.round(labels)) or labels.min() < 0 or labels.max() >= n_out:
         raise UserError(f"{where}: labels must be integers in [0, {n_out})")
     neuron_params = _param_overrides(data, model, n, where)
-    unknown = set(data) - set(expected) - {"x", "kappa"} - {f"param_{k}" for k in neuron_params}
+    masks = _masks(data, projected, weights, where)
+    unknown = (set(data) - set(expected) - {"x", "kappa"} - {f"param_{k}" for k in neuron_params}
+               - {MASK + name for name in masks})
     if unknown:
         raise UserError(f"{where}: unexpected array {sorted(unknown)[0]!r}")
     wiring = None
@@ -97,7 +102,26 @@ def read_inputs(path, model: NeuronModel) -> GradInputs:
         for name, (input_name, source) in projected.items():
             wiring.setdefault(input_name, []).append(source.value)
     return GradInputs(x, labels.astype(np.int64), weights, kappa, neuron_params, n_in, n, n_out, wiring,
-                      projected)
+                      projected, masks)
+
+
+MASK = "mask_"  # mask_<weight>: which synapses of that weight exist
+
+
+def _masks(data, projected: dict, weights: dict, where: str) -> dict:
+    """{weight name: its boolean mask} of every mask_<weight> in the file."""
+    masks = {}
+    for key in sorted(k for k in data if k.startswith(MASK)):
+        name = key[len(MASK):]
+        if name not in projected:
+            raise UserError(f"{where}: {key} masks no weight of the file (its weights: {', '.join(projected)})")
+        mask = np.asarray(data[key])
+        if mask.dtype != np.bool_:
+            raise UserError(f"{where}: {key} holds {mask.dtype} values: a mask is boolean")
+        if mask.shape != weights[name].shape:
+            raise UserError(f"{where}: {key} has shape {mask.shape}; {name} is {weights[name].shape}")
+        masks[name] = mask
+    return masks
 
 
 def _projections(data, model: NeuronModel, where: str) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__, render, run_model, store
 from .errors import UserError
+from .layouts import LAYOUTS
 from .model import ModelError
 from .render import GenerationError
 from .runtime import backends
@@ -40,10 +41,19 @@ def cmd_inspect(args) -> int:
         print(json.dumps(report.as_json(analysis, plans), indent=2))
     else:
         itemsize = np.dtype(args.dtype).itemsize
-        n_pre = [(args.inputs if "input" in sources else 0)
-                 + (args.hidden if args.recurrent and "recurrent" in sources else 0)
-                 for sources in model.wiring.values()]
-        print(report.as_text(analysis, plans, args.batch, args.hidden, n_pre, itemsize))
+        heard = [("input" in sources, args.recurrent and "recurrent" in sources) for sources in model.wiring.values()]
+        n_pre = [args.inputs * hears_input + args.hidden * hears_recurrent for hears_input, hears_recurrent in heard]
+        nnz = None
+        if args.connectivity < 1:  # each neuron's partners, as train's draw gives them
+            from .runtime.connectivity import Connectivity
+
+            def partners(hears: bool, n: int, name: str, no_self: bool) -> int:
+                return Connectivity.partners(args.connectivity, n, name, no_self) if hears else 0
+
+            nnz = [args.hidden * (partners(hears_input, args.inputs, "W_in", False)
+                                  + partners(hears_recurrent, args.hidden, "W_rec", True))
+                   for hears_input, hears_recurrent in heard]
+        print(report.as_text(analysis, plans, args.batch, args.hidden, n_pre, itemsize, nnz))
     return 0
 
 
@@ -124,8 +134,9 @@ def cmd_generate(args) -> int:
             raise UserError(f"{where} different models named {model.name!r}: their files would overwrite "
                             f"each other in {Path(args.out) / model.name}"
                             + ("; generate them into different --out folders" if first != spec else ""))
+    layouts = args.layout or (list(LAYOUTS) if args.all else ["dense"])  # --all: the committed set
     for spec, model in kept.values():
-        for path in render.generate(model, args.out, backends=args.backend):
+        for path in render.generate(model, args.out, backends=args.backend, layouts=layouts):
             print(path)
     return 0
 
@@ -160,9 +171,11 @@ def cmd_grads(args) -> int:
         raise UserError(f"--out {args.out} is a directory; name the file to write, such as "
                         f"{Path(args.out) / 'grads.npz'}")
     given = arrays.read_inputs(args.inputs, model)
+    # a one-layer network keys its weights by their names within the layer, as the file does
     net = Network(model, given.n_in, given.n, given.n_out, recurrent=given.recurrent,
                   kappa=given.kappa, dtype=args.dtype, backend=args.backend,
-                  neuron_params=given.neuron_params, projections=given.projections)
+                  neuron_params=given.neuron_params, projections=given.projections,
+                  connectivity=given.masks or None)
     keys = given.keys(net)  # the file names weights as within one layer; the network keys them
     net.set_params({keys[name]: value for name, value in given.weights.items()})
     shard = args.rule == "eprop" and sweeps_synapses(net, "ce")
@@ -173,7 +186,8 @@ def cmd_grads(args) -> int:
     except FloatingPointError as err:  # a kernel's division by zero
         return _failed_numerically(str(err), args.out)
     out = {"loss": np.asarray(result.loss)}
-    out.update({name: np.asarray(_host(result.grads[keys[name]])) for name in given.weights})
+    out.update({name: np.asarray(_host(net.dense(keys[name], result.grads[keys[name]])))
+                for name in given.weights})
     problem = result.overflowed or next((f"the {name if name == 'loss' else 'gradient of ' + name} is not finite"
                                          for name, value in out.items() if not np.all(np.isfinite(value))), None)
     if problem:
@@ -192,9 +206,9 @@ def _failed_numerically(problem: str, out) -> int:
 # -- train / evaluate ------------------------------------------------------------------------
 TRAIN_OPTIONS = ("hidden", "layers", "epochs", "batch", "rule", "backend", "workers", "seed", "lr", "kappa",
                  "loss", "recurrent", "update_every", "dtype", "feedback", "reg", "optimizer", "schedule", "dt",
-                 "add_readout", "learn", "detach_reset")
+                 "add_readout", "learn", "detach_reset", "sparse_from_zeros", "connectivity", "rewire")
 # What a NIR graph fixes, and so may not be given with one (--kappa only with --add-readout).
-GRAPH_FIXES = ("hidden", "layers", "kappa", "recurrent")
+GRAPH_FIXES = ("hidden", "layers", "kappa", "recurrent", "connectivity")
 
 
 def _load_task(config, data_dir, progress=True, everything=False, world=None):
@@ -250,7 +264,7 @@ def cmd_train(args) -> int:
         say(f"ranks 0-{world.size - 1} on GPUs {', '.join(map(str, devices))}")
     say(f"training {config.model} on {config.task}: {len(split.train)} train, {len(split.test)} test "
         f"samples, {split.train.steps} steps, {split.train.channels} channels; rule {config.rule}; "
-        f"run folder {run_dir}" + (f"; {world.size} MPI ranks" if world.size > 1 else ""))
+        f"{_synapses_text(trainer)}run folder {run_dir}" + (f"; {world.size} MPI ranks" if world.size > 1 else ""))
     try:
         metrics = trainer.fit(log=say)
     except Diverged as err:  # every rank sees the same summed loss, so all stop here together
@@ -270,6 +284,16 @@ def cmd_train(args) -> int:
         say(f"final test {'accuracy' if split.train.kind == 'classification' else 'score'}: "
             + _format_score(metrics["test_acc"][-1], split.train.kind))
     return 0
+
+
+def _synapses_text(trainer) -> str:
+    """How sparse the run's network is, for the line that describes the run ("" where dense)."""
+    held = trainer.net.connectivity.values()
+    if not held:
+        return ""
+    nnz, pairs = sum(c.nnz for c in held), sum(c.n_post * c.n_pre for c in held)
+    return (f"connectivity {trainer.config.connectivity:g}: {nnz:,} of {pairs:,} synapses ({nnz / pairs:.1%})"
+            + (", rewired (DEEP R)" if trainer.rewiring else "") + "; ")
 
 
 def _prepare_run(args, world):
@@ -360,7 +384,7 @@ def _refuse_shape_options(args, spec: str):
                             + ", ".join("--no-recurrent" if k == "recurrent" else f"--{k}" for k in fixed))
         return
     for option, given in (("--dt", args.dt), ("--add-readout", args.add_readout), ("--learn", args.learn),
-                          ("--detach-reset", args.detach_reset)):
+                          ("--detach-reset", args.detach_reset), ("--sparse-from-zeros", args.sparse_from_zeros)):
         if given is not None:
             raise UserError(f"{option} is for NIR graphs; a model's own declaration fixes its step, "
                             "readout and learnable parameters")
@@ -470,8 +494,11 @@ def _evaluate_graph(args) -> int:
 
 def cmd_export(args) -> int:
     """A run's network, with the weights of its checkpoint, as a NIR graph."""
+    from dataclasses import replace
+
     from . import nir
-    from .runtime.checkpoint import check_checkpoint, checkpoint_sizes, load_checkpoint, parameters
+    from .runtime.checkpoint import check_checkpoint, checkpoint_sizes, load_checkpoint, load_network
+    from .runtime.rewiring import Rewiring
     from .runtime.trainer import CHECKPOINT, CONFIG, Config, build_network, build_optimizer
 
     run_dir = Path(args.run)
@@ -480,11 +507,15 @@ def cmd_export(args) -> int:
     run_model.check(config, spec, source, run_dir, strict=True)
     config.model = spec
     state = load_checkpoint(run_dir / CHECKPOINT)
-    # The task's sizes are in the checkpoint's weights; a network of any sizes says which (a graph has its own).
-    probe = nir.load(source) if run_model.is_graph(spec) else build_network(config, source, 1, 1)
+    # The task's sizes are in the checkpoint's arrays; a network of any sizes says which (a graph has its
+    # own). Dense: a draw from 1 input would leave a sparse weight's neurons no synapse.
+    probe = nir.load(source) if run_model.is_graph(spec) else build_network(replace(config, connectivity=1.0),
+                                                                             source, 1, 1)
     net = build_network(config, source, *checkpoint_sizes(state, probe, run_dir / CHECKPOINT))
-    check_checkpoint(state, net, build_optimizer(config), run_dir / CHECKPOINT)  # as evaluate and --resume do
-    net.set_params(parameters(state))
+    rewiring = Rewiring(net, config.seed) if config.rewire else None  # its signs are checked too
+    # as evaluate and --resume do
+    check_checkpoint(state, net, build_optimizer(config), run_dir / CHECKPOINT, rewiring)
+    load_network(state, net, run_dir / CHECKPOINT)
     path = nir.save(net, args.nir)
     print(f"wrote {path}: {len(net.layers)} layers ({', '.join(layer.model.name for layer in net.layers)}), "
           f"epoch {int(state['epoch'])} of {run_dir}")
@@ -571,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false",
                    help="size the memory figures without a recurrent projection")
     p.add_argument("--dtype", choices=FLOAT_TYPES, default="float32", help="number type for the memory figures")
+    p.add_argument("--connectivity", type=_setting("connectivity"), metavar="P", default=1.0,
+                   help="size the memory figures for train's --connectivity P (sparse weights)")
 
     p = command("generate", "write the generated code of models", cmd_generate)
     p.add_argument("models", nargs="*", help="built-in names, FILE.py or FILE.py:NAME, or GRAPH.nir (the "
@@ -579,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_path, default="generated", help="output folder")
     p.add_argument("--backend", nargs="+", default=list(render.BACKENDS), choices=list(render.BACKENDS),
                    help="backends to generate for")
+    p.add_argument("--layout", nargs="+", choices=list(LAYOUTS),
+                   help="which synapses the kernels walk: dense (every pair) and/or csr (sparse rows, files "
+                        "ending in _csr); default dense, and both with --all")
 
     p = command("train", "train a network on a task, writing a run folder", cmd_train)
     p.add_argument("model", metavar="MODEL|RUNDIR",
@@ -594,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach-reset", action="store_true", default=None,
                    help="a NIR graph: no gradient through the reset to v_reset (the same network; with one "
                         "time constant per layer, every trace becomes a cheap presynaptic filter)")
+    p.add_argument("--sparse-from-zeros", action="store_true", default=None,
+                   help="a NIR graph: its weights' zeros are absent synapses (sparse weights; NIR has no sparse "
+                        "node, so symgrad exports a sparse network with zeros where it has no synapse)")
     p.add_argument("--task", help=f"fsdd, shd, ssc, randman, evidence or pattern (default: {DEFAULT_TASK}, "
                                   f"generated, needs no download)")
     p.add_argument("--data", metavar="DIR", type=_path, help="data folder for fsdd, shd and ssc")
@@ -623,6 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no recurrent projection (default: one in every hidden layer)")
     p.add_argument("--update-every", type=_setting("update_every"), metavar="K",
                    help="update the weights every K steps (default: once, at the end of each batch)")
+    p.add_argument("--connectivity", type=_setting("connectivity"), metavar="P",
+                   help="sparse weights: each neuron has synapses from round(P x its inputs) of each "
+                        "projection's inputs, drawn with --seed (default: 1, dense)")
+    p.add_argument("--rewire", action="store_true", default=None,
+                   help="with --connectivity: a synapse whose weight crosses zero moves to another input "
+                        "of its neuron after each update (DEEP R)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", type=_task_setting,
                    help="a setting of the task's loader, e.g. test_speaker=jackson, augment=0 or "
                         "skip_unreadable=true for fsdd, pool=5 for shd (repeatable)")

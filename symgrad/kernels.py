@@ -32,7 +32,8 @@ from .statements import Statement, fixed_entries, neuron_step
 
 
 # What an argument holds, which the runtime binds it by (``KernelArg.role`` and ``of``):
-COUNT = "count"  # of: "n", "size", "batch", "n_pre" or "step"
+COUNT = "count"  # of: "n", "size", "batch", "n_pre", "nnz" or "step"
+INDEX = "index"  # of: the name of one of the layout's index arrays (``Layout.indices``)
 SCALAR = "scalar"  # of: "kappa" or "seq_weight"
 BUFFER = "buffer"  # of: "u", "L", "ebar", "seq_sum", "grad", "reg_sum", "last" or "pend" (SynapseBuffers)
 STATE, NEW_STATE, OUTPUT = "state", "new state", "output"  # of: a state name; "z"
@@ -46,7 +47,8 @@ PARAM_ELIGIBILITY, DECAY = "param eligibility", "decay"  # of: a parameter; a st
 class KernelArg:
     """One argument of a kernel: its name in the kernel (the naming table's) and what it holds.
 
-    ctype: "int", "real" (a scalar), "const real*" (an array read) or "real*" (written).
+    ctype: "int", "real" (a scalar), "const real*" (an array read), "real*" (written) or
+    "const int*" (a layout's index array).
     role, of: what the runtime binds to it (see the roles above), never read off the name.
     """
 
@@ -129,6 +131,11 @@ class Kernel:
     port: str | None = None  # the synaptic input a per-input kernel is of
 
     @property
+    def per_post(self) -> bool:
+        """It reads a fixed entry per neuron, at its post neuron (and so takes ``n``)."""
+        return any(kind != CONSTANT for _, kind in self.fixed)
+
+    @property
     def nested(self) -> bool:
         """One thread loops over samples and inputs (the synapse space): where a backend writes
         that as a loop nest (Numba), it indexes the kernel's arrays by their axes, else flat."""
@@ -171,7 +178,8 @@ class Blueprint:
         return next((k for k in self.kernels if k.kind == kind and k.port == port), None)
 
 
-def blueprint(analysis: Analysis, plans: list[TracePlan]) -> Blueprint:
+def blueprint(analysis: Analysis, plans: list[TracePlan], layout: Layout = DENSE) -> Blueprint:
+    """The kernels of a model whose layers lay their synapses out as ``layout`` says."""
     model, names = analysis.model, analysis.naming
     step, fixed = neuron_step(analysis), fixed_entries(analysis)
     read = _free(step)
@@ -180,7 +188,7 @@ def blueprint(analysis: Analysis, plans: list[TracePlan]) -> Blueprint:
     fixed_params = [Param(p.name, p in per_neuron) for p in model.param_symbols if p.name in _free(fixed)]
     step_inputs = [(i.name, names.current(i.name)) for i in model.inputs if i.name in read]
     step_states = [s for s in analysis.names if s in read]
-    synapses = [_synapse_kernel(plan) for plan in plans]
+    synapses = [_synapse_kernel(plan, layout) for plan in plans]
     kernels = [_fixed_kernel(analysis, fixed, fixed_params),
                _neuron_kernel(analysis, step_states, step_params, step_inputs)]
     for plan, synapse in zip(plans, synapses):
@@ -190,7 +198,7 @@ def blueprint(analysis: Analysis, plans: list[TracePlan]) -> Blueprint:
         kernels += _event_kernels(plan, synapse)
     kernels += [_gain_kernel(plan) for plan in plans]
     return Blueprint(analysis, list(plans), step, fixed, [k for k in kernels if k], step_states,
-                     step_params, fixed_params, step_inputs)
+                     step_params, fixed_params, step_inputs, layout)
 
 
 def _free(statements: list[Statement]) -> set[str]:
@@ -277,7 +285,7 @@ def _trace_arg(names, s: str, ctype: str, note: str) -> KernelArg:
     return KernelArg(names.of(ids.TRACE_ARG, s), ctype, note, TRACE, s)
 
 
-def _synapse_kernel(plan: TracePlan) -> Kernel:
+def _synapse_kernel(plan: TracePlan, layout: Layout) -> Kernel:
     names, summary = plan.analysis.naming, plan.summary()
     eligible, per_synapse = summary.eligible, summary.per_synapse
     reads = _Reads(plan)
@@ -287,25 +295,29 @@ def _synapse_kernel(plan: TracePlan) -> Kernel:
     read = {t.source for u in updates for t in u.terms if t.source}
     loads = tuple((names.of(ids.TRACE, s), names.of(ids.TRACE_ARG, s), s in per_synapse) for s in summary.states if s in read)
     uses_input = any(t.source is None for u in updates for t in u.terms)
+    synapses, weights = layout.synapse_shape, layout.weight_shape
     args = [KernelArg("batch", "int", "samples: each thread loops over them", COUNT, "batch"),
-            KernelArg("n", "int", "post neurons", COUNT, "n"),
-            KernelArg("n_pre", "int", "presynaptic inputs; one thread per synapse (post, pre)", COUNT, "n_pre")]
+            KernelArg("n", "int", "post neurons", COUNT, "n")]
+    args += [KernelArg(name, "int", note, COUNT, name) for name, note in layout.counts]
+    args += [KernelArg(name, "const int*", note, INDEX, name) for name, note in layout.indices]
     if uses_input:
         args.append(KernelArg("u", "const real*", "u_t (batch, pre): presynaptic input", BUFFER, "u"))
     for s in summary.states:
         if s in per_synapse:
-            args.append(_trace_arg(names, s, "real*", f"eps_{s} (batch, n, pre), per-synapse: updated"))
+            args.append(_trace_arg(names, s, "real*", f"eps_{s} {synapses}, per-synapse: updated"))
         elif s in read:
             args.append(_trace_arg(names, s, "const real*", f"eps_{s}_t-1 (batch, pre), presynaptic: read only"))
     args += reads.args()
     args += [
         KernelArg("L", "const real*", "learning signal L_t (batch, n), or null", BUFFER, "L"),
         KernelArg("kappa", "real", "the readout's leak: ebar_t = kappa ebar_t-1 + e_t", SCALAR, "kappa"),
-        KernelArg("ebar", "real*", "filtered eligibility (batch, n, pre): updated, or null", BUFFER, "ebar"),
-        KernelArg("seq_sum", "real*", "(batch, n, pre): += w ebar_t (w e_t without ebar), or null", BUFFER, "seq_sum"),
+        KernelArg("ebar", "real*", f"filtered eligibility {synapses}: updated, or null", BUFFER, "ebar"),
+        KernelArg("seq_sum", "real*", f"{synapses}: += w ebar_t (w e_t without ebar), or null", BUFFER, "seq_sum"),
         KernelArg("seq_weight", "real", "w, this step's weight in seq_sum", SCALAR, "seq_weight"),
-        KernelArg("grad", "real*", "(n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given", BUFFER, "grad"),
-        KernelArg("reg_sum", "real*", "(n, pre): += sum_b e_t for the rate regulariser, or null", BUFFER, "reg_sum"),
+        KernelArg("grad", "real*", f"{weights}: += sum_b L_t ebar_t (e_t without ebar) when L is given", BUFFER,
+                  "grad"),
+        KernelArg("reg_sum", "real*", f"{weights}: += sum_b e_t for the rate regulariser, or null", BUFFER,
+                  "reg_sum"),
     ]
     stores = tuple((names.of(ids.TRACE_ARG, u.state), names.of(ids.TRACE_NEW, u.state)) for u in updates
                    if u.state in per_synapse)
@@ -357,7 +369,7 @@ def _param_kernel(plan: TracePlan) -> Kernel | None:
         arrays.append(KernelArg(names.of(ids.PARAM_ELIGIBILITY, p), "real*",
                                 f"e^{p}_t = h_t . eps^{p}_t + dz_{p} (batch, n): written", PARAM_ELIGIBILITY, p))
     args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
-    if reads.fixed():
+    if any(kind != CONSTANT for _, kind in reads.fixed()):  # read at its neuron: Kernel.per_post
         args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
     args += reads.args() + arrays
     return Kernel("param_traces", "sample, neuron", tuple(args), reads.fixed(), tuple(loads), False,
@@ -394,7 +406,7 @@ def _event_kernels(plan: TracePlan, synapse: Kernel) -> list[Kernel]:
     skipping = Kernel(names.per_input("synapse_events", port), "synapse", args, synapse.fixed, synapse.loads,
                       synapse.input, synapse.lines, synapse.stores, synapse.results, synapse.dynamic, True, rests,
                       kind="synapse_events", port=port)
-    counts = tuple(a for a in synapse.args if a.role == COUNT)
+    counts = tuple(a for a in synapse.args if a.role in (COUNT, INDEX))
     settle_args = (counts + tuple(per_synapse)
                    + tuple(a for a in synapse.args if a.of in ("ebar", "grad", "kappa"))
                    + tuple(bookkeeping + decays))
@@ -416,7 +428,7 @@ def _gain_kernel(plan: TracePlan) -> Kernel:
             terms.append(reads(c, None if h.unit else h.entry))
     gain = Line("gain", tuple(terms), f"dz_t/d{plan.input.name}_t = sum_k h_k,t c_k,t")
     args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
-    if reads.fixed():
+    if any(kind != CONSTANT for _, kind in reads.fixed()):  # read at its neuron: Kernel.per_post
         args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
     args += reads.args()
     args.append(KernelArg("gain", "real*", "dz_t/dI_t (batch, n): written", BUFFER, "gain"))

@@ -40,6 +40,16 @@ PARAM_WORDS = {
 }
 # A port's own arrays beside its kernels': the weights of each source, and h for the products.
 SOURCES = {"input": "W_in", "recurrent": "W_rec", "bias": "b"}
+# A sparse projection's arrays beside its weights (nnz,) in sparse rows: {word: what it holds}.
+BY_PRE = {  # the same synapses column by column, for the synaptic input's pass over active inputs
+    "by_pre": "its weights, presynaptic column by column (nnz,)",
+    "pre_start": "column j's synapses are pre_start[j] .. pre_start[j + 1] - 1 of by_pre (pre + 1,)",
+    "post": "each of by_pre's synapses' post neuron (nnz,)",
+}
+BY_POST = {  # its own sparse rows, for passing a learning signal down through it
+    "row_start": "post neuron i's synapses are row_start[i] .. row_start[i + 1] - 1 (n + 1,)",
+    "col": "each synapse's presynaptic column (nnz,)",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,11 @@ class PortShape:
 
     input: str
     sources: tuple  # among "input", "recurrent", "bias"
+    sparse: tuple = ()  # the sources whose projection is sparse (stored in sparse rows)
+
+    def wiring(self) -> str:
+        """``I <- input (sparse) + recurrent``: what drives the input."""
+        return f"{self.input} <- " + " + ".join(s + (" (sparse)" if s in self.sparse else "") for s in self.sources)
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ class NetworkShape:
     def describe(self) -> list[str]:
         lines = []
         for index, layer in enumerate(self.layers):
-            wiring = "; ".join(f"{p.input} <- {' + '.join(p.sources)}" for p in layer.ports)
+            wiring = "; ".join(port.wiring() for port in layer.ports)
             lines.append(f"layer {index}: {layer.code.model.name} ({wiring})")
         lines.append("readout: y_t = kappa y_t-1 + gain (W_out z_t + b_out) + offset" if self.readout
                      else "output: the last layer's spikes")
@@ -143,6 +158,21 @@ class _Layer:
     def pre(self, port: int) -> str:
         return f"pre{self.index}_{port}"
 
+    def nnz(self, port: int) -> str:
+        return f"nnz{self.index}_{port}"
+
+    @property
+    def sparse(self) -> bool:
+        """Its synapses are stored in sparse rows (every port's, where any projection is sparse)."""
+        return self.code.layout.sparse
+
+    @property
+    def rows(self) -> list[str]:
+        """The index arrays a walk of a port's rows reads (the layout's, less what only a
+        one-thread-per-synapse kernel reads)."""
+        layout = self.code.layout
+        return [name for name, _ in layout.indices if name not in layout.nest.unread]
+
     def kernel(self, kind: str, port: int | None = None) -> Kernel | None:
         return self.code.kernel(kind, None if port is None else self.shape.ports[port].input)
 
@@ -150,8 +180,9 @@ class _Layer:
              weight: str = "1.0") -> str:
         """``layer<i>.<kernel>(...)``, each argument bound to the driver's array for what it holds."""
         size = {"sample, neuron": f"batch * {self.n}", "sample, pre": f"batch * {self.pre(port) if port is not None else ''}"}
-        counts = {"batch": "batch", "n": self.n, "step": step, "size": size.get(kernel.space, ""),
-                  "n_pre": self.pre(port) if port is not None else ""}
+        counts = {"batch": "batch", "n": self.n, "step": step, "size": size.get(kernel.space, "")}
+        if port is not None:
+            counts |= {"n_pre": self.pre(port), "nnz": self.nnz(port)}
         values = []
         for arg in kernel.args:
             if arg.role == roles.COUNT:
@@ -169,8 +200,8 @@ class _Layer:
 
     def bind(self, arg: KernelArg, port: int | None) -> str:
         """The driver's argument for what the kernel argument ``arg`` holds: the port's own for a
-        trace or buffer, the layer's for the rest (named after ``arg``, declared once)."""
-        per_port = port is not None and arg.role in (roles.TRACE, roles.BUFFER)
+        trace, buffer or index array, the layer's for the rest (named after ``arg``, declared once)."""
+        per_port = port is not None and arg.role in (roles.TRACE, roles.BUFFER, roles.INDEX)
         name = self.name(arg, port if per_port else None)
         key = (PORT, self.index, port, arg.role, arg.of) if per_port else (LAYER, self.index, arg.role, arg.of)
         self.args.setdefault(key, PassArg(name, key, arg.note))
@@ -255,6 +286,8 @@ class _Printer:
             out(f"{layer.n} = {layer.z}.shape[1]")
             for j, port in enumerate(layer.shape.ports):
                 out(f"{layer.pre(j)} = {self._u(layer, j)}.shape[1]")
+                if layer.sparse:
+                    out(f"{layer.nnz(j)} = {self.bound(layer, 'synapse_step', roles.INDEX, 'col', j)}.shape[0]")
         # the per-layer "behind" flags: rows left at rest since the last settle
         for layer in self.layers:
             for j, _ in enumerate(layer.shape.ports):
@@ -302,11 +335,16 @@ class _Printer:
                         out(f"ops.add_bias({I}, {self.own(layer, 'b', f'b of input {port.input}', port=j)})")
                     continue
                 word = SOURCES[source]
-                weight = self.own(layer, f"{word}_T", f"{word} of input {port.input}, transposed (pre, n)", port=j)
                 heard = below if source == "input" else z
                 end = f"{column} + {width[source]}" if column else width[source]
                 out(f"ops.copy_columns({u}, {column or 0}, {heard})")
-                if I:
+                if I and source in port.sparse:
+                    by_pre = [self.own(layer, f"{word}_{what}", f"{word} of input {port.input}: {note}", port=j)
+                              for what, note in BY_PRE.items()]
+                    out(f"ops.project_sparse({I}, {heard}, {', '.join(by_pre)}, {k > 0})")
+                elif I:
+                    weight = self.own(layer, f"{word}_T", f"{word} of input {port.input}, transposed (pre, n)",
+                                      port=j)
                     out(f"ops.project({I}, {heard}, {weight}, {k > 0})")
                 column = end
         out(layer.call(step))
@@ -403,15 +441,18 @@ class _Printer:
         return layer.port_word(j, "u")
 
     def _products(self, layer: _Layer, port: int, plan, L: str):
-        """grad += (L h_k)^T eps_k for each eligible component k, as ModulePort's matrix products."""
+        """grad += (L h_k)^T eps_k for each eligible component k, as ModulePort's matrix products
+        (in sparse rows, at the synapses)."""
         grad, reg_sum = (self.bound(layer, "synapse_step", roles.BUFFER, name, port) for name in ("grad", "reg_sum"))
+        rows = "".join(f", {self.bound(layer, 'synapse_step', roles.INDEX, name, port)}" for name in layer.rows)
+        add = "ops.add_products_at" if layer.sparse else "ops.add_products"
         for state, entry in plan.readout:
             eps = self._trace(layer, port, state)
             h = "None" if entry in plan.units else self.own(layer, "h", f"{entry} (batch, n)", of=entry, port=port)
             if L != "None":
-                self.out(f"ops.add_products({grad}, {L}, {h}, {eps})")
+                self.out(f"{add}({grad}, {L}, {h}, {eps}{rows})")
             with self.out.block(f"if {reg_sum} is not None:"):
-                self.out(f"ops.add_products({reg_sum}, None, {h}, {eps})")
+                self.out(f"{add}({reg_sum}, None, {h}, {eps}{rows})")
 
     def _trace(self, layer: _Layer, port: int, state: str) -> str:
         kernel = next(k for k in (layer.kernel("presynaptic_step", port), layer.kernel("synapse_step", port))
@@ -429,5 +470,11 @@ class _Printer:
             out(layer.call(layer.kernel("input_gain", j), j))
             gain_name = self.bound(layer, "input_gain", roles.BUFFER, "gain", j)
             weight = self.own(layer, "W_in", f"W_in of input {port.input}", port=j)
-            out(f"ops.pass_down({below}, {layer.word('L')}, {gain_name}, {weight}, {not first})")
+            if "input" in port.sparse:
+                rows = [self.own(layer, f"W_in_{what}", f"W_in of input {port.input}: {note}", port=j)
+                        for what, note in BY_POST.items()]
+                out(f"ops.pass_down_sparse({below}, {layer.word('L')}, {gain_name}, {weight}, {', '.join(rows)}, "
+                    f"{not first})")
+            else:
+                out(f"ops.pass_down({below}, {layer.word('L')}, {gain_name}, {weight}, {not first})")
             first = False

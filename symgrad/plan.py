@@ -152,23 +152,25 @@ class PlanSummary:
         """Entries that change every step (returned by neuron_step)."""
         return [n for n, kind in self.entry_kinds.items() if kind == "dynamic"]
 
-    def trace_shapes(self, batch: int, n: int, n_pre: int) -> dict:
-        """The shape of each planned trace, by state: (batch, pre) or (batch, n, pre)."""
-        shape = {PRESYNAPTIC: (batch, n_pre), PER_SYNAPSE: self.layout.synapses(batch, n, n_pre)}
+    def trace_shapes(self, batch: int, n: int, n_pre: int, nnz=None) -> dict:
+        """The shape of each planned trace, by state: (batch, pre), or per synapse (batch, n, pre)
+        or, in a sparse layout of ``nnz`` synapses, (batch, nnz)."""
+        shape = {PRESYNAPTIC: (batch, n_pre), PER_SYNAPSE: self.layout.synapses(batch, n, n_pre, nnz)}
         storage = {s: PRESYNAPTIC for s in self.presynaptic} | {s: PER_SYNAPSE for s in self.per_synapse}
         return {s: shape[storage[s]] for s in self.presynaptic + self.per_synapse}
 
     def buffers(self, batch: int, n: int, n_pre: int, *, filtered: bool = False,
                 sequence_sum: bool = False, regulariser: bool = False, fused: bool = False,
-                events: bool = False) -> dict:
+                events: bool = False, nnz=None) -> dict:
         """The arrays e-prop allocates for one layer besides the traces, by name.
 
         filtered: a filtered eligibility ebar per synapse; sequence_sum: a weighted sum of the
         eligibility over the sequence; regulariser: the firing-rate regulariser's sums; fused:
         the backend's kernel needs no scratch array for products; events: the kernels skip rows
-        at rest and keep, per row, the step it is up to date at and what it owes the gradient.
+        at rest and keep, per row, the step it is up to date at and what it owes the gradient;
+        nnz: the synapses of a sparse layout.
         """
-        synapses, weights = self.layout.synapses(batch, n, n_pre), self.layout.weights(n, n_pre)
+        synapses, weights = self.layout.synapses(batch, n, n_pre, nnz), self.layout.weights(n, n_pre, nnz)
         shapes = {"grad": weights, "product": weights}
         if not fused and (self.per_synapse or filtered or sequence_sum):
             shapes["scratch"] = synapses
@@ -185,7 +187,7 @@ class PlanSummary:
 
     def memory(self, batch: int, n: int, n_pre: int, itemsize: int = 4, filtered: bool = True,
                sequence_sum: bool = False, regulariser: bool = False, fused: bool = False,
-               events: bool = False) -> dict:
+               events: bool = False, nnz=None) -> dict:
         """Bytes e-prop keeps for one layer, from ``trace_shapes`` and ``buffers``: what the
         runtime allocates. With an instantaneous readout, a per-step loss and no per-synapse
         component, the gradient is a matrix product and nothing per-synapse is stored."""
@@ -195,19 +197,18 @@ class PlanSummary:
                 count *= extent
             return count
 
-        shapes = self.trace_shapes(batch, n, n_pre)
+        shapes = self.trace_shapes(batch, n, n_pre, nnz)
         # the copies an in-place update saves first (fused kernels keep them in registers)
-        traces = list(shapes.values()) + ([] if fused else [shapes[s] for s in self.saved])
+        traces = list(shapes.items()) + ([] if fused else [(s, shapes[s]) for s in self.saved])
         buffers = self.buffers(batch, n, n_pre, filtered=filtered, sequence_sum=sequence_sum,
-                               regulariser=regulariser, fused=fused, events=events)
+                               regulariser=regulariser, fused=fused, events=events, nnz=nnz)
         labels = {"ebar": "filtered eligibility", "seq_sum": "sequence sum", "scratch": "scratch",
                   "grad": "gradient", "product": "gradient", "reg_sum": "regulariser",
                   "ones": "regulariser", "last": "rows at rest", "pend": "rows at rest"}
         figures = dict.fromkeys(["presynaptic traces", "per-synapse traces", "filtered eligibility",
                                  "sequence sum", "scratch", "parameter traces", "gradient"], 0)
-        for shape in traces:
-            per_synapse = len(shape) == 3
-            figures["per-synapse traces" if per_synapse else "presynaptic traces"] += size(shape)
+        for state, shape in traces:
+            figures["per-synapse traces" if state in self.per_synapse else "presynaptic traces"] += size(shape)
         for name, shape in buffers.items():
             figures[labels[name]] = figures.get(labels[name], 0) + size(shape)
         # a fused kernel keeps each row and writes each parameter's eligibility; the NumPy module

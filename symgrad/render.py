@@ -19,6 +19,7 @@ import jinja2
 from . import __version__, models, store
 from .analysis import Analysis
 from .kernels import Blueprint, Kernel, blueprint
+from .layouts import DENSE, LAYOUTS, Layout
 from .model import NeuronModel
 from .names import Names
 from .plan import PlanSummary, plans_of
@@ -62,6 +63,7 @@ class Generated:
     kernels: tuple  # Kernel descriptions, in the order the CUDA source defines them
     texts: dict  # backend name -> file text
     names: Names  # every identifier the files use, allocated once
+    layout: Layout = DENSE  # how the layers' synapses are laid out (dense or sparse rows)
 
     @property
     def plan(self) -> PlanSummary:
@@ -69,36 +71,45 @@ class Generated:
         return self.plans[0]
 
     def filename(self, backend: str) -> str:
-        return TARGETS[backend].filename
+        return filename(backend, self.layout)
 
     def kernel(self, kind: str, port: str | None = None) -> Kernel | None:
         """The kernel of this kind (of the input ``port``, for a per-input kernel), if any."""
         return next((k for k in self.kernels if k.kind == kind and k.port == port), None)
 
 
-def generate_code(model: NeuronModel, dense: bool = False, backends=tuple(TARGETS)) -> Generated:
-    """Analyse ``model`` once and render it for ``backends``; ``dense`` keeps every trace per synapse."""
+def filename(backend: str, layout: Layout = DENSE) -> str:
+    """The file ``backend`` writes for a model whose layers are laid out as ``layout``:
+    ``numba_layer.py``, ``numba_layer_csr.py``."""
+    stem, dot, extension = TARGETS[backend].filename.rpartition(".")
+    return f"{stem}{layout.suffix}{dot}{extension}"
+
+
+def generate_code(model: NeuronModel, dense: bool = False, backends=tuple(TARGETS),
+                  layout: Layout = DENSE) -> Generated:
+    """Analyse ``model`` once and render it for ``backends``; ``dense`` keeps every trace per
+    synapse; ``layout``: which synapses the layers' kernels walk (every pair, or sparse rows)."""
     analysis = Analysis(model)
     plans = plans_of(analysis, dense)
-    design = blueprint(analysis, plans)
+    design = blueprint(analysis, plans, layout)
     texts = {name: _render(design, name) for name in backends}
-    return Generated(model, dense, tuple(plan.summary() for plan in plans), tuple(design.kernels), texts,
-                     analysis.naming)
+    return Generated(model, dense, tuple(replace(plan.summary(), layout=layout) for plan in plans),
+                     tuple(design.kernels), texts, analysis.naming, layout)
 
 
 def _render(design: Blueprint, backend: str) -> str:
     target = TARGETS[backend]
     model = design.model
     values = {"version": __version__, "model": model, "doc": (model.doc or "").strip(),
-              "regenerate": regenerate(model, backend), "header": header(design.analysis, design.plans),
+              "regenerate": regenerate(model, backend, design.layout), "header": header(design.analysis, design.plans, design.layout),
               **target.context(design)}
     text = environment().get_template(f"{backend}/{target.template}{TEMPLATE_SUFFIX}").render(values)
     if target.python:
         try:
-            compile(text, f"<{model.name}/{target.filename}>", "exec")
+            compile(text, f"<{model.name}/{filename(backend, design.layout)}>", "exec")
         except SyntaxError as err:
             raise GenerationError(
-                f"symgrad generated invalid Python for model {model.name!r} ({target.filename}, "
+                f"symgrad generated invalid Python for model {model.name!r} ({filename(backend, design.layout)}, "
                 f"line {err.lineno}: {err.msg}); this is a bug in symgrad, please report it "
                 f"with the model") from None
     return text
@@ -112,17 +123,19 @@ def driver(shape) -> str:
         passes.print_driver(shape))
 
 
-def regenerate(model: NeuronModel, backend: str) -> str:
-    """How to write ``backend``'s file of ``model`` again, as the file's header says it."""
+def regenerate(model: NeuronModel, backend: str, layout: Layout = DENSE) -> str:
+    """How to write ``backend``'s file of ``model`` (for layers laid out as ``layout``) again, as
+    the file's header says it."""
     default = TARGETS[backend].default  # the file written when no backend is named
-    option = "" if default else f" --backend {backend}"
+    option = ("" if default else f" --backend {backend}") + (f" --layout {layout.name}" if layout is not DENSE else "")
     if model.source_file:  # a model file, named with the model (it may hold several), or a NIR graph
         spec = _shown(model.source_file) + (f":{model.name}" if model.source_file.endswith(".py") else "")
         return f"`symgrad generate {shlex.quote(spec)}{option}`"
     if model.name in models.BUILTIN and model == models.builtin(model.name):
         return f"`symgrad generate {model.name}{option}`"
-    backends = "" if default else f', backends=["{backend}"]'
-    return f"`symgrad.render.generate(model{backends})`, where the model is built,"
+    arguments = ("" if default else f', backends=["{backend}"]') + (f', layouts=["{layout.name}"]'
+                                                                    if layout is not DENSE else "")
+    return f"`symgrad.render.generate(model{arguments})`, where the model is built,"
 
 
 def _shown(path: str) -> str:
@@ -131,9 +144,9 @@ def _shown(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def render(model: NeuronModel, backend: str = "numpy", dense: bool = False) -> str:
+def render(model: NeuronModel, backend: str = "numpy", dense: bool = False, layout: Layout = DENSE) -> str:
     """The generated file of ``model`` for ``backend``; ``dense`` forces every trace per synapse."""
-    return generate_code(model, dense, (backend,)).texts[backend]
+    return generate_code(model, dense, (backend,), layout).texts[backend]
 
 
 def same_code(a: NeuronModel, b: NeuronModel) -> bool:
@@ -147,18 +160,22 @@ def cuda_kernels(model: NeuronModel, dense: bool = False) -> list[Kernel]:
     return [k for k in generate_code(model, dense, ()).kernels if not k.cpu_only]
 
 
-def files(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> dict:
-    """{path under ``out_dir/<model>/``: text} of the generated files of ``model``, unwritten; with
-    the Numba kernels, the whole-pass driver of the network ``symgrad train`` builds by default."""
+def files(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",), layouts=("dense",)) -> dict:
+    """{path under ``out_dir/<model>/``: text} of the generated files of ``model``, unwritten: each
+    backend's file for each of ``layouts`` (by name: "dense", and "csr" for sparse layers, whose
+    files end in ``_csr``); with the dense Numba kernels, the whole-pass driver of the network
+    ``symgrad train`` builds by default."""
     from . import passes
 
-    code = generate_code(model, backends=tuple(dict.fromkeys(backends)))
-    found = {Path(out_dir) / model.name / TARGETS[b].filename: code.texts[b] for b in code.texts}
-    if WHOLE_PASS in code.texts:
-        found[Path(out_dir) / model.name / passes.FILENAME] = driver(passes.default_shape(code))
+    found = {}
+    for name in dict.fromkeys(layouts):
+        code = generate_code(model, backends=tuple(dict.fromkeys(backends)), layout=LAYOUTS[name])
+        found.update({Path(out_dir) / model.name / code.filename(b): code.texts[b] for b in code.texts})
+        if WHOLE_PASS in code.texts and code.layout is DENSE:
+            found[Path(out_dir) / model.name / passes.FILENAME] = driver(passes.default_shape(code))
     return found
 
 
-def generate(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",)) -> list[Path]:
+def generate(model: NeuronModel, out_dir: str | Path = "generated", backends=("numpy",), layouts=("dense",)) -> list[Path]:
     """Write the generated files of ``model`` under ``out_dir/<model>/``; return their paths."""
-    return [store.write_if_changed(path, text) for path, text in files(model, out_dir, backends).items()]
+    return [store.write_if_changed(path, text) for path, text in files(model, out_dir, backends, layouts).items()]

@@ -5,9 +5,12 @@ under its input's name.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from .analysis import Analysis
+from .layouts import CSR, DENSE, Layout
 from .memory import size_text
 from .plan import PER_SYNAPSE, PRESYNAPTIC, TracePlan, unheard_input
 from .printing import linear_text
@@ -37,8 +40,9 @@ def as_json(analysis: Analysis, plans: list[TracePlan]) -> dict:
     return {"model": model.name, "inputs": model.input_names, **found} if several else found
 
 
-def header(analysis: Analysis, plans: list[TracePlan]) -> list[str]:
-    """The lines that open every generated file: equations, Jacobian classes, trace plan."""
+def header(analysis: Analysis, plans: list[TracePlan], layout: Layout = DENSE) -> list[str]:
+    """The lines that open every generated file: equations, Jacobian classes, trace plan (its
+    per-synapse shapes as ``layout`` stores them)."""
     model, names, plans = analysis.model, analysis.names, _listed(plans)
     width = max(len(n) for n in names)
     several = len(plans) > 1
@@ -57,7 +61,7 @@ def header(analysis: Analysis, plans: list[TracePlan]) -> list[str]:
     for p, entry in analysis.dz.items():
         lines.append(f"    dz/d{p.name} = {entry.kind}")
     lines += ["", "Trace plan, one set of traces per input:" if several else "Trace plan:"]
-    shape = {PRESYNAPTIC: "(batch, pre)", PER_SYNAPSE: "(batch, post, pre)"}
+    shape = {PRESYNAPTIC: "(batch, pre)", PER_SYNAPSE: layout.synapse_shape if layout.sparse else "(batch, post, pre)"}
     for plan in plans:
         lines += ["", f"    input {plan.input.name}:"] if several else [""]
         indent = " " * (8 if several else 4)
@@ -67,8 +71,10 @@ def header(analysis: Analysis, plans: list[TracePlan]) -> list[str]:
     return lines
 
 
-def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pre, itemsize: int) -> str:
-    """n_pre: the presynaptic inputs of each input's projections (one number: the same for each)."""
+def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pre, itemsize: int,
+            nnz: list | None = None) -> str:
+    """n_pre: the presynaptic inputs of each input's projections (one number: the same for each);
+    nnz: the synapses of each input where they are sparse (None: every pair)."""
     model, names, plans = analysis.model, analysis.names, _listed(plans)
     several = len(plans) > 1
     n_pres = n_pre if isinstance(n_pre, (list, tuple)) else [n_pre] * len(plans)
@@ -97,8 +103,8 @@ def as_text(analysis: Analysis, plans: list[TracePlan], batch: int, n: int, n_pr
     for p, row in analysis.q.items():
         out += [f"  q[{p.name},{names[k]}]  {e.kind:<10}  {sp.sstr(e.expr)}" for k, e in enumerate(row)]
     out += [f"  dz/d{p.name}  {e.kind:<10}  {sp.sstr(e.expr)}" for p, e in analysis.dz.items()]
-    for plan, count in zip(plans, n_pres):
-        out += _plan_text(plan, several, batch, n, count, itemsize)
+    for plan, count, synapses in zip(plans, n_pres, nnz or [None] * len(plans)):
+        out += _plan_text(plan, several, batch, n, count, itemsize, synapses)
     return "\n".join(out)
 
 
@@ -112,7 +118,8 @@ def _spikes_text(model) -> list[str]:
     return ["", "spikes (surrogate derivative):"] + [f"  {sp.sstr(step)}: {describe(step)}" for step in found]
 
 
-def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, itemsize: int) -> list[str]:
+def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, itemsize: int,
+               nnz: int | None = None) -> list[str]:
     """One input's trace plan, rows at rest and memory."""
     of = f" of input {plan.input.name}" if several else ""
     out = ["", f"trace plan{of}:"]
@@ -133,10 +140,12 @@ def _plan_text(plan: TracePlan, several: bool, batch: int, n: int, n_pre: int, i
         out.append("  e_t = 0: the filtered eligibility only decays by kappa, and no sum grows")
     else:
         out += ["", f"rows at rest{of}: none ({rest.reason})"]
-    out += ["", f"trace memory per layer{of} (batch {batch}, {n} neurons, {n_pre} presynaptic, "
+    sparse = f", {nnz:,} synapses ({nnz / (n * n_pre):.1%})" if nnz is not None else ""
+    stored = plan if nnz is None else replace(plan.summary(), layout=CSR)  # per-synapse arrays (batch, nnz)
+    out += ["", f"trace memory per layer{of} (batch {batch}, {n} neurons, {n_pre} presynaptic{sparse}, "
                 f"{itemsize}-byte floats):"]
     for label, filtered in (("instantaneous readout (kappa = 0)", False), ("leaky readout", True)):
-        figures = plan.memory(batch, n, n_pre, itemsize, filtered=filtered)
+        figures = stored.memory(batch, n, n_pre, itemsize, filtered=filtered, nnz=nnz)
         parts = ", ".join(f"{k} {size_text(v)}" for k, v in figures.items()
                           if v and k != "total")
         out.append(f"  {label}: {size_text(figures['total'])}" + (f" ({parts})" if parts else ""))

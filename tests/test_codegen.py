@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from symgrad import models, render
+from symgrad.layouts import LAYOUTS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = list(models.BUILTIN)
@@ -13,8 +14,9 @@ MODELS = list(models.BUILTIN)
 
 @pytest.mark.parametrize("name", MODELS)
 def test_generated_code_is_committed_and_up_to_date(name):
-    wanted = render.files(models.builtin(name), ROOT / "generated", tuple(render.BACKENDS))
-    assert {path.name for path in wanted} == {f for _, f in render.BACKENDS.values()} | {"numba_eprop.py"}
+    wanted = render.files(models.builtin(name), ROOT / "generated", tuple(render.BACKENDS), tuple(LAYOUTS))
+    layers = {render.filename(backend, layout) for backend in render.BACKENDS for layout in LAYOUTS.values()}
+    assert {path.name for path in wanted} == layers | {"numba_eprop.py"}
     for committed, text in wanted.items():
         assert committed.is_file(), f"run `symgrad generate --all`: {committed} is missing"
         assert committed.read_text() == text, f"{committed} is stale: run `symgrad generate --all` and commit it"

@@ -31,6 +31,19 @@ MODELS = list(models.BUILTIN)
 NVCC = shutil.which("nvcc")
 
 
+def compile_ptx(source: Path, folder: Path, archs=("sm_80", "sm_90")) -> list:
+    """nvcc -ptx of ``source`` for each architecture, two at a time: (arch, the finished run,
+    the .ptx written into ``folder``) of each."""
+    def compile_for(arch):
+        out = folder / f"{arch}.ptx"
+        done = subprocess.run([NVCC, "-ptx", f"-arch={arch}", "-std=c++17", "-o", str(out), str(source)],
+                              capture_output=True, text=True)
+        return arch, done, out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(compile_for, archs))
+
+
 def _gpu_reason() -> str | None:
     """Why the CuPy tests cannot run here, or None when they can."""
     try:
@@ -151,15 +164,7 @@ def test_every_generated_cu_compiles_with_nvcc(tmp_path):
         f'namespace {name} {{\n#include "{ROOT / "generated" / name / "cuda_layer.cu"}"\n'
         f"{cuda.instantiations(kernels(name))}}}\n" for name in MODELS))
 
-    def compile_for(arch):
-        out = tmp_path / f"{arch}.ptx"
-        done = subprocess.run([NVCC, "-ptx", f"-arch={arch}", "-std=c++17", "-o", str(out), str(source)],
-                              capture_output=True, text=True)
-        return arch, done, out
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(compile_for, ["sm_80", "sm_90"]))
-    for arch, done, out in results:
+    for arch, done, out in compile_ptx(source, tmp_path):
         assert done.returncode == 0, f"{arch}:\n{done.stderr}"
         assert "warning" not in done.stderr, f"{arch}:\n{done.stderr}"
         entries = _ptx_kernels(out.read_text())

@@ -10,6 +10,8 @@ For every drawn model exactly one of two things holds:
     several inputs every input hears the layer's input, each through its own W_in), a leaky readout
     with kappa 0 and 0.8, and a drawn loss (ce, mse per step, or ce_mean, ce_last);
   - BPTT equals central finite differences on the model's smooth variant (with W_rec);
+  - with drawn masks on W_in and W_rec, the sparse network equals the dense one whose weights
+    are zero where no synapse is (e-prop and BPTT, NumPy, 1e-9);
   - ``test_random_models_from_odes`` does the same for models from differential equations
     (``ode_specs``: NeuronModel.from_odes with a drawn integration method, 10 examples);
   - and, in ``test_compiled_backends_equal_numpy``, the generated CUDA compiles with NVRTC as
@@ -137,6 +139,36 @@ def check_eprop_equals_bptt(model, scale, kappa, loss):
         assert relative_error(fast.grads[key], value) <= 1e-9, key
 
 
+def check_sparse_equals_masked(model, scale, mask_seed, density):
+    """A sparse network (random masks on W_in and W_rec, every row keeping a synapse) against the
+    dense one with its weights zero where no synapse is, e-prop and BPTT, on NumPy."""
+    dense = network(model, scale, recurrent=True, kappa=0.8)
+    rng = np.random.default_rng(mask_seed)
+    masks = {}
+    for key in ("W_in", "W_rec"):
+        if key in dense.params:
+            mask = rng.random(dense.params[key].shape) < density
+            mask[np.arange(HIDDEN), rng.integers(0, mask.shape[1], HIDDEN)] = True
+            masks[key] = mask
+    if not masks:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "model .* reaches no state")
+        sparse = Network(model, N_IN, HIDDEN, N_OUT, recurrent=True, kappa=0.8, seed=2, backend="numpy",
+                         dtype="float64", connectivity=masks)
+    sparse.set_params(dense.params)  # a sparse weight takes the dense values at its synapses
+    dense.set_params({key: sparse.dense(key) for key in sparse.params})
+    x, labels = inputs()
+    for rule in (eprop, bptt):
+        got, expected = rule(sparse, x, labels), rule(dense, x, labels)
+        assert got.loss == pytest.approx(expected.loss, rel=1e-12), rule.__name__
+        for key, value in expected.grads.items():
+            value = sparse.connectivity[key].gather(value) if key in sparse.connectivity else value
+            assert relative_error(got.grads[key], value) <= 1e-9, (rule.__name__, key)
+    if got.spikes[0] == 0:
+        event("the sparse network is silent")
+
+
 def check_bptt_equals_finite_differences(model, scale, points=2):
     """BPTT on the smooth variant (with W_rec) against central differences of its loss, at
     ``points`` entries of every parameter."""
@@ -195,9 +227,13 @@ def check_cuda_compiles_with_nvrtc(model) -> bool:
 
 # -- the properties ---------------------------------------------------------------------------
 @fuzz_settings(EXAMPLES)
-@given(spec=model_specs(), loss=st.sampled_from(["ce", "ce_mean", "ce_last", "mse"]))
-def test_random_models(spec, loss):
-    check_gradients(accepted(spec), loss)
+@given(spec=model_specs(), loss=st.sampled_from(["ce", "ce_mean", "ce_last", "mse"]),
+       mask_seed=st.integers(0, 2**16), density=st.sampled_from([0.2, 0.5]))
+def test_random_models(spec, loss, mask_seed, density):
+    model = accepted(spec)
+    scale = check_gradients(model, loss)
+    if model is not None:
+        check_sparse_equals_masked(model, scale, mask_seed, density)
 
 
 @fuzz_settings(ODE_EXAMPLES)
@@ -209,9 +245,10 @@ def test_random_models_from_odes(spec, loss):
 
 
 def check_gradients(model, loss):
-    """e-prop equals BPTT where exact, and BPTT finite differences, for an accepted model."""
+    """e-prop equals BPTT where exact, and BPTT finite differences, for an accepted model;
+    returns the input scale it fires at."""
     if model is None:
-        return
+        return None
     scale = firing_scale(model)
     for kappa in (0.0, 0.8):
         check_eprop_equals_bptt(model, scale, kappa, loss)
@@ -219,6 +256,7 @@ def check_gradients(model, loss):
         event("kinks inside stop_gradient: no smooth variant")
     else:
         check_bptt_equals_finite_differences(model, scale)
+    return scale
 
 
 @fuzz_settings(COMPILED_EXAMPLES)

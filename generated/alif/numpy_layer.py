@@ -79,9 +79,9 @@ class Traces:
     """e-prop eligibility traces eps_t = D_t eps_{t-1} + c_t u_t, stored as planned.
 
     eps_v: (batch, pre), presynaptic: a fixed filter of u, shared by all post neurons
-    eps_a: (batch, post, pre), per-synapse
+    eps_a: (batch, n, pre), per-synapse
 
-    scratch: a (batch, post, pre) buffer for products, so that no step allocates one.
+    scratch: a (batch, n, pre) buffer for products, so that no step allocates one.
     """
 
     def __init__(self, batch, n, n_pre, dtype):
@@ -102,7 +102,7 @@ class Traces:
     def accumulate(self, L, J, K, grad, product):
         """grad += sum_b L_bi e_bij, never forming e = h . eps (unfiltered readout).
 
-        product: a (post, pre) buffer for each term before it is added.
+        product: a (n, pre) buffer for each term before it is added.
         """
         np.matmul((L * J["h_v"]).T, self.eps_v, out=product)
         grad += product
@@ -110,7 +110,7 @@ class Traces:
         grad += product
 
     def add_eligibility(self, J, K, out, scratch, weight=1.0):
-        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, n, pre)."""
         np.multiply(weight * J["h_v"][:, :, None], self.eps_v[:, None, :], out=scratch)
         out += scratch
         np.multiply(weight * J["h_a"][:, :, None], self.eps_a, out=scratch)

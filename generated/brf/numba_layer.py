@@ -51,6 +51,18 @@ may be None where its comment says so: Numba compiles that case without the bran
 import numpy as np
 from numba import njit, prange
 
+# The synapse kernels hand each thread blocks of up to BLOCK post neurons and sweep a block sample
+# by sample: a sample's per-synapse arrays are then read in runs of rows, which memory streams,
+# where a thread per post neuron would jump to another sample after each row. A small layer is
+# cut into at least BLOCKS blocks, so that it still keeps that many threads busy.
+BLOCK, BLOCKS = 32, 16
+
+
+@njit(cache=True)
+def block_rows(n):
+    """Post neurons per block: BLOCK, or fewer where n has fewer than BLOCKS blocks of BLOCK."""
+    return max(1, min(BLOCK, n // BLOCKS))
+
 
 @njit(cache=True)
 def spike(x):
@@ -140,8 +152,8 @@ def neuron_step(size, n, current, s_x, s_y, s_q, p_omega, p_b_offset, p_theta, p
 
 @njit(parallel=True, cache=True)
 def synapse_step(batch, n, n_pre, u, trace_x, trace_y, trace_q, J_D_x_x, J_D_x_y, J_D_x_q, J_D_y_x, J_D_y_y, J_D_y_q, J_D_q_x, J_D_q_q, J_h_x, J_h_q, K_c_x, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -151,45 +163,47 @@ def synapse_step(batch, n, n_pre, u, trace_x, trace_y, trace_q, J_D_x_x, J_D_x_y
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron.
+    grad and reg_sum of its post neurons.
     """
-    for post in prange(n):
-        c_x = K_c_x[0]  # constant
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            D_x_x = J_D_x_x[sample, post]
-            D_x_y = J_D_x_y[sample, post]
-            D_x_q = J_D_x_q[sample, post]
-            D_y_x = J_D_y_x[sample, post]
-            D_y_y = J_D_y_y[sample, post]
-            D_y_q = J_D_y_q[sample, post]
-            D_q_x = J_D_q_x[sample, post]
-            D_q_q = J_D_q_q[sample, post]
-            h_x = J_h_x[sample, post]
-            h_q = J_h_q[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_x = trace_x[sample, post, pre]
-                eps_y = trace_y[sample, post, pre]
-                eps_q = trace_q[sample, post, pre]
-                eps_x_new = D_x_x * eps_x + D_x_y * eps_y + D_x_q * eps_q + c_x * u_j  # eps_x_t = D_x_x * eps_x_{t-1} + D_x_y * eps_y_{t-1} + D_x_q * eps_q_{t-1} + c_x * u_t
-                eps_y_new = D_y_x * eps_x + D_y_y * eps_y + D_y_q * eps_q  # eps_y_t = D_y_x * eps_x_{t-1} + D_y_y * eps_y_{t-1} + D_y_q * eps_q_{t-1}
-                eps_q_new = D_q_x * eps_x + D_q_q * eps_q  # eps_q_t = D_q_x * eps_x_{t-1} + D_q_q * eps_q_{t-1}
-                trace_x[sample, post, pre] = eps_x_new
-                trace_y[sample, post, pre] = eps_y_new
-                trace_q[sample, post, pre] = eps_q_new
-                e = h_x * eps_x_new + h_q * eps_q_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                c_x = K_c_x[0]  # constant
+                D_x_x = J_D_x_x[sample, post]
+                D_x_y = J_D_x_y[sample, post]
+                D_x_q = J_D_x_q[sample, post]
+                D_y_x = J_D_y_x[sample, post]
+                D_y_y = J_D_y_y[sample, post]
+                D_y_q = J_D_y_q[sample, post]
+                D_q_x = J_D_q_x[sample, post]
+                D_q_q = J_D_q_q[sample, post]
+                h_x = J_h_x[sample, post]
+                h_q = J_h_q[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_x = trace_x[sample, post, pre]
+                    eps_y = trace_y[sample, post, pre]
+                    eps_q = trace_q[sample, post, pre]
+                    eps_x_new = D_x_x * eps_x + D_x_y * eps_y + D_x_q * eps_q + c_x * u_j  # eps_x_t = D_x_x * eps_x_{t-1} + D_x_y * eps_y_{t-1} + D_x_q * eps_q_{t-1} + c_x * u_t
+                    eps_y_new = D_y_x * eps_x + D_y_y * eps_y + D_y_q * eps_q  # eps_y_t = D_y_x * eps_x_{t-1} + D_y_y * eps_y_{t-1} + D_y_q * eps_q_{t-1}
+                    eps_q_new = D_q_x * eps_x + D_q_q * eps_q  # eps_q_t = D_q_x * eps_x_{t-1} + D_q_q * eps_q_{t-1}
+                    trace_x[sample, post, pre] = eps_x_new
+                    trace_y[sample, post, pre] = eps_y_new
+                    trace_q[sample, post, pre] = eps_q_new
+                    e = h_x * eps_x_new + h_q * eps_q_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)
@@ -222,11 +236,10 @@ def param_traces(size, J_D_x_x, J_D_x_y, J_D_x_q, J_D_y_x, J_D_y_y, J_D_y_q, J_D
 
 
 @njit(parallel=True, cache=True)
-def input_gain(size, n, J_h_x, K_c_x, gain):
+def input_gain(size, J_h_x, K_c_x, gain):
     """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
     what passes a learning signal down to the layer below."""
     for bi in prange(size):
-        post = bi % n
         c_x = K_c_x[0]  # constant
         h_x = J_h_x[bi]
         gain[bi] = c_x * h_x  # dz_t/dI_t = sum_k h_k,t c_k,t

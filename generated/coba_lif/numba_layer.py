@@ -63,6 +63,18 @@ may be None where its comment says so: Numba compiles that case without the bran
 import numpy as np
 from numba import njit, prange
 
+# The synapse kernels hand each thread blocks of up to BLOCK post neurons and sweep a block sample
+# by sample: a sample's per-synapse arrays are then read in runs of rows, which memory streams,
+# where a thread per post neuron would jump to another sample after each row. A small layer is
+# cut into at least BLOCKS blocks, so that it still keeps that many threads busy.
+BLOCK, BLOCKS = 32, 16
+
+
+@njit(cache=True)
+def block_rows(n):
+    """Post neurons per block: BLOCK, or fewer where n has fewer than BLOCKS blocks of BLOCK."""
+    return max(1, min(BLOCK, n // BLOCKS))
+
 
 @njit(cache=True)
 def spike(x):
@@ -135,8 +147,8 @@ def neuron_step(size, current_I_e, current_I_i, s_v, s_g_e, s_g_i, p_alpha_e, p_
 
 @njit(parallel=True, cache=True)
 def synapse_step_I_e(batch, n, n_pre, u, trace_v, trace_g_e, J_D_v_v, J_D_v_g_e, J_c_v_I_e, J_h_v, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step of the input I_e, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step of the input I_e: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -146,34 +158,36 @@ def synapse_step_I_e(batch, n, n_pre, u, trace_v, trace_g_e, J_D_v_v, J_D_v_g_e,
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron. Presynaptic traces are read and advanced in registers
+    grad and reg_sum of its post neurons. Presynaptic traces are read and advanced in registers
     only: presynaptic_step_I_e, called after this, stores them.
     """
-    for post in prange(n):
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            D_v_v = J_D_v_v[sample, post]
-            D_v_g_e = J_D_v_g_e[sample, post]
-            c_v_I_e = J_c_v_I_e[sample, post]
-            h_v = J_h_v[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_v = trace_v[sample, post, pre]
-                eps_g_e = trace_g_e[sample, pre]
-                eps_v_new = D_v_v * eps_v + D_v_g_e * eps_g_e + c_v_I_e * u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_g_e * eps_g_e_{t-1} + c_v_I_e * u_t
-                trace_v[sample, post, pre] = eps_v_new
-                e = h_v * eps_v_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_v_v = J_D_v_v[sample, post]
+                D_v_g_e = J_D_v_g_e[sample, post]
+                c_v_I_e = J_c_v_I_e[sample, post]
+                h_v = J_h_v[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_v = trace_v[sample, post, pre]
+                    eps_g_e = trace_g_e[sample, pre]
+                    eps_v_new = D_v_v * eps_v + D_v_g_e * eps_g_e + c_v_I_e * u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_g_e * eps_g_e_{t-1} + c_v_I_e * u_t
+                    trace_v[sample, post, pre] = eps_v_new
+                    e = h_v * eps_v_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)
@@ -187,8 +201,8 @@ def presynaptic_step_I_e(size, u, trace_g_e, K_D_g_e_g_e):
 
 @njit(parallel=True, cache=True)
 def synapse_step_I_i(batch, n, n_pre, u, trace_v, trace_g_i, J_D_v_v, J_D_v_g_i, J_c_v_I_i, J_h_v, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step of the input I_i, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step of the input I_i: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -198,34 +212,36 @@ def synapse_step_I_i(batch, n, n_pre, u, trace_v, trace_g_i, J_D_v_v, J_D_v_g_i,
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron. Presynaptic traces are read and advanced in registers
+    grad and reg_sum of its post neurons. Presynaptic traces are read and advanced in registers
     only: presynaptic_step_I_i, called after this, stores them.
     """
-    for post in prange(n):
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            D_v_v = J_D_v_v[sample, post]
-            D_v_g_i = J_D_v_g_i[sample, post]
-            c_v_I_i = J_c_v_I_i[sample, post]
-            h_v = J_h_v[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_v = trace_v[sample, post, pre]
-                eps_g_i = trace_g_i[sample, pre]
-                eps_v_new = D_v_v * eps_v + D_v_g_i * eps_g_i + c_v_I_i * u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_g_i * eps_g_i_{t-1} + c_v_I_i * u_t
-                trace_v[sample, post, pre] = eps_v_new
-                e = h_v * eps_v_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_v_v = J_D_v_v[sample, post]
+                D_v_g_i = J_D_v_g_i[sample, post]
+                c_v_I_i = J_c_v_I_i[sample, post]
+                h_v = J_h_v[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_v = trace_v[sample, post, pre]
+                    eps_g_i = trace_g_i[sample, pre]
+                    eps_v_new = D_v_v * eps_v + D_v_g_i * eps_g_i + c_v_I_i * u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_g_i * eps_g_i_{t-1} + c_v_I_i * u_t
+                    trace_v[sample, post, pre] = eps_v_new
+                    e = h_v * eps_v_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)

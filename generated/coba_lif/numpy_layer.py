@@ -118,9 +118,9 @@ class Traces_I_e:
     """e-prop eligibility traces of the input I_e: eps_t = D_t eps_{t-1} + c_t^{I_e} u_t, stored as planned.
 
     eps_g_e: (batch, pre), presynaptic: a fixed filter of u, shared by all post neurons
-    eps_v: (batch, post, pre), per-synapse
+    eps_v: (batch, n, pre), per-synapse
 
-    scratch: a (batch, post, pre) buffer for products, so that no step allocates one.
+    scratch: a (batch, n, pre) buffer for products, so that no step allocates one.
     """
 
     def __init__(self, batch, n, n_pre, dtype):
@@ -143,13 +143,13 @@ class Traces_I_e:
     def accumulate(self, L, J, K, grad, product):
         """grad += sum_b L_bi e_bij, never forming e = h . eps (unfiltered readout).
 
-        product: a (post, pre) buffer for each term before it is added.
+        product: a (n, pre) buffer for each term before it is added.
         """
         np.einsum("bi,bij->ij", L * J["h_v"], self.eps_v, out=product)
         grad += product
 
     def add_eligibility(self, J, K, out, scratch, weight=1.0):
-        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, n, pre)."""
         np.multiply(weight * J["h_v"][:, :, None], self.eps_v, out=scratch)
         out += scratch
 
@@ -158,9 +158,9 @@ class Traces_I_i:
     """e-prop eligibility traces of the input I_i: eps_t = D_t eps_{t-1} + c_t^{I_i} u_t, stored as planned.
 
     eps_g_i: (batch, pre), presynaptic: a fixed filter of u, shared by all post neurons
-    eps_v: (batch, post, pre), per-synapse
+    eps_v: (batch, n, pre), per-synapse
 
-    scratch: a (batch, post, pre) buffer for products, so that no step allocates one.
+    scratch: a (batch, n, pre) buffer for products, so that no step allocates one.
     """
 
     def __init__(self, batch, n, n_pre, dtype):
@@ -183,13 +183,13 @@ class Traces_I_i:
     def accumulate(self, L, J, K, grad, product):
         """grad += sum_b L_bi e_bij, never forming e = h . eps (unfiltered readout).
 
-        product: a (post, pre) buffer for each term before it is added.
+        product: a (n, pre) buffer for each term before it is added.
         """
         np.einsum("bi,bij->ij", L * J["h_v"], self.eps_v, out=product)
         grad += product
 
     def add_eligibility(self, J, K, out, scratch, weight=1.0):
-        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, n, pre)."""
         np.multiply(weight * J["h_v"][:, :, None], self.eps_v, out=scratch)
         out += scratch
 

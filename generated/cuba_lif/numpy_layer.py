@@ -105,13 +105,13 @@ class Traces:
     def accumulate(self, L, J, K, grad, product):
         """grad += sum_b L_bi e_bij, never forming e = h . eps (unfiltered readout).
 
-        product: a (post, pre) buffer for each term before it is added.
+        product: a (n, pre) buffer for each term before it is added.
         """
         np.matmul((L * J["h_v"]).T, self.eps_v, out=product)
         grad += product
 
     def add_eligibility(self, J, K, out, scratch, weight=1.0):
-        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, n, pre)."""
         np.multiply(weight * J["h_v"][:, :, None], self.eps_v[:, None, :], out=scratch)
         out += scratch
 

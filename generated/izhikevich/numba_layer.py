@@ -47,6 +47,18 @@ may be None where its comment says so: Numba compiles that case without the bran
 import numpy as np
 from numba import njit, prange
 
+# The synapse kernels hand each thread blocks of up to BLOCK post neurons and sweep a block sample
+# by sample: a sample's per-synapse arrays are then read in runs of rows, which memory streams,
+# where a thread per post neuron would jump to another sample after each row. A small layer is
+# cut into at least BLOCKS blocks, so that it still keeps that many threads busy.
+BLOCK, BLOCKS = 32, 16
+
+
+@njit(cache=True)
+def block_rows(n):
+    """Post neurons per block: BLOCK, or fewer where n has fewer than BLOCKS blocks of BLOCK."""
+    return max(1, min(BLOCK, n // BLOCKS))
+
 
 @njit(cache=True)
 def spike(x):
@@ -106,8 +118,8 @@ def neuron_step(size, current, s_v, s_u, p_a, p_b, p_c, p_d, p_v_peak, p_dt, s_v
 
 @njit(parallel=True, cache=True)
 def synapse_step(batch, n, n_pre, u, trace_v, trace_u, J_D_v_v, J_D_v_u, J_c_v, J_h_v, K_D_u_v, K_D_u_u, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -117,37 +129,39 @@ def synapse_step(batch, n, n_pre, u, trace_v, trace_u, J_D_v_v, J_D_v_u, J_c_v, 
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron.
+    grad and reg_sum of its post neurons.
     """
-    for post in prange(n):
-        D_u_v = K_D_u_v[0]  # constant
-        D_u_u = K_D_u_u[0]  # constant
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            D_v_v = J_D_v_v[sample, post]
-            D_v_u = J_D_v_u[sample, post]
-            c_v = J_c_v[sample, post]
-            h_v = J_h_v[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_v = trace_v[sample, post, pre]
-                eps_u = trace_u[sample, post, pre]
-                eps_v_new = D_v_v * eps_v + D_v_u * eps_u + c_v * u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_u * eps_u_{t-1} + c_v * u_t
-                eps_u_new = D_u_v * eps_v + D_u_u * eps_u  # eps_u_t = D_u_v * eps_v_{t-1} + D_u_u * eps_u_{t-1}
-                trace_v[sample, post, pre] = eps_v_new
-                trace_u[sample, post, pre] = eps_u_new
-                e = h_v * eps_v_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_u_v = K_D_u_v[0]  # constant
+                D_u_u = K_D_u_u[0]  # constant
+                D_v_v = J_D_v_v[sample, post]
+                D_v_u = J_D_v_u[sample, post]
+                c_v = J_c_v[sample, post]
+                h_v = J_h_v[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_v = trace_v[sample, post, pre]
+                    eps_u = trace_u[sample, post, pre]
+                    eps_v_new = D_v_v * eps_v + D_v_u * eps_u + c_v * u_j  # eps_v_t = D_v_v * eps_v_{t-1} + D_v_u * eps_u_{t-1} + c_v * u_t
+                    eps_u_new = D_u_v * eps_v + D_u_u * eps_u  # eps_u_t = D_u_v * eps_v_{t-1} + D_u_u * eps_u_{t-1}
+                    trace_v[sample, post, pre] = eps_v_new
+                    trace_u[sample, post, pre] = eps_u_new
+                    e = h_v * eps_v_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)

@@ -40,6 +40,18 @@ may be None where its comment says so: Numba compiles that case without the bran
 import numpy as np
 from numba import njit, prange
 
+# The synapse kernels hand each thread blocks of up to BLOCK post neurons and sweep a block sample
+# by sample: a sample's per-synapse arrays are then read in runs of rows, which memory streams,
+# where a thread per post neuron would jump to another sample after each row. A small layer is
+# cut into at least BLOCKS blocks, so that it still keeps that many threads busy.
+BLOCK, BLOCKS = 32, 16
+
+
+@njit(cache=True)
+def block_rows(n):
+    """Post neurons per block: BLOCK, or fewer where n has fewer than BLOCKS blocks of BLOCK."""
+    return max(1, min(BLOCK, n // BLOCKS))
+
 
 @njit(cache=True)
 def fixed_entries(n, p_alpha, K_D_r_r, K_c_r):
@@ -69,8 +81,8 @@ def neuron_step(size, current, s_r, p_alpha, s_r_new, out_z, J_h_r):
 
 @njit(parallel=True, cache=True)
 def synapse_step(batch, n, n_pre, u, trace_r, J_h_r, K_D_r_r, K_c_r, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -80,31 +92,33 @@ def synapse_step(batch, n, n_pre, u, trace_r, J_h_r, K_D_r_r, K_c_r, L, kappa, e
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron. Presynaptic traces are read and advanced in registers
+    grad and reg_sum of its post neurons. Presynaptic traces are read and advanced in registers
     only: presynaptic_step, called after this, stores them.
     """
-    for post in prange(n):
-        D_r_r = K_D_r_r[0]  # constant
-        c_r = K_c_r[0]  # constant
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            h_r = J_h_r[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_r = trace_r[sample, pre]
-                eps_r_new = D_r_r * eps_r + c_r * u_j  # eps_r_t = D_r_r * eps_r_{t-1} + c_r * u_t
-                e = h_r * eps_r_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_r_r = K_D_r_r[0]  # constant
+                c_r = K_c_r[0]  # constant
+                h_r = J_h_r[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_r = trace_r[sample, pre]
+                    eps_r_new = D_r_r * eps_r + c_r * u_j  # eps_r_t = D_r_r * eps_r_{t-1} + c_r * u_t
+                    e = h_r * eps_r_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)
@@ -119,11 +133,10 @@ def presynaptic_step(size, u, trace_r, K_D_r_r, K_c_r):
 
 
 @njit(parallel=True, cache=True)
-def input_gain(size, n, J_h_r, K_c_r, gain):
+def input_gain(size, J_h_r, K_c_r, gain):
     """dz_t/dI_t, how the output answers the input within one step, over (sample, neuron):
     what passes a learning signal down to the layer below."""
     for bi in prange(size):
-        post = bi % n
         c_r = K_c_r[0]  # constant
         h_r = J_h_r[bi]
         gain[bi] = c_r * h_r  # dz_t/dI_t = sum_k h_k,t c_k,t

@@ -50,6 +50,18 @@ may be None where its comment says so: Numba compiles that case without the bran
 import numpy as np
 from numba import njit, prange
 
+# The synapse kernels hand each thread blocks of up to BLOCK post neurons and sweep a block sample
+# by sample: a sample's per-synapse arrays are then read in runs of rows, which memory streams,
+# where a thread per post neuron would jump to another sample after each row. A small layer is
+# cut into at least BLOCKS blocks, so that it still keeps that many threads busy.
+BLOCK, BLOCKS = 32, 16
+
+
+@njit(cache=True)
+def block_rows(n):
+    """Post neurons per block: BLOCK, or fewer where n has fewer than BLOCKS blocks of BLOCK."""
+    return max(1, min(BLOCK, n // BLOCKS))
+
 
 @njit(cache=True)
 def spike(x):
@@ -122,8 +134,8 @@ def neuron_step(size, n, current, s_u, s_w, p_alpha, p_beta, p_a, p_b, p_theta, 
 
 @njit(parallel=True, cache=True)
 def synapse_step(batch, n, n_pre, u, trace_u, trace_w, J_D_u_u, J_D_w_u, J_D_w_w, J_c_w, J_h_u, K_D_u_w, K_c_u, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -133,38 +145,40 @@ def synapse_step(batch, n, n_pre, u, trace_u, trace_w, J_D_u_u, J_D_w_u, J_D_w_w
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron.
+    grad and reg_sum of its post neurons.
     """
-    for post in prange(n):
-        D_u_w = K_D_u_w[post]  # per-neuron
-        c_u = K_c_u[post]  # per-neuron
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            D_u_u = J_D_u_u[sample, post]
-            D_w_u = J_D_w_u[sample, post]
-            D_w_w = J_D_w_w[sample, post]
-            c_w = J_c_w[sample, post]
-            h_u = J_h_u[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_u = trace_u[sample, post, pre]
-                eps_w = trace_w[sample, post, pre]
-                eps_u_new = D_u_u * eps_u + D_u_w * eps_w + c_u * u_j  # eps_u_t = D_u_u * eps_u_{t-1} + D_u_w * eps_w_{t-1} + c_u * u_t
-                eps_w_new = D_w_u * eps_u + D_w_w * eps_w + c_w * u_j  # eps_w_t = D_w_u * eps_u_{t-1} + D_w_w * eps_w_{t-1} + c_w * u_t
-                trace_u[sample, post, pre] = eps_u_new
-                trace_w[sample, post, pre] = eps_w_new
-                e = h_u * eps_u_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_u_w = K_D_u_w[post]  # per-neuron
+                c_u = K_c_u[post]  # per-neuron
+                D_u_u = J_D_u_u[sample, post]
+                D_w_u = J_D_w_u[sample, post]
+                D_w_w = J_D_w_w[sample, post]
+                c_w = J_c_w[sample, post]
+                h_u = J_h_u[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_u = trace_u[sample, post, pre]
+                    eps_w = trace_w[sample, post, pre]
+                    eps_u_new = D_u_u * eps_u + D_u_w * eps_w + c_u * u_j  # eps_u_t = D_u_u * eps_u_{t-1} + D_u_w * eps_w_{t-1} + c_u * u_t
+                    eps_w_new = D_w_u * eps_u + D_w_w * eps_w + c_w * u_j  # eps_w_t = D_w_u * eps_u_{t-1} + D_w_w * eps_w_{t-1} + c_w * u_t
+                    trace_u[sample, post, pre] = eps_u_new
+                    trace_w[sample, post, pre] = eps_w_new
+                    e = h_u * eps_u_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)

@@ -105,10 +105,10 @@ def neuron_step(s, I, p):
 class Traces:
     """e-prop eligibility traces eps_t = D_t eps_{t-1} + c_t u_t, stored as planned.
 
-    eps_u: (batch, post, pre), per-synapse
-    eps_w: (batch, post, pre), per-synapse
+    eps_u: (batch, n, pre), per-synapse
+    eps_w: (batch, n, pre), per-synapse
 
-    scratch: a (batch, post, pre) buffer for products, so that no step allocates one.
+    scratch: a (batch, n, pre) buffer for products, so that no step allocates one.
     """
 
     def __init__(self, batch, n, n_pre, dtype):
@@ -136,13 +136,13 @@ class Traces:
     def accumulate(self, L, J, K, grad, product):
         """grad += sum_b L_bi e_bij, never forming e = h . eps (unfiltered readout).
 
-        product: a (post, pre) buffer for each term before it is added.
+        product: a (n, pre) buffer for each term before it is added.
         """
         np.einsum("bi,bij->ij", L * J["h_u"], self.eps_u, out=product)
         grad += product
 
     def add_eligibility(self, J, K, out, scratch, weight=1.0):
-        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, post, pre)."""
+        """out += weight * e_t; e_t = h_t . eps_t is the instantaneous eligibility (batch, n, pre)."""
         np.multiply(weight * J["h_u"][:, :, None], self.eps_u, out=scratch)
         out += scratch
 

@@ -36,11 +36,14 @@
 //     eps_r      unreachable  not stored
 //
 // Arrays are row-major: states, Jacobian entries and learning signals (batch, n); the
-// presynaptic input and presynaptic traces (batch, pre); per-synapse arrays (batch, n, pre) with
-// pre fastest, so that neighbouring threads touch neighbouring addresses. J_<entry> arrays hold
-// the entries that change every step, K_<entry> the ones fixed for the run as (n) arrays
-// (constant ones are read at element 0). Parameters p_<name> are (n) arrays when per neuron,
-// one value otherwise. `real` is float or double: every kernel is a template on it.
+// presynaptic input and presynaptic traces (batch, pre). J_<entry> arrays hold the entries that
+// change every step, K_<entry> the ones fixed for the run as (n) arrays (constant ones are read
+// at element 0). Parameters p_<name> are (n) arrays when per neuron, one value otherwise.
+// `real` is float or double: every kernel is a template on it.
+//
+// Synapses are every pair (post, pre): per-synapse arrays are (batch, n, pre) with pre
+// fastest, gradients (n, pre). Thread syn takes the pair (syn / n_pre, syn % n_pre), so
+// that neighbouring threads touch neighbouring addresses.
 //
 // Every thread owns what it writes: no shared memory, no atomics, no __syncthreads. The same
 // source compiles with nvcc or NVRTC (CuPy) and, through symgrad's host shim, with a C++ compiler.
@@ -109,7 +112,7 @@ __global__ void neuron_step(
     J_h_r[bi] = h_r;
 }
 
-// The fused per-synapse e-prop step, one thread per synapse (post, pre), looping over the batch:
+// The fused per-synapse e-prop step, one thread per synapse, looping over the batch:
 //
 //     eps_t = D_t eps_t-1 + c_t u_t                     the traces
 //     e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -138,7 +141,7 @@ __global__ void synapse_step(
     real* __restrict__ grad,                   // (n, pre): += sum_b L_t ebar_t (e_t without ebar) when L is given
     real* __restrict__ reg_sum)                // (n, pre): += sum_b e_t for the rate regulariser, or null
 {
-    const size_t syn = blockIdx.x * (size_t)blockDim.x + threadIdx.x;  // (post, pre), pre fastest
+    const size_t syn = blockIdx.x * (size_t)blockDim.x + threadIdx.x;  // this thread's synapse
     if (syn >= (size_t)n * n_pre) return;
     const int post = syn / n_pre, pre = syn % n_pre;
     const real D_sigma_sigma = K_D_sigma_sigma[0];  // constant

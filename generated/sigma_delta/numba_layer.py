@@ -47,6 +47,18 @@ may be None where its comment says so: Numba compiles that case without the bran
 import numpy as np
 from numba import njit, prange
 
+# The synapse kernels hand each thread blocks of up to BLOCK post neurons and sweep a block sample
+# by sample: a sample's per-synapse arrays are then read in runs of rows, which memory streams,
+# where a thread per post neuron would jump to another sample after each row. A small layer is
+# cut into at least BLOCKS blocks, so that it still keeps that many threads busy.
+BLOCK, BLOCKS = 32, 16
+
+
+@njit(cache=True)
+def block_rows(n):
+    """Post neurons per block: BLOCK, or fewer where n has fewer than BLOCKS blocks of BLOCK."""
+    return max(1, min(BLOCK, n // BLOCKS))
+
 
 @njit(cache=True)
 def spike(x):
@@ -92,8 +104,8 @@ def neuron_step(size, current, s_sigma, s_r, p_alpha, p_v_th, s_sigma_new, s_r_n
 
 @njit(parallel=True, cache=True)
 def synapse_step(batch, n, n_pre, u, trace_sigma, J_h_sigma, K_D_sigma_sigma, L, kappa, ebar, seq_sum, seq_weight, grad, reg_sum):
-    """The fused per-synapse e-prop step, in parallel over post neurons, then the batch, then
-    the presynaptic inputs (contiguous):
+    """The fused per-synapse e-prop step: in parallel over blocks of BLOCK post
+    neurons, then the batch, then the block's post neurons, then the presynaptic inputs (contiguous):
 
         eps_t = D_t eps_t-1 + c_t u_t                     the traces
         e_t = h_t . eps_t                                 the instantaneous eligibility
@@ -103,30 +115,32 @@ def synapse_step(batch, n, n_pre, u, trace_sigma, J_h_sigma, K_D_sigma_sigma, L,
         reg_sum += sum_b e_t                              if reg_sum is given (rate regulariser)
 
     Each per-synapse array is read and written once per step; a thread writes only the rows of
-    grad and reg_sum of its post neuron. Presynaptic traces are read and advanced in registers
+    grad and reg_sum of its post neurons. Presynaptic traces are read and advanced in registers
     only: presynaptic_step, called after this, stores them.
     """
-    for post in prange(n):
-        D_sigma_sigma = K_D_sigma_sigma[0]  # constant
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            h_sigma = J_h_sigma[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_sigma = trace_sigma[sample, pre]
-                eps_sigma_new = D_sigma_sigma * eps_sigma + u_j  # eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
-                e = h_sigma * eps_sigma_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    elig = kappa * ebar[sample, post, pre] + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_sigma_sigma = K_D_sigma_sigma[0]  # constant
+                h_sigma = J_h_sigma[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_sigma = trace_sigma[sample, pre]
+                    eps_sigma_new = D_sigma_sigma * eps_sigma + u_j  # eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
+                    e = h_sigma * eps_sigma_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        elig = kappa * ebar[sample, post, pre] + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)
@@ -161,59 +175,65 @@ def synapse_events(batch, n, n_pre, u, trace_sigma, J_h_sigma, K_D_sigma_sigma, 
     only decay. Such a row's arrays are not touched: last records the step it is up to date at,
     pend what its skipped steps owe the gradient, sum_s L_s kappa^(s - last), paid with its
     filtered eligibility when it wakes (or in settle). The result equals the synapse step's."""
-    for post in prange(n):
-        D_sigma_sigma = K_D_sigma_sigma[0]  # constant
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            h_sigma = J_h_sigma[sample, post]
-            if L is not None:
-                L_i = L[sample, post]
-            if h_sigma == 0:  # at rest
-                if L is not None and ebar is not None:
-                    pend[sample, post] += L_i * kappa ** (step - last[sample, post])
-                continue
-            skipped = step - 1 - last[sample, post]  # steps since the row was up to date
-            kappa_skipped = kappa ** skipped
-            owed = pend[sample, post]
-            pend[sample, post] = 0.0
-            last[sample, post] = step
-            for pre in range(n_pre):
-                u_j = u[sample, pre]
-                eps_sigma = trace_sigma[sample, pre]
-                eps_sigma_new = D_sigma_sigma * eps_sigma + u_j  # eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
-                e = h_sigma * eps_sigma_new  # e_t = h_t . eps_t
-                elig = e  # what the gradient uses: ebar_t when filtered, else e_t
-                if ebar is not None:
-                    held = ebar[sample, post, pre]  # ebar at step last
-                    if L is not None:
-                        grad[post, pre] += owed * held
-                    elig = kappa * (kappa_skipped * held) + e
-                    ebar[sample, post, pre] = elig
+            for post in range(block * rows, min(n, block * rows + rows)):
+                D_sigma_sigma = K_D_sigma_sigma[0]  # constant
+                h_sigma = J_h_sigma[sample, post]
                 if L is not None:
-                    grad[post, pre] += L_i * elig
-                if seq_sum is not None:
-                    seq_sum[sample, post, pre] += seq_weight * elig
-                if reg_sum is not None:
-                    reg_sum[post, pre] += e
+                    L_i = L[sample, post]
+                if h_sigma == 0:  # at rest
+                    if L is not None and ebar is not None:
+                        pend[sample, post] += L_i * kappa ** (step - int(last[sample, post]))
+                    continue
+                # the steps since the row was up to date, an int: its powers below are products,
+                # where a float power would cost as much as a sparse row's synapses
+                skipped = step - 1 - int(last[sample, post])
+                kappa_skipped = kappa ** skipped
+                owed = pend[sample, post]
+                pend[sample, post] = 0.0
+                last[sample, post] = step
+                for pre in range(n_pre):
+                    u_j = u[sample, pre]
+                    eps_sigma = trace_sigma[sample, pre]
+                    eps_sigma_new = D_sigma_sigma * eps_sigma + u_j  # eps_sigma_t = D_sigma_sigma * eps_sigma_{t-1} + c_sigma * u_t
+                    e = h_sigma * eps_sigma_new  # e_t = h_t . eps_t
+                    elig = e  # what the gradient uses: ebar_t when filtered, else e_t
+                    if ebar is not None:
+                        held = ebar[sample, post, pre]  # ebar at step last
+                        if L is not None:
+                            grad[post, pre] += owed * held
+                        elig = kappa * (kappa_skipped * held) + e
+                        ebar[sample, post, pre] = elig
+                    if L is not None:
+                        grad[post, pre] += L_i * elig
+                    if seq_sum is not None:
+                        seq_sum[sample, post, pre] += seq_weight * elig
+                    if reg_sum is not None:
+                        reg_sum[post, pre] += e
 
 
 @njit(parallel=True, cache=True)
 def settle(batch, n, n_pre, kappa, ebar, grad, step, last, pend):
     """Bring every row synapse_events skipped up to date at step: decay its traces and filtered
     eligibility over the steps it skipped, and add what they owe the gradient."""
-    for post in prange(n):
+    rows = block_rows(n)
+    for block in prange((n + rows - 1) // rows):
         for sample in range(batch):
-            skipped = step - last[sample, post]
-            if skipped <= 0:
-                continue
-            kappa_skipped = kappa ** skipped
-            owed = pend[sample, post]
-            pend[sample, post] = 0.0
-            last[sample, post] = step
-            for pre in range(n_pre):
-                if ebar is not None:
-                    held = ebar[sample, post, pre]
-                    grad[post, pre] += owed * held
-                    ebar[sample, post, pre] = kappa_skipped * held
+            for post in range(block * rows, min(n, block * rows + rows)):
+                skipped = step - int(last[sample, post])
+                if skipped <= 0:
+                    continue
+                kappa_skipped = kappa ** skipped
+                owed = pend[sample, post]
+                pend[sample, post] = 0.0
+                last[sample, post] = step
+                for pre in range(n_pre):
+                    if ebar is not None:
+                        held = ebar[sample, post, pre]
+                        grad[post, pre] += owed * held
+                        ebar[sample, post, pre] = kappa_skipped * held
 
 
 @njit(cache=True)

@@ -83,7 +83,7 @@ def _check_declared_size(path: Path) -> None:
 
 
 def load(source, dt: float | None = None, add_readout: float | None = None, learn=(), detach_reset=False,
-         **options) -> Network:
+         sparse_from_zeros: bool = False, **options) -> Network:
     """The Network of a NIR graph (a path or a ``nir.NIRGraph``); ``options`` go to Network
     (backend, dtype, seed, feedback, ...).
 
@@ -91,6 +91,10 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
     every layer whose node has them (``save`` writes the trained values).
     detach_reset: differentiate none of the reset (see ``models.neuron``): the same network,
     a cheaper gradient.
+
+    sparse_from_zeros: a weight's zeros are absent synapses (NIR has no sparse node, so a sparse
+    network is exported with zeros where it has none): every input and recurrent weight becomes
+    sparse, with the synapses where it is not zero.
 
     add_readout=kappa: a graph whose output is its last layer gets a leaky readout with this
     leak, trained with the network, one output per neuron of that layer (export writes it as
@@ -150,6 +154,10 @@ def load(source, dt: float | None = None, add_readout: float | None = None, lear
         raise NirError(f"node {readout.name!r} (LI) is the graph's readout already; train it without "
                        "adding one")
     net = Network(sources, n_in, sizes, n_out, **{**net_options, **options})
+    if sparse_from_zeros:  # the network names its weights: built again with their synapses
+        masks = {layer.projection(source).key: np.asarray(value) != 0 for layer, given in zip(net.layers, weights)
+                 for source, value in given.items() if source is not Source.BIAS}
+        net = Network(sources, n_in, sizes, n_out, **{**net_options, **options, "connectivity": masks})
     for layer, given in zip(net.layers, weights):
         net.set_params({layer.projection(source).key: value for source, value in given.items()})
     net.set_params(top)

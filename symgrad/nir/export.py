@@ -22,8 +22,10 @@ from .models import KINDS, kind_of
 
 
 def to_graph(net: Network) -> nir.NIRGraph:
-    """The NIR graph of ``net`` (its current weights), or a NirError naming what NIR lacks."""
-    host = {name: _host(value) for name, value in net.params.items()}
+    """The NIR graph of ``net`` (its current weights), or a NirError naming what NIR lacks. NIR
+    has no sparse node: a sparse weight is written as its dense matrix, zero where no synapse is
+    (``load(..., sparse_from_zeros=True)`` reads those zeros back as absent synapses)."""
+    host = {name: _host(net.dense(name)) for name in net.params}
     nodes = {"input": nir.Input(input_type=np.array([net.n_in]))}
     edges, previous, steps = [], "input", set()
     for layer in net.layers:

@@ -1,8 +1,9 @@
 """The Numba backend's printer: the CUDA kernels' lines, as fused loops compiled for the CPU.
 
 Each kernel has the CUDA kernel's arguments. What one CUDA thread does becomes one iteration of
-a loop: ``prange`` over the post neurons in the synapse step, then the batch, then the
-presynaptic inputs, so that each thread owns the gradient rows it writes. Entries,
+a loop: ``prange`` over blocks of post neurons in the synapse step, then the batch, then the
+block's neurons, then the synapses the layout walks (``Layout.nest``: every presynaptic input,
+or a row's stored synapses), so that each thread owns the gradient rows it writes. Entries,
 fixed or dynamic, are loaded into locals named after them before the loop that uses them, so
 every line reads like its equation.
 """
@@ -15,6 +16,8 @@ from ..layouts import Layout
 from ..names import CATCH, DYNAMIC_ARG, FIXED_ARG, Names
 from ..surrogates import Spike
 from . import kernel_frame
+
+BLOCK = 32  # post neurons a thread of the synapse kernels takes at a time (see the template)
 
 # Where one iteration reads and writes: the synapse step indexes its arrays by their axes, as the
 # layout walks them (dense: the inner loop over pre is a plain stride-1 loop the compiler
@@ -47,11 +50,15 @@ def _kernel(kernel: Kernel | None, names: Names, layout: Layout) -> dict | None:
         return None
     index = _index(kernel.space, layout)
     store = index.get(True, index.get(False))
+    reads_pre = kernel.input or any(not own for _, _, own in kernel.loads)  # u or a presynaptic trace
     return {
         "kernel": kernel,
         "parameters": ", ".join(a.name for a in kernel.args),
+        # the top of the loop over a row's synapses: its presynaptic column, where read
+        "where": layout.nest.where if kernel.nested and reads_pre else (),
         "fixed": [f"{name} = {names.of(FIXED_ARG, name)}[{0 if kind == CONSTANT else 'post'}]  # {kind}"
                   for name, kind in kernel.fixed],
+        "per_post": kernel.per_post,  # a fixed entry read at [post]
         "dynamic": [f"{name} = {names.of(DYNAMIC_ARG, name)}[{_ENTRY.get(kernel.space, 'bi')}]"
                     for name in kernel.dynamic],
         "loads": [f"{local} = {array}[{index[own]}]" for local, array, own in kernel.loads],
@@ -132,6 +139,7 @@ def context(blueprint: Blueprint) -> dict:
     gains = [dict(_kernel(blueprint.kernel("input_gain", plan.input.name), names, blueprint.layout),
                   input=plan.input.name, several=len(blueprint.plans) > 1) for plan in blueprint.plans]
     return {**frame,
+            "block": BLOCK,
             "gains": gains,
             "math": calls_math or bool(decay_helpers),
             "synapse_events": events,

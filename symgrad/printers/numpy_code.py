@@ -1,17 +1,21 @@
 """The NumPy backend's printer: the lines of the generated module, as whole-array operations.
 
 Shapes: states and Jacobian entries are (batch, n), fixed entries (n) or scalars, presynaptic
-traces (batch, pre) and per-synapse traces (batch, post, pre). Every line of a method comes
+traces (batch, pre) and per-synapse traces (batch, post, pre), or (batch, nnz) in sparse rows,
+where a (batch, n) or (batch, pre) array meets a per-synapse one through the synapses' post and
+presynaptic indices (``self.post``, ``self.pre``). Every line of a method comes
 from a row of the trace plan; the template only places them. Every identifier comes from the
 model's naming table (``symgrad.names``); an entry equal to 1 is never read.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from .. import printing
 from ..analysis import DYNAMIC, PER_NEURON
 from ..kernels import Blueprint
+from ..layouts import Layout
 from ..names import ADJOINT, NEW, OLD, PARAM_TRACE_ATTRIBUTE, TRACE, Names
 from ..plan import PRESYNAPTIC, Term, TracePlan, TraceUpdate
 
@@ -23,21 +27,28 @@ def entry(term: Term, at: str = "J") -> str:
     return f'{at}["{term.entry}"]' if term.kind == DYNAMIC else f'K["{term.entry}"]'
 
 
-def entry3(term: Term) -> str:
-    """An entry broadcast against (batch, post, pre) arrays."""
+# How a (batch, n) entry, an (n) one and a (batch, pre) array meet per-synapse arrays: by
+# broadcasting over (batch, post, pre), or gathered at each stored synapse's post and pre.
+_POST = {False: ("[:, :, None]", "[:, None]"), True: ("[:, self.post]", "[self.post]")}
+_PRE = {False: "[:, None, :]", True: "[:, self.pre]"}
+
+
+def entry3(term: Term, layout: Layout) -> str:
+    """An entry broadcast against per-synapse arrays."""
     if term.unit:
         return "1.0"
+    dynamic, per_neuron = _POST[layout.sparse]
     if term.kind == DYNAMIC:
-        return f'J["{term.entry}"][:, :, None]'
-    return f'K["{term.entry}"][:, None]' if term.kind == PER_NEURON else f'K["{term.entry}"]'
+        return f'J["{term.entry}"]{dynamic}'
+    return f'K["{term.entry}"]{per_neuron}' if term.kind == PER_NEURON else f'K["{term.entry}"]'
 
 
-def _trace(term: Term, broadcast: bool, names: Names) -> str:
+def _trace(term: Term, broadcast: bool, names: Names, layout: Layout) -> str:
     """The trace a term reads (its saved copy when it was overwritten this step), or u."""
     if term.source is None:
-        return "u[:, None, :]" if broadcast else "u"
+        return "u" + (_PRE[layout.sparse] if broadcast else "")
     name = "self." + names.of(OLD if term.saved else TRACE, term.source)
-    return name + ("[:, None, :]" if broadcast and term.source_storage == PRESYNAPTIC else "")
+    return name + (_PRE[layout.sparse] if broadcast and term.source_storage == PRESYNAPTIC else "")
 
 
 def _product(term: Term, operand: str, at: str = "J") -> str:
@@ -52,7 +63,7 @@ def _sum(parts: list[str], empty: str) -> str:
     return " + ".join(parts) if parts else empty
 
 
-def trace_update(update: TraceUpdate, names: Names) -> list[str]:
+def trace_update(update: TraceUpdate, names: Names, layout: Layout) -> list[str]:
     """In-place update of one trace; per-synapse ones through ``scratch``, never allocating."""
     target = _attribute(names, update.state)
     lines = [f"# {update.equation}"]
@@ -61,44 +72,53 @@ def trace_update(update: TraceUpdate, names: Names) -> list[str]:
     own, rest = update.own, update.others
     if update.storage == PRESYNAPTIC:
         if own is None:
-            return lines + [f"{target}[...] = " + _sum([_product(t, _trace(t, False, names)) for t in rest], "0")]
+            return lines + [f"{target}[...] = "
+                            + _sum([_product(t, _trace(t, False, names, layout)) for t in rest], "0")]
         if not own.unit:
             lines.append(f"{target} *= {entry(own)}")
-        return lines + [f"{target} += {_product(t, _trace(t, False, names))}" for t in rest]
+        return lines + [f"{target} += {_product(t, _trace(t, False, names, layout))}" for t in rest]
     if own is None:
         first, rest = rest[0], rest[1:]
-        lines.append(f"np.copyto({target}, {_trace(first, True, names)})" if first.unit
-                     else f"np.multiply({entry3(first)}, {_trace(first, True, names)}, out={target})")
+        lines.append(f"np.copyto({target}, {_trace(first, True, names, layout)})" if first.unit
+                     else f"np.multiply({entry3(first, layout)}, {_trace(first, True, names, layout)}, out={target})")
     elif not own.unit:
-        lines.append(f"{target} *= {entry3(own)}")
+        lines.append(f"{target} *= {entry3(own, layout)}")
     for t in rest:
         if t.unit:
-            lines.append(f"{target} += {_trace(t, True, names)}")
+            lines.append(f"{target} += {_trace(t, True, names, layout)}")
         else:
-            lines += [f"np.multiply({entry3(t)}, {_trace(t, True, names)}, out=scratch)", f"{target} += scratch"]
+            lines += [f"np.multiply({entry3(t, layout)}, {_trace(t, True, names, layout)}, out=scratch)",
+                      f"{target} += scratch"]
     return lines
 
 
-def accumulate(plan: TracePlan, names: Names) -> list[str]:
-    """grad += sum_b L_bi h_bi eps_bij, one matrix product (presynaptic) or einsum per term."""
+def accumulate(plan: TracePlan, names: Names, layout: Layout) -> list[str]:
+    """grad += sum_b L_bi h_bi eps_bij, one matrix product (presynaptic) or einsum per term;
+    in sparse rows, one einsum over (batch, synapse) per term."""
     lines = []
     for h in plan.eligibility:
         signal = "L" if h.unit else f"L * {entry(h)}"
-        if h.source in plan.summary().presynaptic:
-            lines.append(f"np.matmul({signal if h.unit else f'({signal})'}.T, {_attribute(names, h.source)}, out=product)")
+        trace = _attribute(names, h.source)
+        presynaptic = h.source in plan.summary().presynaptic
+        if layout.sparse:
+            signal = f"{signal if h.unit else f'({signal})'}[:, self.post]"
+            trace += _PRE[True] if presynaptic else ""
+            lines.append(f'np.einsum("bk,bk->k", {signal}, {trace}, out=product)')
+        elif presynaptic:
+            lines.append(f"np.matmul({signal if h.unit else f'({signal})'}.T, {trace}, out=product)")
         else:
-            lines.append(f'np.einsum("bi,bij->ij", {signal}, {_attribute(names, h.source)}, out=product)')
+            lines.append(f'np.einsum("bi,bij->ij", {signal}, {trace}, out=product)')
         lines.append("grad += product")
     return lines
 
 
-def add_eligibility(plan: TracePlan, names: Names) -> list[str]:
+def add_eligibility(plan: TracePlan, names: Names, layout: Layout) -> list[str]:
     lines = []
     for h in plan.eligibility:
         presynaptic = h.source in plan.summary().presynaptic
-        factor = "weight" if h.unit else f"weight * {entry3(h)}"
+        factor = "weight" if h.unit else f"weight * {entry3(h, layout)}"
         lines += [f"np.multiply({factor}, {_attribute(names, h.source)}"
-                  f"{'[:, None, :]' if presynaptic else ''}, out=scratch)", "out += scratch"]
+                  f"{_PRE[layout.sparse] if presynaptic else ''}, out=scratch)", "out += scratch"]
     return lines
 
 
@@ -171,9 +191,10 @@ def param_gradients(blueprint: Blueprint) -> list[str]:
     return lines
 
 
-def port(plan: TracePlan, several: bool) -> dict:
+def port(plan: TracePlan, several: bool, layout: Layout) -> dict:
     """What the template places for one synaptic input: its traces and its input gain."""
     summary, names = plan.summary(), plan.analysis.naming
+    extents = dict(batch="batch", n="n", n_pre="synapses.n_pre" if layout.sparse else "n_pre", nnz="synapses.count")
     c = f"c_t^{{{plan.input.name}}}" if several else "c_t"
     return {
         "traces": names.per_input("Traces", plan.input.name),
@@ -183,15 +204,15 @@ def port(plan: TracePlan, several: bool) -> dict:
                   else "e-prop eligibility traces ") + f"eps_t = D_t eps_{{t-1}} + {c} u_t, stored as planned.",
         "trace_storage": [(f"eps_{s}", "(batch, pre), presynaptic: a fixed filter of u, shared by all post neurons")
                           for s in summary.presynaptic]
-                         + [(f"eps_{s}", "(batch, post, pre), per-synapse") for s in summary.per_synapse],
+                         + [(f"eps_{s}", f"{layout.synapse_shape}, per-synapse") for s in summary.per_synapse],
         "scratch": bool(summary.per_synapse),
         "trace_arrays": [f"{_attribute(names, s)} = np.zeros(({', '.join(shape)}), dtype)"
-                         for s, shape in summary.trace_shapes("batch", "n", "n_pre").items()]
+                         for s, shape in replace(summary, layout=layout).trace_shapes(**extents).items()]
                         + [f"self.{names.of(OLD, s)} = np.empty_like({_attribute(names, s)})  # read after eps_{s} "
                            "is updated" for s in summary.saved],
-        "trace_update": [line for u in plan.updates for line in trace_update(u, names)],
-        "accumulate": accumulate(plan, names),
-        "add_eligibility": add_eligibility(plan, names),
+        "trace_update": [line for u in plan.updates for line in trace_update(u, names, layout)],
+        "accumulate": accumulate(plan, names, layout),
+        "add_eligibility": add_eligibility(plan, names, layout),
         "input_gain": input_gain(plan),
         "gain": f"dz_t/d{plan.input.name}_t" if several else "dz_t/dI_t",
     }
@@ -235,7 +256,10 @@ def context(blueprint: Blueprint) -> dict:
         "w": names.words,
         "new_states": ", ".join(f'"{s}": {names.of(NEW, s)}' for s in summary.states),
         "dynamic": ", ".join(f'"{n}": {n}' for n in summary.dynamic),
-        "ports": [port(p, several) for p in blueprint.plans],
+        "ports": [port(p, several, blueprint.layout) for p in blueprint.plans],
+        "sparse": blueprint.layout.sparse,
+        "synapse_shape": blueprint.layout.synapse_shape,
+        "weight_shape": blueprint.layout.weight_shape,
         "learnable": bool(model.learnable),
         "param_arrays": [f'"{names.of(PARAM_TRACE_ATTRIBUTE, p, s)}": np.zeros((batch, n), dtype),'
                          for p, states in summary.param_traces for s in states],

@@ -35,6 +35,7 @@ class Backend:
     device: its arrays live on a GPU (one worker per process; MPI sums go through the host);
     whole_pass: e-prop runs a whole pass (or segment) as one compiled call of the kernels
     (``runtime/fused.py``); else its loop runs them step by step in Python;
+    sparse: it runs layers whose synapses are stored in sparse rows (``layouts.CSR``);
     needs, fallback: a module it cannot run without, and the backend run instead (once said)
     when that module does not import.
     """
@@ -50,6 +51,7 @@ class Backend:
     threads: str | None = None
     device: bool = False
     whole_pass: bool = False
+    sparse: bool = False
     needs: str | None = None
     fallback: str | None = None
 
@@ -75,14 +77,15 @@ def _imported(path: str):
 BACKENDS = {b.name: b for b in (
     Backend("numba", "Numba", "the generated fused kernels, compiled for the CPU by Numba (the fastest there)",
             TARGETS["numba"], "symgrad.runtime.numba_layer:layer", fused=True, events=True,
-            threads="symgrad.runtime.numba_layer:set_threads", whole_pass=True, needs="numba",
-            fallback="numpy"),
+            threads="symgrad.runtime.numba_layer:set_threads", whole_pass=True, sparse=True,
+            needs="numba", fallback="numpy"),
     Backend("numpy", "NumPy", "the generated NumPy module (the readable reference)",
-            TARGETS["numpy"], "symgrad.runtime.module_layer:layer"),
+            TARGETS["numpy"], "symgrad.runtime.module_layer:layer", sparse=True),
     Backend("cuda-host", "CUDA on the host", "the generated CUDA kernels, compiled for the CPU through the host shim",
-            TARGETS["cuda"], "symgrad.runtime.cuda.layer:host", fused=True),
+            TARGETS["cuda"], "symgrad.runtime.cuda.layer:host", fused=True, sparse=True),
     Backend("cupy", "CuPy", "the generated CUDA kernels on a GPU, through CuPy",
-            TARGETS["cuda"], "symgrad.runtime.cuda.layer:gpu", arrays="cupy", fused=True, device=True),
+            TARGETS["cuda"], "symgrad.runtime.cuda.layer:gpu", arrays="cupy", fused=True, device=True,
+            sparse=True),
 )}
 DEFAULT = next(b.name for b in BACKENDS.values() if b.needs is None or importlib.util.find_spec(b.needs))
 _FELL_BACK: set = set()

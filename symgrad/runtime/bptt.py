@@ -91,7 +91,7 @@ def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targe
     for l, layer in enumerate(layers):
         for port, g, kept in zip(layer.ports, g_I[l], u[l]):
             flat = g.reshape(steps * batch, layer.n).T @ kept.reshape(steps * batch, port.n_pre)
-            grads.update(layer.split_gradient(port, flat))
+            grads.update(layer.split_gradient(port, port.synapses.on(xp).from_dense(flat)))
         for name, value in g_params[l].items():
             grads[layer.key(name)] = value
     grads.update(through_readout.grads)

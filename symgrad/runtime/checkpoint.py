@@ -1,7 +1,10 @@
 """Reading a run's checkpoint and metrics back, each checked before anything uses it.
 
 The one place that says what a valid checkpoint is: resume, evaluate and export all read
-theirs with ``load_checkpoint`` and ``check_checkpoint``.
+theirs with ``load_checkpoint`` and ``check_checkpoint``, and give it to the network with
+``load_network``. Besides each parameter, a checkpoint holds each sparse weight's synapses
+(``connectivity/<key>/shape``, ``row_start`` and ``col``), so that whatever loads it runs
+exactly those synapses, never a new draw.
 """
 from __future__ import annotations
 
@@ -12,9 +15,26 @@ import numpy as np
 
 from .. import store
 from ..errors import UserError
+from .connectivity import Connectivity, ConnectivityError
 from .projection import Source
 
 PARAM = "param/"  # a checkpoint holds each network parameter as PARAM + its key
+CONNECTIVITY = "connectivity/"  # + a sparse weight's key + "/shape", "/row_start" or "/col"
+
+
+def to_host(array) -> np.ndarray:
+    """A NumPy array of a network's array (on a GPU or not)."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def network_arrays(net) -> dict:
+    """The arrays a checkpoint holds of ``net``: its parameters and its sparse weights' synapses."""
+    arrays = {PARAM + key: to_host(value) for key, value in net.params.items()}
+    for key, connectivity in net.connectivity.items():
+        arrays[f"{CONNECTIVITY}{key}/shape"] = np.array(connectivity.shape, np.int64)
+        arrays[f"{CONNECTIVITY}{key}/row_start"] = connectivity.row_start
+        arrays[f"{CONNECTIVITY}{key}/col"] = connectivity.col
+    return arrays
 
 
 def parameters(state: dict) -> dict:
@@ -42,16 +62,49 @@ class CheckpointMismatch(UserError):
     """A checkpoint whose arrays are not those the run's config builds."""
 
 
-def check_checkpoint(state: dict, net, optimizer, path: Path):
+def check_checkpoint(state: dict, net, optimizer, path: Path, rewiring=None):
     """``state`` (from load_checkpoint) holds exactly the arrays of a checkpoint of ``net``
-    trained with ``optimizer``, each with its shape and dtype, finite; else CheckpointMismatch."""
-    check_arrays(state, checkpoint_layout(state, net, optimizer), path)
+    trained with ``optimizer`` (and ``rewiring``, a rewiring.Rewiring, where the run rewires),
+    each with its shape and dtype, finite, its synapses and signs sound; else CheckpointMismatch."""
+    check_arrays(state, checkpoint_layout(state, net, optimizer, rewiring), path)
+    connectivity_of(state, net, path)
+    if rewiring is not None:
+        rewiring.check_state(state, path)
 
 
-def checkpoint_layout(state: dict, net, optimizer) -> dict:
+def load_network(state: dict, net, path) -> None:
+    """Give ``net`` the synapses and parameters of a checked checkpoint ``state``."""
+    net.reconnect(connectivity_of(state, net, path))
+    net.set_params(parameters(state))
+
+
+def connectivity_of(state: dict, net, path) -> dict:
+    """{key: Connectivity} of the sparse weights of ``net`` as checkpoint ``state`` holds them
+    (its arrays' shapes checked already); else CheckpointMismatch naming the array."""
+    found = {}
+    for key, held in net.connectivity.items():
+        prefix = CONNECTIVITY + key + "/"
+        shape = tuple(int(extent) for extent in state[prefix + "shape"])
+        if shape != held.shape:
+            raise CheckpointMismatch(f"{path}: array {prefix + 'shape'!r} makes {key} {shape}, but the network "
+                                     f"built from config.json has {held.shape}")
+        try:
+            found[key] = Connectivity(*shape, state[prefix + "row_start"], state[prefix + "col"], key)
+        except ConnectivityError as err:
+            raise CheckpointMismatch(f"{path}: array {prefix + (err.array or 'col')!r}: {err}") from None
+    return found
+
+
+def checkpoint_layout(state: dict, net, optimizer, rewiring=None) -> dict:
     """``{array: (shape, dtype)}`` a checkpoint of ``net`` holds; dtype None: any integer.
     Its optimiser state is there once an epoch has finished."""
     layout = {PARAM + k: (v.shape, np.dtype(v.dtype)) for k, v in net.params.items()}
+    for key, connectivity in net.connectivity.items():  # a synapse per entry of the weight's (nnz,)
+        layout.update({f"{CONNECTIVITY}{key}/shape": ((2,), None),
+                       f"{CONNECTIVITY}{key}/row_start": ((connectivity.n_post + 1,), None),
+                       f"{CONNECTIVITY}{key}/col": (net.params[key].shape, None)})
+    if rewiring is not None:
+        layout.update(rewiring.state_layout())
     layout["epoch"] = ((), None)
     if np.ndim(state["epoch"]) == 0 and state["epoch"] > 0:
         layout.update({f"optim/{k}": (shape, np.dtype(dtype)) for k, (shape, dtype)
@@ -69,12 +122,18 @@ def checkpoint_sizes(state: dict, probe, path: Path) -> tuple[int, int]:
     first = next((p.key for p in probe.layers[0].projections if p.source is Source.INPUT), None)
     if first is None:
         raise UserError(f"{path}: the network's first layer hears no input, so its input size is unknown")
-    for key in [first] + (["W_out"] if probe.readout else []):
+
+    def shape(key: str) -> tuple:  # a sparse weight's shape is its synapses', a dense one's its own
+        given = state.get(f"{CONNECTIVITY}{key}/shape")
+        if given is not None and given.shape == (2,) and np.issubdtype(given.dtype, np.integer):
+            return tuple(int(extent) for extent in given)
         if np.ndim(params.get(key)) != 2:
             raise CheckpointMismatch(f"{path}: holds no matrix {PARAM + key!r}: it does not fit the run's "
                                      f"config.json")
-    n_out = params["W_out"].shape[0] if probe.readout else probe.layers[-1].n
-    return params[first].shape[1], n_out
+        return params[key].shape
+
+    n_out = shape("W_out")[0] if probe.readout else probe.layers[-1].n
+    return shape(first)[1], n_out
 
 
 def check_arrays(state: dict, layout: dict, path: Path):

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from .. import render, store
+from ..layouts import DENSE, Layout
 from ..plan import unheard_input
 from ..model import NeuronModel
 from ..printers import DEFAULT
@@ -31,11 +32,11 @@ def _spec(model: NeuronModel) -> tuple:
             model.learnable, model.per_neuron)
 
 
-def generated(model: NeuronModel, dense: bool = False) -> render.Generated:
-    """The model's generated code, from one analysis per model and process."""
-    key = (_spec(model), dense)
+def generated(model: NeuronModel, dense: bool = False, layout: Layout = DENSE) -> render.Generated:
+    """The model's generated code, from one analysis per model, layout and process."""
+    key = (_spec(model), dense, layout.name)
     if key not in _GENERATED:
-        _GENERATED[key] = render.generate_code(model, dense)
+        _GENERATED[key] = render.generate_code(model, dense, layout=layout)
         for plan in _GENERATED[key].plans:
             unheard = unheard_input(plan.input, plan.eligible)
             if unheard:
@@ -43,13 +44,14 @@ def generated(model: NeuronModel, dense: bool = False) -> render.Generated:
     return _GENERATED[key]
 
 
-def load(model: NeuronModel, backend: str = "numpy", dense: bool = False):
+def load(model: NeuronModel, backend: str = "numpy", dense: bool = False, layout: Layout = DENSE):
     """The generated code of ``model`` for ``backend`` (see ``layer_code.LayerCode``), from the
     backend's loader; ``backends.get(backend)`` says what it can do (``fused``, ``events``, ...).
 
-    dense: every trace per synapse, ignoring the plan (to measure what the plan saves).
+    dense: every trace per synapse, ignoring the plan (to measure what the plan saves);
+    layout: how the layer's synapses are laid out (every pair, or sparse rows).
     """
-    code = generated(model, dense)
+    code = generated(model, dense, layout)
     # Every layer takes the initial states and the element-wise functions from the reference module.
     return backends.get(backend).layer(code, module(code, DEFAULT))
 

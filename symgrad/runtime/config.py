@@ -103,11 +103,14 @@ SETTINGS = {
     "rate_target": _number(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "update_every": count(1, 10**9, optional=True),
     "feedback": _one_of(("symmetric", "random")),
+    "connectivity": _number(lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "rewire": Rule(bool, lambda v: True, "true or false"),
     "dtype": _one_of(("float32", "float64")),
     "dt": _number(lambda v: v > 0, "a positive number or null", optional=True),
     "add_readout": Rule(bool, lambda v: True, "true or false"),
     "learn": Rule(list, lambda v: all(isinstance(x, str) for x in v), "a list of field names"),
     "detach_reset": Rule(bool, lambda v: True, "true or false"),
+    "sparse_from_zeros": Rule(bool, lambda v: True, "true or false"),
     "task_settings": Rule(dict, lambda v: all(isinstance(k, str) and _scalar(x) for k, x in v.items()),
                           "an object of settings, each a number, text, true, false or null"),
     "model_record": Rule(dict, _model_record, "an object recording the model's equations", optional=True),
@@ -139,11 +142,14 @@ class Config:
     rate_target: float = 0.01
     update_every: int | None = None
     feedback: str = "symmetric"
+    connectivity: float = 1.0  # each neuron's share of each projection's inputs it has a synapse from
+    rewire: bool = False  # DEEP R: a synapse whose weight crosses zero moves (runtime/rewiring.py)
     dtype: str = "float32"
     dt: float | None = None  # a NIR graph's time step (None: the graph's own, else 1e-4)
     add_readout: bool = False  # a NIR graph with a spiking output: add a leaky readout (leak kappa)
     learn: list = field(default_factory=list)  # a NIR graph's neuron fields trained per neuron
     detach_reset: bool = False  # a NIR graph: no gradient through the reset (cheaper traces)
+    sparse_from_zeros: bool = False  # a NIR graph: its weights' zeros are absent synapses
     task_settings: dict = field(default_factory=dict)
     model_record: dict | None = None  # what the model is, to know it again (see cli._model_record)
 

@@ -70,19 +70,21 @@ class _PortState:
                  reg: bool):
         xp, dtype = net.xp, net.dtype
         self.port, self.code = port, layer.code.ports[port.input]
-        self.traces = self.code.traces(batch, layer.n, port.n_pre, dtype)
+        synapses = port.synapses.on(xp)
+        self.traces = self.code.traces(batch, layer.n, port.n_pre, dtype, synapses)
         self.events = (net.events and self.code.events and not (ebar and seq_sum)
                        and bool(port.plan.per_synapse or ebar or seq_sum))
         self.skip = False  # this step leaves its rows at rest for later
         # A fused kernel needs no scratch; the plan says what else to allocate (and predicts it).
         shapes = port.plan.buffers(batch, layer.n, port.n_pre, filtered=ebar, sequence_sum=seq_sum,
-                                   regulariser=reg, fused=self.code.fused, events=self.events)
+                                   regulariser=reg, fused=self.code.fused, events=self.events,
+                                   nnz=synapses.count)
         arrays = {name: xp.zeros(shape, dtype) for name, shape in shapes.items()}
         if reg:
             arrays["ones"][...] = 1
         if self.events:
             arrays["last"][...] = -1  # every row is up to date before the first step
-        self.buffers = SynapseBuffers(u=xp.zeros((batch, port.n_pre), dtype), **arrays)
+        self.buffers = SynapseBuffers(u=xp.zeros((batch, port.n_pre), dtype), synapses=synapses, **arrays)
 
     def step(self, layer: Layer, inp, z_prev, J, K, steps: int):
         layer.fill_presynaptic(self.port, self.buffers.u, inp, z_prev)
@@ -163,7 +165,7 @@ class _LayerState:
     def add_regulariser(self, coefficient):
         """Add the rate regulariser's gradient, its coefficient dL/dz times the sum of dz/dW."""
         for port in self.ports:
-            port.buffers.grad += coefficient[:, None] * port.buffers.reg_sum
+            port.buffers.grad += port.buffers.synapses.per_post(coefficient) * port.buffers.reg_sum
         for name in self.learnable:
             self.pgrad[name] += coefficient * self.preg[name]
 
@@ -243,7 +245,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
         scale = kind.scale(steps)
         for port in top.ports:
             held = port.buffers.seq_sum if kind.keeps_sum else port.buffers.ebar
-            port.buffers.grad += scale * xp.einsum("bi,bij->ij", L, held)
+            port.buffers.grad += scale * port.buffers.synapses.contract(xp, L, held)
         for name in top.learnable:
             source = top.psum[name] if kind.keeps_sum else top.pbar[name]
             top.pgrad[name] += scale * (L * source).sum(axis=0)
@@ -273,7 +275,7 @@ def memory(net: Network, batch: int, loss: str, reg: float = 0.0) -> int:
     kind, itemsize = loss_kind(loss), net.dtype.itemsize
     flags = dict(filtered=kind.keeps_filtered(net.kappa), sequence_sum=kind.keeps_sum, regulariser=reg > 0)
     return sum(port.plan.memory(batch, layer.n, port.n_pre, itemsize, fused=layer.code.ports[port.input].fused,
-                                **flags)["total"]
+                                nnz=port.synapses.count, **flags)["total"]
                for layer in net.layers for port in layer.ports)
 
 

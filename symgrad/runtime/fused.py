@@ -27,7 +27,7 @@ from .projection import Source
 _CALLEE = re.compile(r"CPUDispatcher\(<function (?:[\w<>]+\.)*(\w+) at")  # a kernel the driver calls, in Numba's message
 TOTAL, Y, Y_SUM = ((passes.READOUT, name) for name in ("total", "y", "y_sum"))  # what a pass reads back
 _DRIVERS: dict = {}
-_TRANSPOSED = "transposed"  # (copy, weight) pairs: the weights the driver reads transposed
+_TRANSPOSED = "transposed"  # (copy, weight, order): the weights the driver reads reordered (_reordered)
 _OPS_CACHED: list = []
 
 
@@ -38,7 +38,9 @@ def shape_of(net, kind) -> passes.NetworkShape:
     layers = []
     for layer in net.layers:
         code = layer.code.generated
-        ports = tuple(passes.PortShape(port.input, tuple(s.value for s in port.sources())) for port in layer.ports)
+        ports = tuple(passes.PortShape(port.input, tuple(s.value for s in port.sources()),
+                                       tuple(p.source.value for p in port.projections if p.key in net.connectivity))
+                      for port in layer.ports)
         layers.append(passes.LayerShape(code, ports))
     return passes.NetworkShape(tuple(layers), net.readout, loss)
 
@@ -141,9 +143,16 @@ def sources(net, layers, readout, x, target, kind, weights, kappa: float, crosso
 
 
 def weights_changed(bound: dict) -> None:
-    """Copy the weights into their transposes again, after an online update changed them."""
-    for copy, weight in bound[_TRANSPOSED]:
-        copy[...] = weight.T
+    """Copy the weights into their transposes (a sparse one's: column by column) again, after an
+    online update changed them."""
+    for copy, weight, order in bound[_TRANSPOSED]:
+        copy[...] = _reordered(weight, order)
+
+
+def _reordered(weight, order):
+    """What the synaptic input reads a weight as: a dense one (n, pre) transposed, a row per
+    input; a sparse one (nnz,) in ``order``, its synapses column by column."""
+    return weight.T if order is None else weight[order]
 
 
 def _layer_sources(net, state, batch: int, dtype, transposed: list) -> dict:
@@ -179,6 +188,8 @@ def _layer_sources(net, state, batch: int, dtype, transposed: list) -> dict:
 
 
 def _port_sources(net, state, j: int, port, J: dict, K: dict, batch: int, dtype, transposed: list) -> dict:
+    from .numba_layer import unsigned
+
     xp, n, l = net.xp, state.layer.n, state.layer.index
     buffers = port.buffers
     rows = buffers.last if buffers.last is not None else xp.zeros((batch, n), dtype)
@@ -186,16 +197,26 @@ def _port_sources(net, state, j: int, port, J: dict, K: dict, batch: int, dtype,
     found = {(passes.PORT, l, j, roles.TRACE, s): array for s, array in port.traces.arrays.items()}
     for name in ("u", "grad", "ebar", "seq_sum", "reg_sum"):
         found[(passes.PORT, l, j, roles.BUFFER, name)] = getattr(buffers, name)
+    found |= {(passes.PORT, l, j, roles.INDEX, name): unsigned(array) for name, array in port.traces.indices.items()}
     found |= {(passes.PORT, l, j, roles.BUFFER, "last"): rows, (passes.PORT, l, j, roles.BUFFER, "pend"): owed,
               (passes.PORT, l, j, roles.BUFFER, "gain"): xp.zeros((batch, n), dtype),
               (passes.PORT, l, j, "pass", "events"): bool(port.events)}
     for projection in port.port.projections:
         word, weight = passes.SOURCES[projection.source.value], net.params[projection.key]
         found[(passes.PORT, l, j, "pass", word)] = weight
-        if projection.source is not Source.BIAS:  # what the synaptic input reads, row by row
-            copy = np.ascontiguousarray(weight.T)
+        if projection.source is Source.BIAS:
+            continue
+        synapses = net.connectivity.get(projection.key)
+        order = None if synapses is None else synapses.by_col
+        copy = np.ascontiguousarray(_reordered(weight, order))  # what the synaptic input reads
+        transposed.append((copy, weight, order))
+        if synapses is None:
             found[(passes.PORT, l, j, "pass", f"{word}_T")] = copy
-            transposed.append((copy, weight))
+            continue
+        indices = {"pre_start": synapses.col_start, "post": synapses.post[order],  # passes.BY_PRE
+                   "row_start": synapses.row_start, "col": synapses.col}  # passes.BY_POST
+        found[(passes.PORT, l, j, "pass", f"{word}_by_pre")] = copy
+        found |= {(passes.PORT, l, j, "pass", f"{word}_{what}"): unsigned(value) for what, value in indices.items()}
     for _, entry in port.port.plan.readout:
         if entry in J:
             h = J[entry]

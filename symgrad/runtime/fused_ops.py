@@ -3,7 +3,9 @@
 Each is what runtime/eprop.py's loop does with NumPy between the kernels, written as a loop
 Numba compiles into the driver, in place and without allocating: the synaptic input, the
 readout and its gradients, the per-step losses and the learning signal. Spikes are mostly
-zero, so the products with them skip the zeros (exact: a skipped term is 0).
+zero, so the products with them skip the zeros (exact: a skipped term is 0). A sparse
+projection's products walk its stored synapses only: its rows (``layouts.CSR``), or the same
+synapses column by column where a pass over the nonzero inputs needs them so.
 """
 from __future__ import annotations
 
@@ -27,6 +29,23 @@ def project(I, x, W_T, accumulate):
             if value != 0:
                 for i in range(n):
                     I[b, i] += value * W_T[j, i]
+
+
+@njit(parallel=True, cache=True)
+def project_sparse(I, x, W_by_pre, pre_start, post, accumulate):
+    """``project`` for a sparse W given column by column: W_by_pre (nnz,) its weights, column
+    j's being pre_start[j] .. pre_start[j + 1] - 1, post their post neurons: the synapses of
+    each nonzero input (in the order of the inputs, as in ``project``)."""
+    batch, n = I.shape
+    for b in prange(batch):
+        if not accumulate:
+            for i in range(n):
+                I[b, i] = 0.0
+        for j in range(x.shape[1]):
+            value = x[b, j]
+            if value != 0:
+                for k in range(pre_start[j], pre_start[j + 1]):
+                    I[b, post[k]] += value * W_by_pre[k]
 
 
 @njit(cache=True)
@@ -198,6 +217,20 @@ def add_products(target, L, h, eps):
                     target[i, j] += signal * eps[b, j]
 
 
+@njit(parallel=True, cache=True)
+def add_products_at(target, L, h, eps, row_start, col):
+    """``add_products`` at the synapses of sparse rows: target (nnz,) += sum_b (L h)_b,post
+    eps_b,col[k] over post neuron post's synapses k = row_start[post] .. row_start[post + 1] - 1."""
+    for post in prange(row_start.shape[0] - 1):
+        for b in range(eps.shape[0]):
+            signal = 1.0 if L is None else L[b, post]
+            if h is not None:
+                signal *= h[b, post]
+            if signal != 0:
+                for k in range(row_start[post], row_start[post + 1]):
+                    target[k] += signal * eps[b, col[k]]
+
+
 @njit(cache=True)
 def param_sums(e, L, kappa, w, pbar, pgrad, psum, preg):
     """A learnable parameter's sums from its eligibility e^p_t (batch, n): the filtered one
@@ -230,3 +263,18 @@ def pass_down(below, L, gain, W_in, accumulate):
             if signal != 0:
                 for j in range(below.shape[1]):
                     below[b, j] += signal * W_in[i, j]
+
+
+@njit(cache=True)
+def pass_down_sparse(below, L, gain, W_in, row_start, col, accumulate):
+    """``pass_down`` through a sparse W_in: its weights (nnz,) in sparse rows, post neuron i's
+    being row_start[i] .. row_start[i + 1] - 1 with presynaptic columns col."""
+    for b in range(below.shape[0]):
+        if not accumulate:
+            for j in range(below.shape[1]):
+                below[b, j] = 0.0
+        for i in range(L.shape[1]):
+            signal = L[b, i] * gain[b, i]
+            if signal != 0:
+                for k in range(row_start[i], row_start[i + 1]):
+                    below[b, col[k]] += signal * W_in[k]

@@ -19,6 +19,7 @@ from .layer_code import SynapseBuffers
 from .module_layer import ModuleLayer
 
 PRECISIONS = {np.dtype("float32"): "float", np.dtype("float64"): "double"}
+INDEX_DTYPE = np.dtype(np.int32)  # a layout's index arrays, as the kernels' "const int*" read them
 
 
 class Kernels:
@@ -53,6 +54,8 @@ class Kernels:
         if not isinstance(value, self.xp.ndarray):
             raise TypeError(f"{kernel.name}: {arg.name} must be a {self.xp.__name__} array, "
                             f"not {type(value).__name__}")
+        if arg.role == roles.INDEX:
+            dtype = INDEX_DTYPE
         if value.dtype != dtype:
             raise TypeError(f"{kernel.name}: {arg.name} is {value.dtype}, expected {dtype}")
         if not value.flags.c_contiguous:
@@ -196,8 +199,8 @@ class KernelPort:
         self._synapse, self._presynaptic, self._skipping, self._settle = synapse, presynaptic, events, settle
         self.events = events is not None
 
-    def traces(self, batch: int, n: int, n_pre: int, dtype) -> "Traces":
-        return Traces(self, batch, n, n_pre, dtype)
+    def traces(self, batch: int, n: int, n_pre: int, dtype, synapses=None) -> "Traces":
+        return Traces(self, batch, n, n_pre, dtype, synapses)
 
     def trace(self, traces: "Traces", state: str):
         return traces.arrays[state]
@@ -226,7 +229,9 @@ class KernelPort:
                 weight=1.0) -> dict:
         """What the synapse kernels bind their arguments from (see ``Kernels.launch``)."""
         batch, n, n_pre = traces.shape
-        return {roles.COUNT: {"batch": batch, "n": n, "n_pre": n_pre, "size": batch * n_pre, "step": buffers.step},
+        return {roles.COUNT: {"batch": batch, "n": n, "n_pre": n_pre, "nnz": traces.nnz, "size": batch * n_pre,
+                              "step": buffers.step},
+                roles.INDEX: traces.indices,
                 roles.SCALAR: {"kappa": kappa, "seq_weight": weight},
                 roles.BUFFER: {"u": buffers.u, "L": L, "ebar": buffers.ebar, "seq_sum": buffers.seq_sum,
                                "grad": buffers.grad, "reg_sum": buffers.reg_sum, "last": buffers.last,
@@ -235,7 +240,7 @@ class KernelPort:
 
     def _launch(self, kernel, traces, J, K, buffers, L=None, kappa=0.0, weight=1.0, count=None) -> None:
         batch, n, n_pre = traces.shape
-        synapses = traces.plan.layout.count(n, n_pre)
+        synapses = traces.plan.layout.count(n, n_pre, traces.nnz)
         self.layer.kernels.launch(kernel, traces.dtype, synapses if count is None else count,
                                   self.sources(traces, J, K, buffers, L, kappa, weight))
 
@@ -251,14 +256,15 @@ class KernelPort:
         xp = self.layer.xp
         if not traces.plan.per_synapse and buffers.ebar is None and buffers.seq_sum is None:
             # Nothing per synapse is stored: the gradient is a matrix product of (L * h) and
-            # the presynaptic traces, as in the NumPy module's Traces.accumulate.
+            # the presynaptic traces (in sparse rows, at the synapses), as in the NumPy
+            # module's Traces.accumulate.
             self.advance(traces, J, K, buffers.u)
             for target, signal in ((buffers.reg_sum, buffers.ones), (buffers.grad, L)):
                 if target is None or signal is None:
                     continue
                 for s, entry in traces.plan.readout:
                     h = 1 if entry in traces.plan.units else J[entry] if entry in J else K[entry]
-                    xp.matmul((signal * h).T, traces.arrays[s], out=buffers.product)
+                    buffers.synapses.outer(xp, signal * h, traces.arrays[s], out=buffers.product)
                     target += buffers.product
             return
         if skip_rest:
@@ -293,13 +299,18 @@ class KernelPort:
 
 class Traces:
     """e-prop traces of one input stored as planned, by state: (batch, pre) presynaptic,
-    (batch, n, pre) per synapse. The kernels keep every intermediate in registers, so no saved
-    copies or scratch are needed."""
+    (batch, n, pre) per synapse, or (batch, nnz) in sparse rows, whose index arrays (int32, on
+    the kernels' device) it holds by name. The kernels keep every intermediate in registers, so
+    no saved copies or scratch are needed."""
 
-    def __init__(self, port: KernelPort, batch: int, n: int, n_pre: int, dtype):
+    def __init__(self, port: KernelPort, batch: int, n: int, n_pre: int, dtype, synapses=None):
+        xp = port.layer.xp
         self.port, self.plan, self.shape, self.dtype = port, port.plan, (batch, n, n_pre), np.dtype(dtype)
-        self.arrays = {s: port.layer.xp.zeros(shape, dtype)
-                       for s, shape in self.plan.trace_shapes(batch, n, n_pre).items()}
+        self.nnz = synapses.count if self.plan.layout.sparse else None
+        self.indices = {name: xp.asarray(getattr(synapses, name), dtype=INDEX_DTYPE)
+                        for name, _ in self.plan.layout.indices}
+        self.arrays = {s: xp.zeros(shape, dtype)
+                       for s, shape in self.plan.trace_shapes(batch, n, n_pre, self.nnz).items()}
 
     def update(self, J: dict, K: dict, u, scratch=None) -> None:
         """eps_t = D_t eps_t-1 + c_t u_t (the kernels need no scratch)."""

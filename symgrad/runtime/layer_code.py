@@ -22,11 +22,13 @@ class PortCode(Protocol):
     fused: bool  # synapse_step is one kernel: no scratch arrays
     events: bool  # it can skip rows at rest (``active_fraction`` and ``settle`` then work)
 
-    def traces(self, batch: int, n: int, n_pre: int, dtype) -> Any:
-        """The planned traces, zero, with ``update(J, K, u[, scratch])``: eps_t = D_t eps_t-1 + c_t u_t."""
+    def traces(self, batch: int, n: int, n_pre: int, dtype, synapses=None) -> Any:
+        """The planned traces, zero, with ``update(J, K, u[, scratch])``: eps_t = D_t eps_t-1 + c_t u_t;
+        ``synapses``: the port's sparse rows (``connectivity.Synapses``) where its plan's layout is sparse."""
 
     def trace(self, traces: Any, state: str) -> Any:
-        """The trace of ``state`` in ``traces``: (batch, pre) presynaptic, (batch, post, pre) per synapse."""
+        """The trace of ``state`` in ``traces``: (batch, pre) presynaptic, (batch, post, pre) per
+        synapse, or (batch, nnz) in sparse rows."""
 
     def input_gain(self, J: dict, K: dict) -> Any:
         """dz_t / dI_t, (batch, n)."""
@@ -72,11 +74,13 @@ class LayerCode(Protocol):
 @dataclass
 class SynapseBuffers:
     """What one layer's per-synapse step reads and adds to, owned by e-prop and passed to the
-    step explicitly. Shapes come from ``PlanSummary.buffers``; absent sums are None."""
+    step explicitly. Shapes come from ``PlanSummary.buffers``; absent sums are None. Shown for
+    dense synapses; in sparse rows (post, pre) is (nnz,) and (batch, post, pre) (batch, nnz)."""
 
     u: Any  # u_t (batch, pre): the presynaptic input of this step
     grad: Any  # (post, pre): += sum_b L e (or L ebar)
     product: Any  # (post, pre): scratch for matrix products
+    synapses: Any = None  # the port's DenseSynapses or Synapses (connectivity.py), on the arrays' device
     scratch: Any = None  # (batch, post, pre): scratch for products (unfused backends)
     ebar: Any = None  # (batch, post, pre): the filtered eligibility
     seq_sum: Any = None  # (batch, post, pre): += w_t e_t over the sequence

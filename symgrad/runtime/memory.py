@@ -24,11 +24,16 @@ def require(needed: int, what: str, xp=np, advice: str = "") -> None:
                        f"{where} available" + (f"; {advice}" if advice else ""))
 
 
+def synapses(layer, port) -> int:
+    """How many synapses ``port`` of ``layer`` has: every pair (post, pre), or its sparse rows'."""
+    return layer.n * port.n_pre if port.synapses.count is None else port.synapses.count
+
+
 def weights(net) -> int:
     """Bytes of a network's parameters, from its layers' shapes (before they are allocated), and
     of the float64 draw its largest weight is made from."""
     largest = max(layer.n * port.n_pre for layer in net.layers for port in layer.ports)
-    count = sum(layer.n * (sum(port.n_pre for port in layer.ports) + len(layer.model.learnable))
+    count = sum(sum(synapses(layer, port) for port in layer.ports) + layer.n * len(layer.model.learnable)
                 for layer in net.layers)
     if net.readout:  # W_out, b_out and the random feedback matrix shaped like W_out
         count += net.n_out * (2 * net.layers[-1].n + 1)

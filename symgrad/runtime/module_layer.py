@@ -52,7 +52,9 @@ class ModulePort:
         self.input, self.plan = plan.input, plan
         self._traces, self.input_gain, self._attributes = traces_class, input_gain, attributes
 
-    def traces(self, batch: int, n: int, n_pre: int, dtype):
+    def traces(self, batch: int, n: int, n_pre: int, dtype, synapses=None):
+        if self.plan.layout.sparse:
+            return self._traces(batch, synapses, dtype)
         return self._traces(batch, n, n_pre, dtype)
 
     def trace(self, traces, state: str):
@@ -81,7 +83,7 @@ class ModulePort:
         b.ebar *= kappa
         traces.add_eligibility(J, K, b.ebar, b.scratch)
         if L is not None:
-            np.einsum("bi,bij->ij", L, b.ebar, out=b.product)
+            b.synapses.contract(np, L, b.ebar, out=b.product)
             b.grad += b.product
 
     def active_fraction(self, J: dict, K: dict) -> float:

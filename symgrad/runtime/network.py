@@ -18,6 +18,10 @@ trained like a weight from an input that is always 1 (the last column of u).
 A model with several synaptic inputs has these per input p (a ``Port``), with the projections
 its wiring gives it: u^p_t, I_p,t = W_in_p input_t + W_rec_p z_{t-1} + b_in_p, and its own traces.
 
+A projection may be sparse (``connectivity``): only the synapses its ``Connectivity`` lists
+exist, its weights are one value per synapse (nnz,), and every per-synapse trace of its layer
+is stored in sparse rows (runtime/connectivity.py, ``layouts.CSR``).
+
 Parameters live in one flat dict (``Network.params``) so optimisers and checkpoints treat
 them alike: ``W_in``, ``W_rec``, ``b_in`` (``W_in_<input>``, ... for a model with several inputs)
 and learnable neuron parameters by name for layer 0, the same names suffixed ``_<l>`` for layer
@@ -27,12 +31,14 @@ projection (``Projection.key``) or a layer (``Layer.key``) for a key.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..layouts import CSR
 from ..model import NeuronModel, sources_of, wiring_problem
 from . import backends, compiled, memory
+from .connectivity import Connectivity, ConnectivityError, DenseSynapses, Synapses
 from .kernel_layer import KernelLayer
 from .projection import Projection, Source, parameter_keys, weight_name
 
@@ -53,6 +59,7 @@ class Port:
     n_rec: int = 0  # 0 where it hears no recurrent spikes
     bias: bool = False
     projections: tuple = field(default=(), repr=False)  # its Projections, in u's order (Layer.take_keys)
+    synapses: object = field(default=None, repr=False)  # its DenseSynapses or (sparse rows) Synapses
 
     @property
     def n_pre(self) -> int:
@@ -132,9 +139,14 @@ class Layer:
             u[:, p.columns] = {Source.INPUT: inp, Source.RECURRENT: z_prev, Source.BIAS: 1}[p.source]
 
     def split_gradient(self, port: Port, grad) -> dict:
-        """The gradient over ``port``'s columns of u (post, pre), by parameter key."""
-        return {p.key: grad[:, p.columns.start] if p.source is Source.BIAS else grad[:, p.columns]
-                for p in port.projections}
+        """The gradient over ``port``'s synapses (post, pre), or (nnz,) in sparse rows, by
+        parameter key."""
+        return port.synapses.split(grad, port.projections)
+
+    @property
+    def layout(self):
+        """How its ports' synapses are laid out: sparse rows where any projection is sparse."""
+        return self.ports[0].synapses.layout
 
 
 def per_layer(value, count: int, what: str) -> list:
@@ -163,13 +175,18 @@ class Network:
     with that sign and keep it through training (``constrain``); by default the model's signs.
     dense=True ignores the trace plan and keeps every trace per synapse (for benchmarks);
     events=False sweeps every row every step even where the kernels could skip rows at rest.
+    connectivity: which synapses exist. A probability P in (0, 1] gives every weight of every
+    layer round(P x its inputs) partners per neuron, drawn from ``seed`` (a recurrent weight
+    never connects a neuron to itself); a dict takes, per weight key (``W_in``, ``W_rec_1``, ...),
+    a probability, a boolean (post, pre) mask, a pair of index arrays (post, pre) or a
+    ``Connectivity``. Weights not named are dense; a bias always is.
     """
 
     def __init__(self, model, n_in: int, hidden, n_out: int, *, recurrent=True, bias=False,
                  kappa=0.0, readout=True, readout_gain=None, readout_offset=None,
                  feedback="symmetric", seed=0, dtype="float64", backend="numpy",
                  params: dict | None = None, neuron_params=None, dense: bool = False, events: bool = True,
-                 projections=None, signs: dict | None = None):
+                 projections=None, signs: dict | None = None, connectivity=None):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         count = len(hidden)
         models = per_layer(model, count, "model")
@@ -186,11 +203,10 @@ class Network:
         self.layers = []
         sizes = [n_in] + hidden
         for index, (n, layer_model) in enumerate(zip(hidden, models)):
-            code = compiled.load(layer_model, backend, dense=dense)
             plans = compiled.generated(layer_model, dense).plans
             ports = _ports(layer_model, plans, n, sizes[index], bool(recurrent[index]), bool(bias[index]),
                            wirings[index])
-            self.layers.append(Layer(layer_model, n, sizes[index], any(p.n_rec for p in ports), index, code,
+            self.layers.append(Layer(layer_model, n, sizes[index], any(p.n_rec for p in ports), index, None,
                                      ports, bias=bool(bias[index])))
         self.n_in, self.n_out = n_in, n_out
         self.readout = bool(readout)
@@ -200,6 +216,14 @@ class Network:
         keys = parameter_keys(self.layers, self.readout)
         for layer in self.layers:
             layer.take_keys(keys)
+        self.connectivity = _connectivity(self.layers, connectivity, seed)
+        for layer in self.layers:
+            _lay_out(layer, self.connectivity)
+            if layer.layout.sparse and not backends.get(backend).sparse:
+                raise ConnectivityError(f"sparse connectivity does not run on the {backends.get(backend).title} "
+                                        f"backend yet; choose one of "
+                                        f"{', '.join(b.name for b in backends.BACKENDS.values() if b.sparse)}")
+            layer.code = compiled.load(layer.model, backend, dense=dense, layout=layer.layout)
         self.layer_values = [_checked_values(layer, given) for layer, given in zip(self.layers, values)]
         self.gain = None if readout_gain is None else self._array(np.broadcast_to(readout_gain, (n_out,)))
         self.offset = None if readout_offset is None else self._array(np.broadcast_to(readout_offset, (n_out,)))
@@ -224,6 +248,8 @@ class Network:
         return self.xp.asarray(np.array(values, dtype=self.dtype))
 
     def _initial_params(self, rng) -> dict:
+        """Weights drawn N(0, 1 / fan-in), a recurrent neuron's own weight 0, biases 0. A sparse
+        weight takes the dense draw's values at its synapses, scaled to its rows' own fan-in."""
         params = {}
         for layer, values in zip(self.layers, self.layer_values):
             for projection in layer.projections:
@@ -235,6 +261,10 @@ class Network:
                     np.fill_diagonal(w, 0.0)
                 else:
                     w = np.zeros(layer.n)
+                if key in self.connectivity:
+                    synapses = self.connectivity[key]
+                    fan_in = np.diff(synapses.row_start)[synapses.post]
+                    w = synapses.gather(w) * np.sqrt(synapses.n_pre / fan_in)
                 params[key] = self._array(np.abs(w) * self.signs[key] if key in self.signs else w)
             for p in layer.model.learnable:
                 value = values.get(p.name, layer.model.params[p])
@@ -255,14 +285,41 @@ class Network:
                 self.xp.minimum(weight, 0, out=weight)
 
     def set_params(self, values: dict):
-        """Overwrite parameters by name, checking shapes; unknown names are an error."""
+        """Overwrite parameters by name, checking shapes; unknown names are an error. A sparse
+        weight takes (nnz,) values, or a dense (post, pre) matrix read at its synapses."""
         for name, value in values.items():
             if name not in self.params:
                 raise KeyError(f"network has no parameter {name!r}")
             value = np.asarray(value, dtype=self.dtype)
+            if name in self.connectivity and value.shape == self.connectivity[name].shape:
+                value = self.connectivity[name].gather(value)
             if value.shape != self.params[name].shape:
                 raise ValueError(f"{name} has shape {value.shape}, expected {self.params[name].shape}")
             self.params[name][...] = self.xp.asarray(value)
+
+    def dense(self, key: str, values=None):
+        """The parameter ``key`` (or ``values`` shaped like it, such as its gradient) as a dense
+        array: a sparse weight's (post, pre) matrix, zero where no synapse is; any other as it is."""
+        values = self.params[key] if values is None else values
+        if key in self.connectivity:
+            return self.connectivity[key].scatter(values, self.xp)
+        return values
+
+    def reconnect(self, changed: dict) -> None:
+        """Move sparse weights' synapses: ``changed`` gives, by weight key, a Connectivity of the
+        same shape and nnz, whose slot k takes the weight's value k as it is. The layers' ports are
+        laid out again (the rows the kernels walk); a pass started after this sees the new synapses."""
+        for key, connectivity in changed.items():
+            if key not in self.connectivity:
+                raise ConnectivityError(f"{key} is not a sparse weight of this network: it has no synapses to move")
+            held = self.connectivity[key]
+            if (connectivity.shape, connectivity.nnz) != (held.shape, held.nnz):
+                raise ConnectivityError(f"the synapses given for {key} are {connectivity.nnz} of "
+                                        f"{connectivity.shape}; {key} has {held.nnz} of {held.shape}")
+        self.connectivity.update(changed)
+        for layer in self.layers:
+            if any(p.key in changed for p in layer.projections):
+                _lay_out(layer, self.connectivity)
 
     def neuron_params(self, layer: Layer) -> dict:
         """The parameter values the generated code reads: per-neuron arrays or 0-d arrays."""
@@ -371,10 +428,13 @@ class Network:
                 weight = self.params[projection.key]
                 if projection.source is Source.BIAS:
                     I += weight
-                elif I is None:
-                    I = (inp if projection.source is Source.INPUT else z_prev) @ weight.T
+                    continue
+                source = inp if projection.source is Source.INPUT else z_prev
+                if projection.key in self.connectivity:
+                    part = self.connectivity[projection.key].matvec(source, weight, self.xp)
                 else:
-                    I += (inp if projection.source is Source.INPUT else z_prev) @ weight.T
+                    part = source @ weight.T
+                I = part if I is None else I + part
             currents[port.input] = I
         zeros = None
         for name in layer.model.input_names:
@@ -392,7 +452,11 @@ class Network:
         for port, signal in zip(layer.ports, signals):
             for projection in port.projections:
                 if projection.source is source:
-                    part = signal @ self.params[projection.key]
+                    weight = self.params[projection.key]
+                    if projection.key in self.connectivity:
+                        part = self.connectivity[projection.key].rmatvec(signal, weight, self.xp)
+                    else:
+                        part = signal @ weight
                     total = part if total is None else total + part
         if total is None:
             width = layer.n_in if source is Source.INPUT else layer.n
@@ -418,6 +482,58 @@ def _ports(model: NeuronModel, plans, n: int, n_in: int, recurrent: bool, bias: 
         raise ValueError(f"no projection drives model {model.name!r}: give its inputs "
                          f"({', '.join(model.input_names)}) a source")
     return ports
+
+
+def _connectivity(layers: list, given, seed: int) -> dict:
+    """{weight key: Connectivity} of every sparse projection, from the Network's ``connectivity``
+    (see there); random draws come from their own stream of ``seed``, so that a sparse network's
+    weights are drawn as the dense one's."""
+    if given is None:
+        return {}
+    weights = {p.key: (layer, p) for layer in layers for p in layer.projections if p.source is not Source.BIAS}
+    if not isinstance(given, dict):
+        given = dict.fromkeys(weights, given)
+    unknown = sorted(set(given) - set(weights))
+    if unknown:
+        raise ConnectivityError(f"connectivity of {unknown[0]}: the network has no such weight "
+                                f"(weights: {', '.join(weights)})")
+    # a child stream of the seed: neither the weights' draw nor any epoch's ([seed, epoch]) meets it
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(27,)))
+    found = {}
+    for key, spec in given.items():
+        layer, projection = weights[key]
+        shape = (layer.n, layer.n_in if projection.source is Source.INPUT else layer.n)
+        if isinstance(spec, Connectivity):
+            if spec.shape != shape:
+                raise ConnectivityError(f"the connectivity given for {key} is {spec.shape}; {key} is {shape}")
+            found[key] = spec
+        elif isinstance(spec, tuple) and len(spec) == 2:
+            found[key] = Connectivity.from_indices(*spec, shape, key)
+        elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            if not 0 < spec <= 1:
+                raise ConnectivityError(f"connectivity of {key} is {spec:g}: a probability in (0, 1]")
+            if spec < 1:
+                found[key] = Connectivity.random(shape, spec, rng, key,
+                                                 no_self=projection.source is Source.RECURRENT)
+        else:
+            found[key] = Connectivity.from_mask(spec, shape, key)
+    return found
+
+
+def _lay_out(layer: Layer, connectivity: dict) -> None:
+    """Give each port of ``layer`` its synapses: sparse rows, with its plan's per-synapse arrays
+    in that layout, where any projection of the layer is sparse; else dense."""
+    if not any(p.key in connectivity for p in layer.projections):
+        for port in layer.ports:
+            port.synapses = DenseSynapses(layer.n, port.n_pre)
+        return
+    for port in layer.ports:
+        parts = [(p, connectivity.get(p.key), p.columns.stop - p.columns.start) for p in port.projections]
+        port.synapses = Synapses(layer.n, parts)
+        if len(port.synapses.empty_rows):
+            raise ConnectivityError(f"neuron {port.synapses.empty_rows[0]} of layer {layer.index} has no synapse "
+                                    f"on its input {port.input}: every mask leaves its row empty")
+        port.plan = replace(port.plan, layout=CSR)
 
 
 def _signs(layers: list, given: dict | None) -> dict:

@@ -2,7 +2,8 @@
 
 The kernels are those of the CUDA backend, with the same arguments, compiled by Numba on their
 first call and cached on disk (``cache=True``), so a second run compiles nothing. Arrays are
-passed flat or with their axes, as each kernel indexes them.
+passed flat or with their axes, as each kernel indexes them; a sparse layout's index arrays
+(int32) as unsigned views (``unsigned``).
 
 Numba would keep its cache beside the module and unpickle whatever it finds there, so
 ``cache_kernels`` moves it to ``$SYMGRAD_CACHE/numba/<model>-<hash>``, a private folder whose
@@ -21,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import numba
+import numpy as np
 from numba.core.caching import FunctionCache, IndexDataCacheFile, InTreeCacheLocator, NullCache
 from numba.core.dispatcher import Dispatcher
 
@@ -156,6 +158,8 @@ class NumbaKernels(Kernels):
         return None  # Numba compiles the None case without the branch
 
     def _pointer(self, array, kernel):
+        if array.dtype.kind == "i":  # only a layout's index arrays hold integers
+            return unsigned(array)
         return array if kernel.nested else array.reshape(-1)  # as the kernel indexes it
 
     def _run(self, name, real, count, args):
@@ -171,6 +175,13 @@ class NumbaKernels(Kernels):
                 raise
             raise FloatingPointError(f"{err.__cause__} in the {name} kernel of model "
                                      f"{self.model_name!r}") from None
+
+
+def unsigned(indices):
+    """Index arrays (never negative) as Numba code takes them: unsigned 32-bit (a view of int32
+    ones), so that an element they index is one load, without the test for a negative index
+    Numba adds for a signed one (a third of the time of a sparse synapse step)."""
+    return indices.view(np.uint32) if indices.dtype == np.int32 else indices.astype(np.uint32)
 
 
 def reason(err: Exception) -> str:

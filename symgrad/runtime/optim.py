@@ -45,6 +45,11 @@ class SGD:
     def load_state(self, state: dict):
         self.velocity = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("velocity/")}
 
+    def forget(self, name: str, index):
+        """Entries ``index`` of parameter ``name`` start afresh (a new synapse has no history)."""
+        if name in self.velocity:
+            self.velocity[name][index] = 0
+
 
 class Adam:
     """Adam (Kingma & Ba 2015) with decoupled weight decay (AdamW) when weight_decay > 0."""
@@ -87,6 +92,13 @@ class Adam:
         self.m = {k[2:]: a for k, a in state.items() if k.startswith("m/")}
         self.v = {k[2:]: a for k, a in state.items() if k.startswith("v/")}
         self.t = int(state.get("t", 0))
+
+    def forget(self, name: str, index):
+        """Entries ``index`` of parameter ``name`` start afresh (a new synapse has no history):
+        both moments zero."""
+        for moments in (self.m, self.v):
+            if name in moments:
+                moments[name][index] = 0
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -1,11 +1,12 @@
 """Training a network on a task: epochs, batches, checkpoints, metrics and curves.
 
 A run lives in one folder: ``config.json`` (everything needed to rebuild it),
-``metrics.json`` (per epoch: train_loss, train_acc, test_acc), ``checkpoint.npz`` (weights,
-optimiser state and the epoch reached) and ``curves.png``, each written atomically after every
-epoch, and, while a process trains into it, ``.lock`` (see ``Trainer.claim_folder``). The
-batch order of epoch e, and which augmented copy of each sample it uses, depend only on
-(seed, e), so a run killed and resumed from its checkpoint ends with exactly the weights of an
+``metrics.json`` (per epoch: train_loss, train_acc, test_acc), ``checkpoint.npz`` (weights, a
+sparse network's synapses, optimiser state and the epoch reached) and ``curves.png``, each
+written atomically after every epoch, and, while a process trains into it, ``.lock`` (see
+``Trainer.claim_folder``). The batch order of epoch e, and which augmented copy of each sample
+it uses, depend only on (seed, e), and rewiring's draws only on (seed, e, update), so a run
+killed and resumed from its checkpoint ends with exactly the weights and synapses of an
 uninterrupted one.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ..errors import UserError
 from ..surrogates import Spike
 from . import backends
 from .bptt import bptt
-from .checkpoint import check_checkpoint, load_checkpoint, read_metrics
+from .checkpoint import check_checkpoint, load_checkpoint, load_network, network_arrays, read_metrics
+from .checkpoint import to_host as _host
 from .config import Config
 from .distributed import SINGLE, BatchSum, PeerFailed, digest, select_gpu, share, threads_per_rank
 from .eprop import eprop, sweeps_synapses, unsupported
@@ -35,6 +37,7 @@ from .losses import PER_STEP
 from .network import Network
 from .optim import OPTIMIZERS
 from .parallel import default_workers, gradient_pass
+from .rewiring import Rewiring
 
 CHECKPOINT, CONFIG, METRICS, CURVES = "checkpoint.npz", "config.json", "metrics.json", "curves.png"
 LOCK = ".lock"  # held by the process training into the folder
@@ -66,14 +69,16 @@ def learning_rate(config: Config, epoch: int) -> float:
 def build_network(config: Config, model, n_in: int, n_out: int) -> Network:
     """The run's network: ``model`` (a NeuronModel) in the config's layers, or the network of a
     NIR graph (``model`` a nir.NIRGraph), which must fit the task."""
-    options = dict(feedback=config.feedback, seed=config.seed, dtype=config.dtype, backend=config.backend)
+    options = dict(feedback=config.feedback, seed=config.seed, dtype=config.dtype, backend=config.backend,
+                   connectivity=config.connectivity if config.connectivity < 1 else None)
     if isinstance(model, NeuronModel):
         return Network(model, n_in, [config.hidden] * config.layers, n_out, recurrent=config.recurrent,
                        kappa=config.kappa, **options)
     from .. import nir
 
     net = nir.load(model, dt=config.dt, add_readout=config.kappa if config.add_readout else None,
-                   learn=tuple(config.learn), detach_reset=config.detach_reset, **options)
+                   learn=tuple(config.learn), detach_reset=config.detach_reset,
+                   sparse_from_zeros=config.sparse_from_zeros, **options)
     if (net.n_in, net.n_out) != (n_in, n_out):
         raise UserError(f"the NIR graph {config.model} takes {net.n_in} inputs and gives {net.n_out} outputs; "
                         f"task {config.task!r} has {n_in} input channels and {n_out} outputs")
@@ -159,6 +164,9 @@ class Trainer:
         if config.update_every and config.rule != "eprop":
             raise UserError("online updates (--update-every) need --rule eprop: BPTT has a gradient "
                             "only at the end of each sequence")
+        if config.rewire and config.update_every:
+            raise UserError("--rewire moves synapses between gradient passes, and --update-every updates the "
+                            "weights within a pass: drop one of them")
         self.loss = loss
         self.device = None  # the GPU of this rank, in an MPI job on GPUs
         if world.size > 1 and backends.get(config.backend).device:
@@ -168,6 +176,14 @@ class Trainer:
             first = self.net.layers[0]
             config = self.config = replace(config, layers=len(self.net.layers), hidden=first.n,
                                            recurrent=first.recurrent, kappa=self.net.kappa)
+        self.rewiring = None  # DEEP R, after each update (runtime/rewiring.py)
+        if config.rewire:
+            if not self.net.connectivity:
+                raise UserError("--rewire moves the synapses of sparse weights, and this network has none: "
+                                "give --connectivity P below 1")
+            self.rewiring = Rewiring(self.net, config.seed)
+        self.updates = 0  # optimiser steps taken in this epoch: rewiring's draws are those of (epoch, update)
+        self.rewired = 0  # synapses rewiring moved in this epoch
         layers = len(self.net.layers)
         refused = unsupported(loss, layers, config.update_every) if config.rule == "eprop" else None
         if refused:
@@ -234,7 +250,7 @@ class Trainer:
     def save(self):
         if not self.writer:
             return
-        state = {f"param/{k}": _host(v) for k, v in self.net.params.items()}
+        state = self._network_state()
         state.update({f"optim/{k}": _host(v) for k, v in self.optimizer.state().items()})
         state["epoch"] = np.array(self.epoch)
         if self.baseline is not None:
@@ -250,15 +266,28 @@ class Trainer:
         builds, before anything is changed."""
         path = self.run_dir / CHECKPOINT
         state = load_checkpoint(path)
-        check_checkpoint(state, self.net, self.optimizer, path)
+        check_checkpoint(state, self.net, self.optimizer, path, self.rewiring)
         epoch = int(state["epoch"])
         if metrics:
             self.metrics = read_metrics(self.run_dir / METRICS, epoch)
-        self.net.set_params({k[6:]: v for k, v in state.items() if k.startswith("param/")})
+        self._load_network_state(state, path)
         self.optimizer.load_state({k[6:]: self.net.xp.asarray(v) for k, v in state.items()
                                    if k.startswith("optim/")})
         self.epoch = epoch
         self.baseline = float(state["baseline_loss"]) if "baseline_loss" in state else None
+
+    def _network_state(self) -> dict:
+        """What a checkpoint holds of the network: its arrays (checkpoint.network_arrays) and
+        the rewired synapses' signs."""
+        state = network_arrays(self.net)
+        if self.rewiring:
+            state.update(self.rewiring.state())
+        return state
+
+    def _load_network_state(self, state: dict, where):
+        load_network(state, self.net, where)
+        if self.rewiring:
+            self.rewiring.load_state(state)
 
     # -- training ------------------------------------------------------------------------
     def fit(self, log=print):
@@ -284,6 +313,7 @@ class Trainer:
             choice = rng.integers(train.copies + 1, size=len(train)) if train.copies else None
             batches = [order[i:i + config.batch] for i in range(0, len(order), config.batch)]
             losses, correct = [], 0
+            self.updates = self.rewired = 0
             # disable=None: no bars where stderr is no terminal (a log file, a pipe), whose
             # reader wants the one line per epoch, not thousands of carriage returns.
             bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
@@ -399,15 +429,15 @@ class Trainer:
         are given to all, and a warning says so."""
         if self.world.size == 1:
             return
-        weights = {k: _host(v) for k, v in self.net.params.items()}
+        weights = self._network_state()  # the synapses too: a rank that rewired otherwise differs
         if self.world.same_everywhere(digest(weights)):
             return
         warnings.warn(f"the ranks' weights differed after epoch {self.epoch} (the MPI library's sums "
                       f"are not the same on every rank); rank 0's weights and optimiser state were "
                       f"given to all")
         xp = self.net.xp
-        params, state = self.world.broadcast((weights, {k: _host(v) for k, v in self.optimizer.state().items()}))
-        self.net.set_params(params)
+        network, state = self.world.broadcast((weights, {k: _host(v) for k, v in self.optimizer.state().items()}))
+        self._load_network_state(network, "rank 0's network")
         self.optimizer.load_state({k: xp.asarray(v) for k, v in state.items()})
 
     def _apply(self, grads):
@@ -415,6 +445,9 @@ class Trainer:
         if not all(bool(xp.isfinite(g).all()) for g in grads.values()):
             raise Diverged("a gradient is not finite")
         self.optimizer.step(self.net.params, grads)
+        if self.rewiring:  # before constrain, which would clip a signed weight's crossing to 0
+            self.rewired += self.rewiring(self.optimizer, (self.epoch, self.updates))
+        self.updates += 1
         self.net.constrain()
         for name, value in self.net.params.items():
             if not bool(xp.isfinite(value).all()):
@@ -448,11 +481,8 @@ class Trainer:
         name = "acc" if kind == "classification" else "neg. MSE"
         fmt = (lambda v: f"{100 * v:.1f}%") if kind == "classification" else (lambda v: f"{v:.4f}")
         return (f"epoch {self.epoch}/{self.config.epochs}: train loss {m['train_loss'][-1]:.4f}, "
-                f"train {name} {fmt(m['train_acc'][-1])}, test {name} {fmt(m['test_acc'][-1])}")
-
-
-def _host(array):
-    return array.get() if hasattr(array, "get") else np.asarray(array)
+                f"train {name} {fmt(m['train_acc'][-1])}, test {name} {fmt(m['test_acc'][-1])}"
+                + (f"; rewired {self.rewired} synapses" if self.rewiring else ""))
 
 
 __all__ = ["Config", "Trainer", "Diverged", "score", "predict", "load_checkpoint", "asdict"]

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from ... import render, store
+from ...layouts import DENSE
 
 HOST_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-w"]
 PRECISIONS = ("float", "double")
@@ -25,9 +26,10 @@ def shim_path() -> Path:
     return render.template_dir() / "cuda" / "host_shim.h"
 
 
-def source_file(model, source: str) -> Path:
-    """The committed generated/<model>/cuda_layer.cu when it is this text, else a cached copy."""
-    return store.committed_or_cached(model.name, render.BACKENDS["cuda"][1], source)
+def source_file(model, source: str, layout=DENSE) -> Path:
+    """The committed generated/<model>/cuda_layer.cu (cuda_layer_csr.cu for sparse rows) when it
+    is this text, else a cached copy."""
+    return store.committed_or_cached(model.name, render.filename("cuda", layout), source)
 
 
 def _parameter(arg, real: str) -> str:

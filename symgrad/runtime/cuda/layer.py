@@ -30,6 +30,6 @@ def _layer(code: Generated, reference, backend, launcher) -> KernelLayer:
     key = (backend.name, source, code.texts[DEFAULT], tuple(p.name for p in code.model.neuron_params))
     if key not in _LAYERS:
         kernels = {k.name: k for k in code.kernels if not k.cpu_only}
-        path = source_file(code.model, source)
+        path = source_file(code.model, source, code.layout)
         _LAYERS[key] = KernelLayer(code, reference, launcher(path, kernels))
     return _LAYERS[key]
