@@ -52,8 +52,8 @@ def as_trained(net: Network, rule: str, loss: str):
     on the CPU's threads where it sweeps per-synapse arrays, BPTT on one."""
     step = eprop if rule == "eprop" else bptt
     run = gradient_pass(net, default_workers(net.backend), rule == "eprop" and sweeps_synapses(net, loss))
-    whole = {"whole_pass": True} if rule == "eprop" else {}  # the default, whatever the environment says
-    return lambda x, labels: run(step, net, x, labels, loss=loss, **whole)
+    return lambda x, labels: run(step, net, x, labels, loss=loss, whole_pass=True)  # the default, whatever
+    # the environment says
 
 
 def active_rows(net: Network, x) -> float | None:

@@ -14,8 +14,10 @@ new backend prints these and decides nothing.
     param_traces       one per (sample, neuron): the learnable parameters' traces and e^p
     input_gain         one per (sample, neuron): dz_t/dI_t, which passes a learning signal down
     active_rows        the (sample, post) rows not at rest, counted (models with rows at rest)
+    backward_step      one per (sample, neuron): BPTT's adjoints g_t from g_t+1, and dL/dI_t
+    param_gradients    one per (sample, neuron): BPTT's dL/dp at one step
 
-The last two are the CPU's only (the Numba backend prints them; its whole-pass driver calls them).
+The last four are the CPU's only (the Numba backend prints them; its whole-pass drivers call them).
 
 A model with several synaptic inputs has one synapse, presynaptic and event kernel per input,
 named with the input's suffix (``synapse_step_I_e``), each over its own plan and traces.
@@ -35,12 +37,14 @@ from .statements import Statement, fixed_entries, neuron_step
 COUNT = "count"  # of: "n", "size", "batch", "n_pre", "nnz" or "step"
 INDEX = "index"  # of: the name of one of the layout's index arrays (``Layout.indices``)
 SCALAR = "scalar"  # of: "kappa" or "seq_weight"
-BUFFER = "buffer"  # of: "u", "L", "ebar", "seq_sum", "grad", "reg_sum", "last" or "pend" (SynapseBuffers)
+BUFFER = "buffer"  # of: "u", "L", "ebar", "seq_sum", "grad", "reg_sum", "last" or "pend" (SynapseBuffers); "grad_z"
 STATE, NEW_STATE, OUTPUT = "state", "new state", "output"  # of: a state name; "z"
 PARAM, CURRENT = "param", "current"  # of: a parameter name; an input name
 FIXED, DYNAMIC_ENTRY = "fixed entry", "dynamic entry"  # of: an entry name (K, J)
 TRACE, PARAM_TRACE = "trace", "param trace"  # of: a state; (parameter, state)
 PARAM_ELIGIBILITY, DECAY = "param eligibility", "decay"  # of: a parameter; a state
+NEXT_ENTRY = "next entry"  # of: an entry name: its values at step t+1 (BPTT's backward step)
+ADJOINT, PARAM_GRADIENT = "adjoint", "param gradient"  # of: a state or an input (dL/ds, dL/dI); a parameter
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,7 @@ def blueprint(analysis: Analysis, plans: list[TracePlan], layout: Layout = DENSE
     for plan, synapse in zip(plans, synapses):
         kernels += _event_kernels(plan, synapse)
     kernels += [_gain_kernel(plan) for plan in plans]
+    kernels += [_backward_kernel(plans), _param_gradient_kernel(plans[0])]
     return Blueprint(analysis, list(plans), step, fixed, [k for k in kernels if k], step_states,
                      step_params, fixed_params, step_inputs, layout)
 
@@ -266,8 +271,10 @@ class _Reads:
     def dynamic(self) -> tuple:
         return tuple(n for n, t in self.terms.items() if t.kind == DYNAMIC)
 
-    def args(self) -> list[KernelArg]:
-        dynamic = [KernelArg(self.names.of(ids.DYNAMIC_ARG, n), "const real*", f"{n}_t (batch, n)", DYNAMIC_ENTRY, n)
+    def args(self, role: str = DYNAMIC_ENTRY, step: str = "t") -> list[KernelArg]:
+        """The arrays of the entries read: the dynamic ones at ``step`` (role DYNAMIC_ENTRY, or
+        NEXT_ENTRY for their values at t+1), and the fixed ones."""
+        dynamic = [KernelArg(self.names.of(ids.DYNAMIC_ARG, n), "const real*", f"{n}_{step} (batch, n)", role, n)
                    for n, t in self.terms.items() if t.kind == DYNAMIC]
         fixed = [KernelArg(self.names.of(ids.FIXED_ARG, n), "const real*", f"{n} (n), "
                            + ("constant: element 0 is read" if kind == CONSTANT else kind), FIXED, n)
@@ -368,10 +375,7 @@ def _param_kernel(plan: TracePlan) -> Kernel | None:
                              PARAM_TRACE, (p, r.state)) for r in pt.rows]
         arrays.append(KernelArg(names.of(ids.PARAM_ELIGIBILITY, p), "real*",
                                 f"e^{p}_t = h_t . eps^{p}_t + dz_{p} (batch, n): written", PARAM_ELIGIBILITY, p))
-    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
-    if any(kind != CONSTANT for _, kind in reads.fixed()):  # read at its neuron: Kernel.per_post
-        args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
-    args += reads.args() + arrays
+    args = _sample_neuron_args(kind for _, kind in reads.fixed()) + reads.args() + arrays
     return Kernel("param_traces", "sample, neuron", tuple(args), reads.fixed(), tuple(loads), False,
                   tuple(lines), tuple(stores), tuple(results), reads.dynamic(), kind="param_traces")
 
@@ -427,11 +431,81 @@ def _gain_kernel(plan: TracePlan) -> Kernel:
             reads(h, None)
             terms.append(reads(c, None if h.unit else h.entry))
     gain = Line("gain", tuple(terms), f"dz_t/d{plan.input.name}_t = sum_k h_k,t c_k,t")
-    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
-    if any(kind != CONSTANT for _, kind in reads.fixed()):  # read at its neuron: Kernel.per_post
-        args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
-    args += reads.args()
+    args = _sample_neuron_args(kind for _, kind in reads.fixed()) + reads.args()
     args.append(KernelArg("gain", "real*", "dz_t/dI_t (batch, n): written", BUFFER, "gain"))
     return Kernel(names.per_input("input_gain", plan.input.name), "sample, neuron", tuple(args), reads.fixed(),
                   results=(gain,), dynamic=reads.dynamic(), cpu_only=True, kind="input_gain",
                   port=plan.input.name)
+
+
+def _sample_neuron_args(fixed_kinds) -> list[KernelArg]:
+    """A (sample, neuron) kernel's size, and n where it reads a fixed entry at its neuron."""
+    args = [KernelArg("size", "int", "batch * n: one thread per sample and neuron", COUNT, "size")]
+    if any(kind != CONSTANT for kind in fixed_kinds):  # read at its neuron: Kernel.per_post
+        args.append(KernelArg("n", "int", "neurons", COUNT, "n"))
+    return args
+
+
+def _backward_kernel(plans: list[TracePlan]) -> Kernel:
+    """BPTT through one step: each state's adjoint g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1
+    (``TracePlan.adjoint``, the model's whichever input), in place over g_t+1, and each input's
+    dL/dI_t = sum_k c_k,t g_k,t."""
+    plan = plans[0]
+    names, now, later = plan.analysis.naming, _Reads(plan), _Reads(plan)  # entries at t, and at t+1
+    lines, read = [], set()
+    for row in plan.adjoint:
+        terms = ((now(row.h, "gz"),) if row.h else ()) + tuple(
+            later(t, names.of(ids.ADJOINT, t.source)) for t in row.terms)
+        read |= {t.source for t in row.terms}
+        lines.append(Line(names.of(ids.ADJOINT_NEW, row.state), terms, row.equation))
+    results = [Line(names.of(ids.ADJOINT_ARG, p.input.name),
+                    tuple(now(c, names.of(ids.ADJOINT_NEW, c.source)) for c, _ in p.input_terms),
+                    f"dL/d{p.input.name}_t = sum_k c_k,t g_k,t") for p in plans]
+    states = [row.state for row in plan.adjoint]
+    fixed = dict(now.fixed()) | dict(later.fixed())
+    args = _sample_neuron_args(fixed.values())
+    args.append(KernelArg("grad_z", "const real*", "gz_t = dL/dz_t (batch, n): from above and from t+1", BUFFER,
+                          "grad_z"))
+    args += [a for a in now.args() if a.role == DYNAMIC_ENTRY]
+    args += [a for a in later.args(NEXT_ENTRY, "t+1") if a.role == NEXT_ENTRY]
+    args += [KernelArg(names.of(ids.FIXED_ARG, n), "const real*", f"{n} (n), "
+                       + ("constant: element 0 is read" if kind == CONSTANT else kind), FIXED, n)
+             for n, kind in fixed.items()]
+    args += [KernelArg(names.of(ids.ADJOINT_ARG, s), "real*", f"dL/d{s} (batch, n): at t+1, updated to t",
+                       ADJOINT, s) for s in states]
+    args += [KernelArg(names.of(ids.ADJOINT_ARG, p.input.name), "real*", f"dL/d{p.input.name}_t (batch, n): written",
+                       ADJOINT, p.input.name) for p in plans]
+    loads = (("gz", "grad_z", False),) + tuple(
+        (names.of(ids.ADJOINT, s), names.of(ids.ADJOINT_ARG, s), False) for s in states if s in read)
+    stores = tuple((names.of(ids.ADJOINT_ARG, s), names.of(ids.ADJOINT_NEW, s)) for s in states)
+    return Kernel("backward_step", "sample, neuron", tuple(args), tuple(fixed.items()), loads, False, tuple(lines),
+                  stores, tuple(results), now.dynamic() + later.dynamic(), cpu_only=True, kind="backward_step")
+
+
+def _param_gradient_kernel(plan: TracePlan) -> Kernel | None:
+    """BPTT's dL/dp_t = sum_k q_pk,t g_k,t + dz_p,t gz_t of each learnable parameter, per
+    (sample, neuron), from the adjoints of step t (after ``backward_step``)."""
+    if not plan.param_traces:
+        return None
+    names, reads = plan.analysis.naming, _Reads(plan)
+    results, read = [], set()
+    for pt in plan.param_traces:
+        terms = tuple(reads(row.q, names.of(ids.ADJOINT, row.state)) for row in pt.rows if row.q)
+        read |= {row.state for row in pt.rows if row.q}
+        terms += (reads(pt.dz, "gz"),) if pt.dz else ()
+        dz = f" + dz_{pt.param},t gz_t" if pt.dz else ""
+        results.append(Line(names.of(ids.PARAM_GRADIENT, pt.param), terms,
+                            f"dL/d{pt.param}_t = sum_k q_{pt.param}k,t g_k,t" + dz))
+    states = [row.state for row in plan.adjoint if row.state in read]
+    reads_gz = any(pt.dz for pt in plan.param_traces)
+    args = _sample_neuron_args(kind for _, kind in reads.fixed())
+    args += [KernelArg("grad_z", "const real*", "gz_t = dL/dz_t (batch, n)", BUFFER, "grad_z")] * reads_gz
+    args += reads.args()
+    args += [KernelArg(names.of(ids.ADJOINT_ARG, s), "const real*", f"dL/d{s}_t (batch, n)", ADJOINT, s)
+             for s in states]
+    args += [KernelArg(names.of(ids.PARAM_GRADIENT, pt.param), "real*", f"dL/d{pt.param}_t (batch, n): written",
+                       PARAM_GRADIENT, pt.param) for pt in plan.param_traces]
+    loads = (("gz", "grad_z", False),) * reads_gz + tuple(
+        (names.of(ids.ADJOINT, s), names.of(ids.ADJOINT_ARG, s), False) for s in states)
+    return Kernel("param_gradients", "sample, neuron", tuple(args), reads.fixed(), loads, results=tuple(results),
+                  dynamic=reads.dynamic(), cpu_only=True, kind="param_gradients")

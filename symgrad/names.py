@@ -38,7 +38,7 @@ MODEL_WORDS = ("z", "size", "n", "bi", "neuron", "out_z", "s", "p", "real")
 KERNEL_WORDS = frozenset("""
     batch n n_pre size u L kappa ebar seq_sum seq_weight grad reg_sum step last pend post sample pre
     u_j L_i e elig held owed skipped kappa_skipped bi bj bij syn grad_ij reg_ij neuron product scratch
-    weight ones
+    weight ones gz grad_z
 """.split())
 
 # The target languages' own words: a model name may not be one.
@@ -78,6 +78,8 @@ TRACE, TRACE_NEW = Family("eps_{}", "eps"), Family("eps_{}_new", "eps_new")  # e
 TRACE_ARG, OLD = Family("trace_{}", "trace"), Family("old_{}", "old")  # its array; a saved copy
 DECAY, CATCH = Family("decay_{}", "decay"), Family("catch_{}", "catch")  # at rest; over skipped steps
 ADJOINT = Family("g_{}", "g")  # dL/ds_t of a state s, dL/dI_t of an input I
+ADJOINT_NEW, ADJOINT_ARG = Family("g_{}_new", "g_new"), Family("adj_{}", "adj")  # g_s,t from g_s,t+1; its array
+PARAM_GRADIENT = Family("grad_{}", "grad_param")  # dL/dp at one step, per sample and neuron
 PARAM_TRACE = Family("eps_{}_{}", "eps_param")  # eps^p_s in a kernel
 PARAM_TRACE_NEW = Family("eps_{}_{}_new", "eps_param_new")
 PARAM_TRACE_ARG = Family("trace_{}_{}", "trace_param")
@@ -139,9 +141,11 @@ class Names:
         learnable = [p.name for p in model.learnable]
         several = len(inputs) > 1
         wanted = [(f, (s,)) for s in states for f in (NEW, STATE_ARG, NEW_STATE_ARG, TRACE, TRACE_NEW,
-                                                      TRACE_ARG, OLD, DECAY, CATCH, ADJOINT)]
+                                                      TRACE_ARG, OLD, DECAY, CATCH, ADJOINT, ADJOINT_NEW,
+                                                      ADJOINT_ARG)]
         wanted += [(PARAM_ARG, (p,)) for p in params]
-        wanted += [(ADJOINT, (x,)) for x in inputs]
+        wanted += [(f, (x,)) for x in inputs for f in (ADJOINT, ADJOINT_ARG)]
+        wanted += [(PARAM_GRADIENT, (p,)) for p in learnable]
         wanted += [(f, (p, s)) for p in learnable for s in states
                    for f in (PARAM_TRACE, PARAM_TRACE_NEW, PARAM_TRACE_ARG, PARAM_TRACE_ATTRIBUTE)]
         wanted += [(PARAM_ELIGIBILITY, (p,)) for p in learnable]

@@ -117,7 +117,7 @@ class PassArg:
     note: str
 
 
-class _Emitter:
+class Emitter:
     """Lines of Python at an indentation."""
 
     def __init__(self):
@@ -135,7 +135,7 @@ class _Emitter:
         self.depth -= 1
 
 
-class _Layer:
+class LayerNames:
     """One layer's names in the driver, and its kernel calls."""
 
     def __init__(self, index: int, shape: LayerShape):
@@ -177,8 +177,9 @@ class _Layer:
         return self.code.kernel(kind, None if port is None else self.shape.ports[port].input)
 
     def call(self, kernel: Kernel, port: int | None = None, L: str = "None", step: str = "t",
-             weight: str = "1.0") -> str:
-        """``layer<i>.<kernel>(...)``, each argument bound to the driver's array for what it holds."""
+             weight: str = "1.0", at=None) -> str:
+        """``layer<i>.<kernel>(...)``, each argument bound to the driver's array for what it holds;
+        ``at(arg)``: where an array holds every step, the index of the step the kernel takes."""
         size = {"sample, neuron": f"batch * {self.n}", "sample, pre": f"batch * {self.pre(port) if port is not None else ''}"}
         counts = {"batch": "batch", "n": self.n, "step": step, "size": size.get(kernel.space, "")}
         if port is not None:
@@ -195,7 +196,7 @@ class _Layer:
                 values.append(L)
                 continue
             flat = arg.array and not kernel.nested and arg.role not in (roles.PARAM, roles.FIXED)  # (n) already
-            values.append(self.bind(arg, port) + (".ravel()" if flat else ""))
+            values.append(self.bind(arg, port) + (at(arg) if at else "") + (".ravel()" if flat else ""))
         return f"{self.slot}.{kernel.name}({', '.join(values)})"
 
     def bind(self, arg: KernelArg, port: int | None) -> str:
@@ -203,7 +204,8 @@ class _Layer:
         trace, buffer or index array, the layer's for the rest (named after ``arg``, declared once)."""
         per_port = port is not None and arg.role in (roles.TRACE, roles.BUFFER, roles.INDEX)
         name = self.name(arg, port if per_port else None)
-        key = (PORT, self.index, port, arg.role, arg.of) if per_port else (LAYER, self.index, arg.role, arg.of)
+        role = roles.DYNAMIC_ENTRY if arg.role == roles.NEXT_ENTRY else arg.role  # the same array, a step on
+        key = (PORT, self.index, port, role, arg.of) if per_port else (LAYER, self.index, role, arg.of)
         self.args.setdefault(key, PassArg(name, key, arg.note))
         return name
 
@@ -220,11 +222,14 @@ def print_driver(shape: NetworkShape) -> dict:
             "slots": [(f"layer{i}", layer.code.model.name) for i, layer in enumerate(shape.layers)]}
 
 
-class _Printer:
+class DriverPrinter:
+    """What the drivers' printers share: the layers' names, the arguments declared, and the
+    synaptic input of a layer."""
+
     def __init__(self, shape: NetworkShape):
         self.shape = shape
-        self.layers = [_Layer(i, layer) for i, layer in enumerate(shape.layers)]
-        self.out = _Emitter()
+        self.layers = [LayerNames(i, layer) for i, layer in enumerate(shape.layers)]
+        self.out = Emitter()
         self.head: list[PassArg] = []
 
     def data(self, name: str, note: str, key=None) -> str:
@@ -235,7 +240,7 @@ class _Printer:
         self.head.append(PassArg(name, (READOUT, name), note))
         return name
 
-    def own(self, layer: _Layer, word: str, note: str, of: str = "", port: int | None = None) -> str:
+    def own(self, layer: LayerNames, word: str, note: str, of: str = "", port: int | None = None) -> str:
         """One of the driver's own arrays of ``layer`` (or of its input ``port``): role "pass"."""
         what = (word, of) if of else word
         if port is None:
@@ -245,9 +250,74 @@ class _Printer:
         layer.args.setdefault(key, PassArg(name, key, note))
         return name
 
-    def bound(self, layer: _Layer, kind: str, role: str, of, port: int | None = None) -> str:
+    def bound(self, layer: LayerNames, kind: str, role: str, of, port: int | None = None) -> str:
         """The driver's name of what the ``kind`` kernel's argument of ``role`` and ``of`` takes."""
         return layer.bind(next(a for a in layer.kernel(kind, port).args if a.role == role and a.of == of), port)
+
+    def u(self, layer: LayerNames, j: int) -> str:
+        """The name of u_t of the layer's input j (or, in a driver that keeps every step, of u)."""
+        key = (PORT, layer.index, j, roles.BUFFER, "u")
+        layer.args.setdefault(key, PassArg(layer.port_word(j, "u"), key, "u_t (batch, pre): presynaptic input"))
+        return layer.port_word(j, "u")
+
+    def synaptic_input(self, layer: LayerNames, below: str, u_t: str) -> None:
+        """I_t = W_in input_t + W_rec z_t-1 + b of each input the neuron step reads, and u_t
+        (written into ``u_t``, a name with {j} for the input's index) of each input."""
+        out = self.out
+        z = layer.z
+        step = layer.kernel("neuron_step")
+        currents = {a.of for a in step.args if a.role == roles.CURRENT}
+        width = {"input": "m0" if layer.index == 0 else f"n{layer.index - 1}", "recurrent": layer.n}
+        for j, port in enumerate(layer.shape.ports):
+            u = u_t.format(j=self.u(layer, j))
+            column = ""  # where the part of u being filled starts
+            I = self.bound(layer, "neuron_step", roles.CURRENT, port.input) if port.input in currents else None
+            for k, source in enumerate(port.sources):
+                if source == "bias":
+                    out(f"ops.fill_column({u}, {column}, 1.0)")
+                    if I:
+                        out(f"ops.add_bias({I}, {self.own(layer, 'b', f'b of input {port.input}', port=j)})")
+                    continue
+                word = SOURCES[source]
+                heard = below if source == "input" else z
+                end = f"{column} + {width[source]}" if column else width[source]
+                out(f"ops.copy_columns({u}, {column or 0}, {heard})")
+                if I and source in port.sparse:
+                    by_pre = [self.own(layer, f"{word}_{what}", f"{word} of input {port.input}: {note}", port=j)
+                              for what, note in BY_PRE.items()]
+                    out(f"ops.project_sparse({I}, {heard}, {', '.join(by_pre)}, {k > 0})")
+                elif I:
+                    weight = self.own(layer, f"{word}_T", f"{word} of input {port.input}, transposed (pre, n)",
+                                      port=j)
+                    out(f"ops.project({I}, {heard}, {weight}, {k > 0})")
+                column = end
+
+    def keep_states(self, layer: LayerNames) -> None:
+        """s_t-1 for the next step, from the neuron step's new states (written anew each step)."""
+        step = layer.kernel("neuron_step")
+        read = {a.of for a in step.args if a.role == roles.STATE}
+        for state in layer.code.model.state_names:
+            new = self.bound(layer, "neuron_step", roles.NEW_STATE, state)
+            old = self.bound(layer, "neuron_step", roles.STATE, state) if state in read else self.own(
+                layer, "state", f"{state}_t (batch, n)", of=state)
+            self.out(f"ops.copy({old}, {new})")
+
+    def sizes(self, ports: bool = True) -> None:
+        """batch, m0, each layer's n<l> and, for the port kernels' calls, each input's
+        pre<l>_<j> (and nnz<l>_<j>)."""
+        out = self.out
+        out("batch, m0 = x.shape[1], x.shape[2]")
+        for layer in self.layers:
+            layer.z = self.bound(layer, "neuron_step", roles.OUTPUT, "z")
+            out(f"{layer.n} = {layer.z}.shape[1]")
+            for j, port in enumerate(layer.shape.ports if ports else ()):
+                out(f"{layer.pre(j)} = {self.u(layer, j)}.shape[1]")
+                if layer.sparse:
+                    out(f"{layer.nnz(j)} = {self.bound(layer, 'synapse_step', roles.INDEX, 'col', j)}.shape[0]")
+
+
+class _Printer(DriverPrinter):
+    """e-prop's driver: ``eprop_steps``."""
 
     def print(self):
         target = {CROSS_ENTROPY: ("labels", "class labels (batch,)"),
@@ -280,14 +350,7 @@ class _Printer:
     # -- the loop ------------------------------------------------------------------------
     def _body(self):
         out = self.out
-        out("batch, m0 = x.shape[1], x.shape[2]")
-        for layer in self.layers:
-            layer.z = self.bound(layer, "neuron_step", roles.OUTPUT, "z")
-            out(f"{layer.n} = {layer.z}.shape[1]")
-            for j, port in enumerate(layer.shape.ports):
-                out(f"{layer.pre(j)} = {self._u(layer, j)}.shape[1]")
-                if layer.sparse:
-                    out(f"{layer.nnz(j)} = {self.bound(layer, 'synapse_step', roles.INDEX, 'col', j)}.shape[0]")
+        self.sizes()
         # the per-layer "behind" flags: rows left at rest since the last settle
         for layer in self.layers:
             for j, _ in enumerate(layer.shape.ports):
@@ -316,44 +379,14 @@ class _Printer:
                     with out.block(f"if {layer.port_word(j, 'behind')}:"):
                         out(layer.call(settle, j, step="stop - 1"))
 
-    def _forward(self, layer: _Layer, below: str):
-        out, code = self.out, layer.code
-        model = code.model
-        out(f"# layer {layer.index} ({model.name}): I_t = W_in input_t + W_rec z_t-1 + b, u_t = [input_t, z_t-1, 1]")
+    def _forward(self, layer: LayerNames, below: str):
+        out = self.out
+        out(f"# layer {layer.index} ({layer.code.model.name}): I_t = W_in input_t + W_rec z_t-1 + b, "
+            "u_t = [input_t, z_t-1, 1]")
+        self.synaptic_input(layer, below, "{j}")
         z = layer.z
-        step = layer.kernel("neuron_step")
-        currents = {a.of for a in step.args if a.role == roles.CURRENT}
-        width = {"input": "m0" if layer.index == 0 else f"n{layer.index - 1}", "recurrent": layer.n}
-        for j, port in enumerate(layer.shape.ports):
-            u = self._u(layer, j)
-            column = ""  # where the part of u being filled starts
-            I = self.bound(layer, "neuron_step", roles.CURRENT, port.input) if port.input in currents else None
-            for k, source in enumerate(port.sources):
-                if source == "bias":
-                    out(f"ops.fill_column({u}, {column}, 1.0)")
-                    if I:
-                        out(f"ops.add_bias({I}, {self.own(layer, 'b', f'b of input {port.input}', port=j)})")
-                    continue
-                word = SOURCES[source]
-                heard = below if source == "input" else z
-                end = f"{column} + {width[source]}" if column else width[source]
-                out(f"ops.copy_columns({u}, {column or 0}, {heard})")
-                if I and source in port.sparse:
-                    by_pre = [self.own(layer, f"{word}_{what}", f"{word} of input {port.input}: {note}", port=j)
-                              for what, note in BY_PRE.items()]
-                    out(f"ops.project_sparse({I}, {heard}, {', '.join(by_pre)}, {k > 0})")
-                elif I:
-                    weight = self.own(layer, f"{word}_T", f"{word} of input {port.input}, transposed (pre, n)",
-                                      port=j)
-                    out(f"ops.project({I}, {heard}, {weight}, {k > 0})")
-                column = end
-        out(layer.call(step))
-        read = {a.of for a in step.args if a.role == roles.STATE}
-        for state in code.model.state_names:  # s_t-1 for the next step (the new arrays are written anew)
-            new = self.bound(layer, "neuron_step", roles.NEW_STATE, state)
-            old = self.bound(layer, "neuron_step", roles.STATE, state) if state in read else self.own(
-                layer, "state", f"{state}_t (batch, n)", of=state)
-            out(f"ops.copy({old}, {new})")
+        out(layer.call(layer.kernel("neuron_step")))
+        self.keep_states(layer)
         out(f"ops.add_column_sums({self.own(layer, 'rate', LAYER_WORDS['rate'])}, {z})")
         params = layer.kernel("param_traces")
         if params:
@@ -388,7 +421,7 @@ class _Printer:
         else:
             out(f"ops.copy({L}, err)")
 
-    def _synapses(self, layer: _Layer, L: str, weight: str = "1.0"):
+    def _synapses(self, layer: LayerNames, L: str, weight: str = "1.0"):
         out = self.out
         for j, port in enumerate(layer.shape.ports):
             plan = next(p for p in layer.code.plans if p.input == port.input)
@@ -410,7 +443,7 @@ class _Printer:
                 sums = [self.own(layer, word, note, of=p.name) for word, note in PARAM_WORDS.items()]
                 out(f"ops.param_sums({layer.name(e, None)}, {L}, kappa, {weight}, {', '.join(sums)})")
 
-    def _sweep(self, layer: _Layer, j: int, L: str, weight: str = "1.0"):
+    def _sweep(self, layer: LayerNames, j: int, L: str, weight: str = "1.0"):
         """The fused synapse step over every row, or, where the model has rows at rest and few
         rows are awake, the step that skips them (settled before the next full sweep)."""
         out = self.out
@@ -430,17 +463,12 @@ class _Printer:
             out(layer.call(synapse, j, L, weight=weight))
         self._presynaptic(layer, j)
 
-    def _presynaptic(self, layer: _Layer, j: int):
+    def _presynaptic(self, layer: LayerNames, j: int):
         presynaptic = layer.kernel("presynaptic_step", j)
         if presynaptic:  # after the synapse step, which reads the traces' previous values
             self.out(layer.call(presynaptic, j))
 
-    def _u(self, layer: _Layer, j: int) -> str:
-        key = (PORT, layer.index, j, roles.BUFFER, "u")
-        layer.args.setdefault(key, PassArg(layer.port_word(j, "u"), key, "u_t (batch, pre): presynaptic input"))
-        return layer.port_word(j, "u")
-
-    def _products(self, layer: _Layer, port: int, plan, L: str):
+    def _products(self, layer: LayerNames, port: int, plan, L: str):
         """grad += (L h_k)^T eps_k for each eligible component k, as ModulePort's matrix products
         (in sparse rows, at the synapses)."""
         grad, reg_sum = (self.bound(layer, "synapse_step", roles.BUFFER, name, port) for name in ("grad", "reg_sum"))
@@ -454,12 +482,12 @@ class _Printer:
             with self.out.block(f"if {reg_sum} is not None:"):
                 self.out(f"{add}({reg_sum}, None, {h}, {eps}{rows})")
 
-    def _trace(self, layer: _Layer, port: int, state: str) -> str:
+    def _trace(self, layer: LayerNames, port: int, state: str) -> str:
         kernel = next(k for k in (layer.kernel("presynaptic_step", port), layer.kernel("synapse_step", port))
                       if k and any(a.role == roles.TRACE and a.of == state for a in k.args))
         return self.bound(layer, kernel.kind, roles.TRACE, state, port)
 
-    def _pass_down(self, layer: _Layer):
+    def _pass_down(self, layer: LayerNames):
         """L dz/dI_p W_in_p of each input hearing the layer below: the signal of that layer."""
         out = self.out
         below = self.own(self.layers[layer.index - 1], "L", LAYER_WORDS["L"])

@@ -123,6 +123,14 @@ def driver(shape) -> str:
         passes.print_driver(shape))
 
 
+def bptt_driver(shape) -> str:
+    """The Numba driver of BPTT's whole pass for a network of this shape (``symgrad.bptt_pass``)."""
+    from . import bptt_pass
+
+    return environment().get_template(f"{WHOLE_PASS}/{bptt_pass.TEMPLATE}{TEMPLATE_SUFFIX}").render(
+        bptt_pass.print_driver(shape))
+
+
 def regenerate(model: NeuronModel, backend: str, layout: Layout = DENSE) -> str:
     """How to write ``backend``'s file of ``model`` (for layers laid out as ``layout``) again, as
     the file's header says it."""
@@ -164,8 +172,8 @@ def files(model: NeuronModel, out_dir: str | Path = "generated", backends=("nump
     """{path under ``out_dir/<model>/``: text} of the generated files of ``model``, unwritten: each
     backend's file for each of ``layouts`` (by name: "dense", and "csr" for sparse layers, whose
     files end in ``_csr``); with the dense Numba kernels, the whole-pass driver of the network
-    ``symgrad train`` builds by default."""
-    from . import passes
+    ``symgrad train`` builds by default, e-prop's and BPTT's."""
+    from . import bptt_pass, passes
 
     found = {}
     for name in dict.fromkeys(layouts):
@@ -173,6 +181,7 @@ def files(model: NeuronModel, out_dir: str | Path = "generated", backends=("nump
         found.update({Path(out_dir) / model.name / code.filename(b): code.texts[b] for b in code.texts})
         if WHOLE_PASS in code.texts and code.layout is DENSE:
             found[Path(out_dir) / model.name / passes.FILENAME] = driver(passes.default_shape(code))
+            found[Path(out_dir) / model.name / bptt_pass.FILENAME] = bptt_driver(passes.default_shape(code))
     return found
 
 

@@ -1,26 +1,28 @@
-"""e-prop's whole pass as one compiled call (symgrad.passes, runtime/fused.py).
+"""The whole pass compiled: e-prop's (symgrad.passes, runtime/fused.py) and BPTT's
+(symgrad.bptt_pass, runtime/fused_bptt.py).
 
-On the Numba backend a pass runs as one call of a generated driver per segment between online
-updates. It equals the NumPy backend's Python loop to 1e-12 in float64: every built-in model with
-and without a leaky readout, every loss, one and two layers, several inputs, learnable
-parameters, online updates, rows at rest skipped or not, no readout, a readout with gain and
-offset, and a bias. (The rest of the suite runs e-prop's Python loop on the Numba kernels, see
-conftest.py: each driver compiles for seconds.)
+On the Numba backend an e-prop pass runs as one call of a generated driver per segment between
+online updates, and a BPTT pass as two (the forward and the backward sweep). Each equals the
+NumPy backend's Python loop to 1e-12 in float64: every built-in model (e-prop with and without a
+leaky readout), every loss with the regulariser, one and two layers, several inputs, learnable
+parameters, online updates and rows at rest skipped or not (e-prop's), no readout, a readout
+with gain and offset, a bias, and sparse weights. (The rest of the suite runs the Python loops on
+the Numba kernels, see conftest.py: each driver compiles for seconds.)
 """
 import numpy as np
 import pytest
 
 from symgrad import models
 from symgrad.model import ModelError
-from symgrad.runtime import Network, eprop
+from symgrad.runtime import Network, bptt, eprop
 from helpers import batch, input_weights, network, relative_error
 
 pytest.importorskip("numba")
 EXACT = 1e-12
 
 
-def check(make, loss="ce", reg=0.0, steps=25, update_every=None, tolerance=EXACT, x=None):
-    """e-prop on ``make("numba")`` as one compiled call per segment against ``make("numpy")``,
+def check(make, loss="ce", reg=0.0, steps=25, update_every=None, tolerance=EXACT, x=None, method=eprop):
+    """``method`` (e-prop, or BPTT) on ``make("numba")`` compiled against ``make("numpy")``,
     step by step: the loss, the activity, the readout and every gradient (each update's too)."""
     if x is None:
         x, labels = batch(steps=steps)
@@ -31,7 +33,7 @@ def check(make, loss="ce", reg=0.0, steps=25, update_every=None, tolerance=EXACT
     for backend, whole in (("numpy", False), ("numba", True)):
         net, applied = make(backend), []
         options = dict(update_every=update_every, apply=lambda g: applied.append({k: np.array(v) for k, v in g.items()}))
-        result = eprop(net, x, target, loss=loss, reg=reg, whole_pass=whole, **(options if update_every else {}))
+        result = method(net, x, target, loss=loss, reg=reg, whole_pass=whole, **(options if update_every else {}))
         results.append((net, result, applied + [result.grads]))
     (net, expected, expected_updates), (_, got, got_updates) = results
     assert all(abs(count) > 0 for count in expected.spikes), "the network is silent: this proves nothing"
@@ -58,17 +60,32 @@ def test_every_built_in_model_equals_numpy(name, loss, kappa):
     check(built(name, kappa=kappa, recurrent=True, hidden=8), loss=loss)
 
 
+@pytest.mark.parametrize("name", list(models.BUILTIN))
+def test_bptt_of_every_built_in_model_equals_numpy(name):
+    check(built(name, kappa=0.8, recurrent=True, hidden=8), loss="ce_mean", reg=0.3, method=bptt)
+
+
+METHODS = pytest.mark.parametrize("method", [eprop, bptt], ids=["eprop", "bptt"])
+
+
+@METHODS
 @pytest.mark.parametrize("loss, kappa, reg", [("ce", 0.8, 0.3), ("ce_last", 0.9, 0.0), ("mse", 0.5, 0.3)])
-def test_every_loss_and_the_regulariser(loss, kappa, reg):
-    check(built("alif", kappa=kappa, recurrent=True, hidden=8), loss=loss, reg=reg)
+def test_every_loss_and_the_regulariser(loss, kappa, reg, method):
+    check(built("alif", kappa=kappa, recurrent=True, hidden=8), loss=loss, reg=reg, method=method)
 
 
 def test_two_layers_with_online_updates():
     check(built("alif", kappa=0.8, recurrent=True, hidden=(8, 6)), update_every=7)
 
 
-def test_two_layers_of_a_model_with_several_inputs_and_a_per_step_squared_error():
-    check(built("coba_lif", kappa=0.5, recurrent=True, hidden=(8, 6)), loss="mse", reg=0.2)
+def test_bptt_through_two_layers_and_sparse_weights():
+    check(built("alif", kappa=0.8, recurrent=True, hidden=(8, 6)), reg=0.3, method=bptt)
+    check(built("alif", kappa=0.8, recurrent=True, hidden=(8, 6), connectivity=0.5), reg=0.3, method=bptt)
+
+
+@METHODS
+def test_two_layers_of_a_model_with_several_inputs_and_a_per_step_squared_error(method):
+    check(built("coba_lif", kappa=0.5, recurrent=True, hidden=(8, 6)), loss="mse", reg=0.2, method=method)
 
 
 def test_rows_at_rest_skipped_or_swept_alike():
@@ -78,7 +95,8 @@ def test_rows_at_rest_skipped_or_swept_alike():
         check(built("alif", kappa=0.8, recurrent=True, hidden=8, events=events), x=x)
 
 
-def test_learnable_and_per_neuron_parameters():
+@METHODS
+def test_learnable_and_per_neuron_parameters(method):
     import sympy as sp
 
     from symgrad import NeuronModel
@@ -91,20 +109,22 @@ def test_learnable_and_per_neuron_parameters():
     for loss, kappa in (("ce", 0.7), ("ce_mean", 0.7)):
         got = check(lambda backend: network("x", model=model, backend=backend, kappa=kappa, recurrent=True,
                                             hidden=5, neuron_params={"tau": np.linspace(0.5, 0.8, 5)}),
-                    loss=loss, reg=0.3)
+                    loss=loss, reg=0.3, method=method)
         assert np.abs(got.grads["alpha"]).max() > 0
 
 
-def test_no_readout_a_readout_with_gain_and_offset_and_a_bias():
+@METHODS
+def test_no_readout_a_readout_with_gain_and_offset_and_a_bias(method):
     check(lambda backend: Network(models.builtin("lif"), 6, 4, 4, readout=False, backend=backend, seed=2,
-                                  params=None), loss="ce")
+                                  params=None), loss="ce", method=method)
     check(lambda backend: network("alif", backend=backend, kappa=0.6, recurrent=True, bias=True,
                                   readout_gain=np.array([1.0, 0.5, 2.0, 1.5]), readout_offset=0.1),
-          loss="mse")
+          loss="mse", method=method)
 
 
-def test_float32():
-    got = check(built("alif", kappa=0.8, recurrent=True, dtype="float32"), tolerance=1e-4)
+@METHODS
+def test_float32(method):
+    got = check(built("alif", kappa=0.8, recurrent=True, dtype="float32"), tolerance=1e-4, method=method)
     assert got.grads["W_in"].dtype == np.float32
 
 
@@ -115,12 +135,14 @@ def test_the_default_training_network_runs_the_committed_driver():
     from symgrad.runtime.losses import loss_kind
 
     net = Network(models.builtin("alif"), 40, 16, 10, kappa=0.9, backend="numba")
-    driver = fused.driver(net, loss_kind("ce_mean"))
-    committed = Path(__file__).resolve().parent.parent / "generated" / "alif" / "numba_eprop.py"
-    assert Path(driver.module.__file__) == committed
+    for printed, name in ((fused.EPROP, "numba_eprop.py"), (fused.BPTT, "numba_bptt.py")):
+        driver = fused.driver(net, loss_kind("ce_mean"), printed)
+        committed = Path(__file__).resolve().parent.parent / "generated" / "alif" / name
+        assert Path(driver.module.__file__) == committed
 
 
-def test_a_kernel_numba_cannot_compile_is_one_line(monkeypatch):
+@METHODS
+def test_a_kernel_numba_cannot_compile_is_one_line(monkeypatch, method):
     import types
 
     import sympy as sp
@@ -142,14 +164,15 @@ def test_a_kernel_numba_cannot_compile_is_one_line(monkeypatch):
     monkeypatch.setattr(kernels, "module", fake)
     x, labels = batch()
     with pytest.raises(ModelError) as caught:
-        eprop(net, x, labels, whole_pass=True)
+        method(net, x, labels, whole_pass=True)
     message = str(caught.value)
     assert "\n" not in message and "neuron_step" in message and "--backend numpy" in message
 
 
-def test_training_online_takes_the_whole_pass_and_ends_where_the_python_loop_ends(tmp_path, monkeypatch):
-    """The trainer's e-prop (online updates every 5 steps, float64) with the whole pass ends with
-    the weights of the same run through e-prop's Python loop."""
+@pytest.mark.parametrize("rule, online", [("eprop", {"update_every": 5}), ("bptt", {})])
+def test_training_takes_the_whole_pass_and_ends_where_the_python_loop_ends(tmp_path, monkeypatch, rule, online):
+    """The trainer's e-prop (online updates every 5 steps) and BPTT, in float64, with the whole
+    pass end with the weights of the same run through the Python loop."""
     from test_train import mkdir, small_run
 
     from symgrad.runtime import fused
@@ -157,8 +180,8 @@ def test_training_online_takes_the_whole_pass_and_ends_where_the_python_loop_end
     weights = {}
     for whole in ("1", "0"):
         monkeypatch.setenv(fused.SWITCH, whole)
-        trainer = mkdir(small_run(tmp_path, name=f"run{whole}", loss="ce", update_every=5, epochs=1,
-                                  dtype="float64"))
+        trainer = mkdir(small_run(tmp_path, name=f"run{whole}", loss="ce", epochs=1, dtype="float64", rule=rule,
+                                  **online))
         trainer.fit(log=lambda line: None)
         weights[whole] = {k: np.array(v) for k, v in trainer.net.params.items()}
     for key, value in weights["0"].items():

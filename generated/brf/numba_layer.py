@@ -243,3 +243,45 @@ def input_gain(size, J_h_x, K_c_x, gain):
         c_x = K_c_x[0]  # constant
         h_x = J_h_x[bi]
         gain[bi] = c_x * h_x  # dz_t/dI_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_h_x, J_h_q, J_D_x_x, J_D_x_y, J_D_x_q, J_D_y_x, J_D_y_y, J_D_y_q, J_D_q_x, J_D_q_q, K_c_x, adj_x, adj_y, adj_q, adj_I):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        c_x = K_c_x[0]  # constant
+        h_x = J_h_x[bi]
+        h_q = J_h_q[bi]
+        D_x_x = J_D_x_x[bi]
+        D_x_y = J_D_x_y[bi]
+        D_x_q = J_D_x_q[bi]
+        D_y_x = J_D_y_x[bi]
+        D_y_y = J_D_y_y[bi]
+        D_y_q = J_D_y_q[bi]
+        D_q_x = J_D_q_x[bi]
+        D_q_q = J_D_q_q[bi]
+        gz = grad_z[bi]
+        g_x = adj_x[bi]
+        g_y = adj_y[bi]
+        g_q = adj_q[bi]
+        g_x_new = h_x * gz + D_x_x * g_x + D_y_x * g_y + D_q_x * g_q  # g_x_t = h_x * gz_t + D_x_x_{t+1} * g_x_{t+1} + D_y_x_{t+1} * g_y_{t+1} + D_q_x_{t+1} * g_q_{t+1}
+        g_y_new = D_x_y * g_x + D_y_y * g_y  # g_y_t = D_x_y_{t+1} * g_x_{t+1} + D_y_y_{t+1} * g_y_{t+1}
+        g_q_new = h_q * gz + D_x_q * g_x + D_y_q * g_y + D_q_q * g_q  # g_q_t = h_q * gz_t + D_x_q_{t+1} * g_x_{t+1} + D_y_q_{t+1} * g_y_{t+1} + D_q_q_{t+1} * g_q_{t+1}
+        adj_x[bi] = g_x_new
+        adj_y[bi] = g_y_new
+        adj_q[bi] = g_q_new
+        adj_I[bi] = c_x * g_x_new  # dL/dI_t = sum_k c_k,t g_k,t
+
+
+@njit(parallel=True, cache=True)
+def param_gradients(size, J_q_omega_x, J_q_omega_y, adj_x, adj_y, grad_omega):
+    """BPTT's gradient of each learnable parameter at one step, over (sample, neuron):
+    dL/dp_t = sum_k q_pk,t g_k,t + dz_p,t gz_t"""
+    for bi in prange(size):
+        q_omega_x = J_q_omega_x[bi]
+        q_omega_y = J_q_omega_y[bi]
+        g_x = adj_x[bi]
+        g_y = adj_y[bi]
+        grad_omega[bi] = q_omega_x * g_x + q_omega_y * g_y  # dL/domega_t = sum_k q_omegak,t g_k,t

@@ -281,3 +281,31 @@ def input_gain_I_i(size, J_c_v_I_i, J_h_v, gain):
         c_v_I_i = J_c_v_I_i[bi]
         h_v = J_h_v[bi]
         gain[bi] = c_v_I_i * h_v  # dz_t/dI_i_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_c_v_I_e, J_c_v_I_i, J_h_v, J_D_v_v, J_D_v_g_e, J_D_v_g_i, K_D_g_e_g_e, K_D_g_i_g_i, adj_v, adj_g_e, adj_g_i, adj_I_e, adj_I_i):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        D_g_e_g_e = K_D_g_e_g_e[0]  # constant
+        D_g_i_g_i = K_D_g_i_g_i[0]  # constant
+        c_v_I_e = J_c_v_I_e[bi]
+        c_v_I_i = J_c_v_I_i[bi]
+        h_v = J_h_v[bi]
+        D_v_v = J_D_v_v[bi]
+        D_v_g_e = J_D_v_g_e[bi]
+        D_v_g_i = J_D_v_g_i[bi]
+        gz = grad_z[bi]
+        g_v = adj_v[bi]
+        g_g_e = adj_g_e[bi]
+        g_g_i = adj_g_i[bi]
+        g_v_new = h_v * gz + D_v_v * g_v  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1}
+        g_g_e_new = D_v_g_e * g_v + D_g_e_g_e * g_g_e  # g_g_e_t = D_v_g_e_{t+1} * g_v_{t+1} + D_g_e_g_e_{t+1} * g_g_e_{t+1}
+        g_g_i_new = D_v_g_i * g_v + D_g_i_g_i * g_g_i  # g_g_i_t = D_v_g_i_{t+1} * g_v_{t+1} + D_g_i_g_i_{t+1} * g_g_i_{t+1}
+        adj_v[bi] = g_v_new
+        adj_g_e[bi] = g_g_e_new
+        adj_g_i[bi] = g_g_i_new
+        adj_I_e[bi] = c_v_I_e * g_v_new + g_g_e_new  # dL/dI_e_t = sum_k c_k,t g_k,t
+        adj_I_i[bi] = c_v_I_i * g_v_new + g_g_i_new  # dL/dI_i_t = sum_k c_k,t g_k,t

@@ -180,3 +180,25 @@ def input_gain(size, J_c_v, J_h_v, gain):
         c_v = J_c_v[bi]
         h_v = J_h_v[bi]
         gain[bi] = c_v * h_v  # dz_t/dI_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_c_v, J_h_v, J_D_v_v, J_D_v_u, K_D_u_v, K_D_u_u, adj_v, adj_u, adj_I):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        D_u_v = K_D_u_v[0]  # constant
+        D_u_u = K_D_u_u[0]  # constant
+        c_v = J_c_v[bi]
+        h_v = J_h_v[bi]
+        D_v_v = J_D_v_v[bi]
+        D_v_u = J_D_v_u[bi]
+        gz = grad_z[bi]
+        g_v = adj_v[bi]
+        g_u = adj_u[bi]
+        g_v_new = h_v * gz + D_v_v * g_v + D_u_v * g_u  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1} + D_u_v_{t+1} * g_u_{t+1}
+        g_u_new = D_v_u * g_v + D_u_u * g_u  # g_u_t = D_v_u_{t+1} * g_v_{t+1} + D_u_u_{t+1} * g_u_{t+1}
+        adj_v[bi] = g_v_new
+        adj_u[bi] = g_u_new
+        adj_I[bi] = c_v * g_v_new  # dL/dI_t = sum_k c_k,t g_k,t

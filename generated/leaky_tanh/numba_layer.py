@@ -140,3 +140,19 @@ def input_gain(size, J_h_r, K_c_r, gain):
         c_r = K_c_r[0]  # constant
         h_r = J_h_r[bi]
         gain[bi] = c_r * h_r  # dz_t/dI_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_h_r, K_c_r, K_D_r_r, adj_r, adj_I):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        c_r = K_c_r[0]  # constant
+        D_r_r = K_D_r_r[0]  # constant
+        h_r = J_h_r[bi]
+        gz = grad_z[bi]
+        g_r = adj_r[bi]
+        g_r_new = h_r * gz + D_r_r * g_r  # g_r_t = h_r * gz_t + D_r_r_{t+1} * g_r_{t+1}
+        adj_r[bi] = g_r_new
+        adj_I[bi] = c_r * g_r_new  # dL/dI_t = sum_k c_k,t g_k,t

@@ -149,6 +149,21 @@ def input_gain(size, J_h_v, gain):
         gain[bi] = h_v  # dz_t/dI_t = sum_k h_k,t c_k,t
 
 
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_h_v, K_D_v_v, adj_v, adj_I):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        D_v_v = K_D_v_v[0]  # constant
+        h_v = J_h_v[bi]
+        gz = grad_z[bi]
+        g_v = adj_v[bi]
+        g_v_new = h_v * gz + D_v_v * g_v  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1}
+        adj_v[bi] = g_v_new
+        adj_I[bi] = g_v_new  # dL/dI_t = sum_k c_k,t g_k,t
+
+
 def rest_decays(p):
     """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {

@@ -220,3 +220,41 @@ def input_gain(size, n, J_h_u, K_c_u, gain):
         c_u = K_c_u[post]  # per-neuron
         h_u = J_h_u[bi]
         gain[bi] = c_u * h_u  # dz_t/dI_t = sum_k h_k,t c_k,t
+
+
+@njit(parallel=True, cache=True)
+def backward_step(size, n, grad_z, J_c_w, J_h_u, J_D_u_u, J_D_w_u, J_D_w_w, K_c_u, K_D_u_w, adj_u, adj_w, adj_I):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        post = bi % n
+        c_u = K_c_u[post]  # per-neuron
+        D_u_w = K_D_u_w[post]  # per-neuron
+        c_w = J_c_w[bi]
+        h_u = J_h_u[bi]
+        D_u_u = J_D_u_u[bi]
+        D_w_u = J_D_w_u[bi]
+        D_w_w = J_D_w_w[bi]
+        gz = grad_z[bi]
+        g_u = adj_u[bi]
+        g_w = adj_w[bi]
+        g_u_new = h_u * gz + D_u_u * g_u + D_w_u * g_w  # g_u_t = h_u * gz_t + D_u_u_{t+1} * g_u_{t+1} + D_w_u_{t+1} * g_w_{t+1}
+        g_w_new = D_u_w * g_u + D_w_w * g_w  # g_w_t = D_u_w_{t+1} * g_u_{t+1} + D_w_w_{t+1} * g_w_{t+1}
+        adj_u[bi] = g_u_new
+        adj_w[bi] = g_w_new
+        adj_I[bi] = c_u * g_u_new + c_w * g_w_new  # dL/dI_t = sum_k c_k,t g_k,t
+
+
+@njit(parallel=True, cache=True)
+def param_gradients(size, J_q_alpha_u, J_q_alpha_w, J_q_beta_w, adj_u, adj_w, grad_alpha, grad_beta):
+    """BPTT's gradient of each learnable parameter at one step, over (sample, neuron):
+    dL/dp_t = sum_k q_pk,t g_k,t + dz_p,t gz_t"""
+    for bi in prange(size):
+        q_alpha_u = J_q_alpha_u[bi]
+        q_alpha_w = J_q_alpha_w[bi]
+        q_beta_w = J_q_beta_w[bi]
+        g_u = adj_u[bi]
+        g_w = adj_w[bi]
+        grad_alpha[bi] = q_alpha_u * g_u + q_alpha_w * g_w  # dL/dalpha_t = sum_k q_alphak,t g_k,t
+        grad_beta[bi] = q_beta_w * g_w  # dL/dbeta_t = sum_k q_betak,t g_k,t

@@ -170,6 +170,21 @@ def input_gain(size, J_h_sigma, gain):
         gain[bi] = h_sigma  # dz_t/dI_t = sum_k h_k,t c_k,t
 
 
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_h_sigma, K_D_sigma_sigma, adj_sigma, adj_I):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        D_sigma_sigma = K_D_sigma_sigma[0]  # constant
+        h_sigma = J_h_sigma[bi]
+        gz = grad_z[bi]
+        g_sigma = adj_sigma[bi]
+        g_sigma_new = h_sigma * gz + D_sigma_sigma * g_sigma  # g_sigma_t = h_sigma * gz_t + D_sigma_sigma_{t+1} * g_sigma_{t+1}
+        adj_sigma[bi] = g_sigma_new
+        adj_I[bi] = g_sigma_new  # dL/dI_t = sum_k c_k,t g_k,t
+
+
 def rest_decays(p):
     """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {

@@ -250,6 +250,28 @@ def input_gain_I_d(size, gain):
         gain[bi] = 0.0  # dz_t/dI_d_t = sum_k h_k,t c_k,t
 
 
+@njit(parallel=True, cache=True)
+def backward_step(size, grad_z, J_h_v, K_D_v_v, K_D_v_d, K_D_d_v, K_D_d_d, adj_v, adj_d, adj_I_s, adj_I_d):
+    """BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and
+    dL/dz_t, and dL/dI_t of each input:
+    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t"""
+    for bi in prange(size):
+        D_v_v = K_D_v_v[0]  # constant
+        D_v_d = K_D_v_d[0]  # constant
+        D_d_v = K_D_d_v[0]  # constant
+        D_d_d = K_D_d_d[0]  # constant
+        h_v = J_h_v[bi]
+        gz = grad_z[bi]
+        g_v = adj_v[bi]
+        g_d = adj_d[bi]
+        g_v_new = h_v * gz + D_v_v * g_v + D_d_v * g_d  # g_v_t = h_v * gz_t + D_v_v_{t+1} * g_v_{t+1} + D_d_v_{t+1} * g_d_{t+1}
+        g_d_new = D_v_d * g_v + D_d_d * g_d  # g_d_t = D_v_d_{t+1} * g_v_{t+1} + D_d_d_{t+1} * g_d_{t+1}
+        adj_v[bi] = g_v_new
+        adj_d[bi] = g_d_new
+        adj_I_s[bi] = g_v_new  # dL/dI_s_t = sum_k c_k,t g_k,t
+        adj_I_d[bi] = g_d_new  # dL/dI_d_t = sum_k c_k,t g_k,t
+
+
 def rest_decays(p):
     """The factor each per-synapse trace decays by at rest (every surrogate derivative zero), by state."""
     return {

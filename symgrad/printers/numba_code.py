@@ -119,6 +119,16 @@ def helper(cls: type) -> tuple[str, str, str]:
     return printing.numpy_helper(cls)
 
 
+# BPTT's kernels, which its whole-pass driver calls step by step backward: {kind: docstring}
+_BACKWARD = {
+    "backward_step": "BPTT through one step, over (sample, neuron): dL/ds_t from dL/ds_t+1 (in place) and\n"
+                     "    dL/dz_t, and dL/dI_t of each input:\n"
+                     "    g_j,t = h_j,t gz_t + sum_k D_kj,t+1 g_k,t+1,   dL/dI_t = sum_k c_k,t g_k,t",
+    "param_gradients": "BPTT's gradient of each learnable parameter at one step, over (sample, neuron):\n"
+                       "    dL/dp_t = sum_k q_pk,t g_k,t + dz_p,t gz_t",
+}
+
+
 def context(blueprint: Blueprint) -> dict:
     """What templates/numba/layer.py.j2 places."""
     names = blueprint.analysis.naming
@@ -138,8 +148,11 @@ def context(blueprint: Blueprint) -> dict:
     decay_helpers = [printing.array_helper(name) for name in printing.math_calls(decays.values())]
     gains = [dict(_kernel(blueprint.kernel("input_gain", plan.input.name), names, blueprint.layout),
                   input=plan.input.name, several=len(blueprint.plans) > 1) for plan in blueprint.plans]
+    backward = [(_kernel(blueprint.kernel(kind), names, blueprint.layout), doc) for kind, doc in _BACKWARD.items()
+                if blueprint.kernel(kind)]
     return {**frame,
             "block": BLOCK,
+            "backward": backward,
             "gains": gains,
             "math": calls_math or bool(decay_helpers),
             "synapse_events": events,

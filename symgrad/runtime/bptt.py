@@ -7,6 +7,7 @@ conventions as e-prop). Memory grows linearly with the sequence length.
 """
 from __future__ import annotations
 
+from . import fused, fused_bptt
 from .eprop import Result, overflowed
 from .losses import loss_kind
 from .network import Network
@@ -16,12 +17,16 @@ from .regulariser import rate_regulariser
 
 
 def bptt(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_target: float = 0.01,
-         rate_scope=None) -> Result:
-    """Exact gradients (given the surrogate) of ``loss``; same arguments as ``eprop``."""
+         rate_scope=None, whole_pass: bool | None = None) -> Result:
+    """Exact gradients (given the surrogate) of ``loss``; same arguments as ``eprop``. On a
+    backend that can, the two sweeps run as one compiled call each (runtime/fused_bptt.py);
+    ``whole_pass`` False: the loop below, step by step."""
     kind = loss_kind(loss)
     xp = net.xp
     x = xp.asarray(x, dtype=net.dtype)
     target = xp.asarray(target)
+    if fused.chosen(whole_pass) and fused.available(net):
+        return fused_bptt.bptt(net, x, target, kind, reg, rate_target, rate_scope)
     steps, batch = x.shape[:2]
     layers = net.layers
     p = [net.neuron_params(layer) for layer in layers]

@@ -13,10 +13,12 @@ import inspect
 import os
 import re
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from .. import kernels as roles, passes, render, store
+from .. import bptt_pass, kernels as roles, passes, render, store
 from ..model import ModelError
 from ..printers import WHOLE_PASS
 from . import backends, compiled
@@ -58,20 +60,35 @@ def available(net) -> bool:
     return backends.get(net.backend).whole_pass and all(isinstance(l.code, KernelLayer) for l in net.layers)
 
 
+@dataclass(frozen=True)
+class Printed:
+    """One kind of driver: how its text and its functions' arguments are printed for a shape."""
+
+    label: str  # names its cache folders, and it in messages
+    filename: str  # under generated/<model>/ where committed
+    text: Callable  # NetworkShape -> the module's text
+    args: Callable  # NetworkShape -> {function: [PassArg]}
+
+
+EPROP = Printed("eprop_pass", passes.FILENAME, render.driver,
+                lambda shape: {"eprop_steps": passes.driver_args(shape)})
+BPTT = Printed("bptt_pass", bptt_pass.FILENAME, render.bptt_driver, bptt_pass.driver_args)
+
+
 class Driver:
     """The compiled driver of one network shape and its arguments' descriptions."""
 
-    def __init__(self, shape: passes.NetworkShape, net):
+    def __init__(self, shape: passes.NetworkShape, net, printed: Printed = EPROP):
         from . import fused_ops, numba_layer  # Numba, imported by what runs it only
 
         self.models = list(dict.fromkeys(repr(layer.code.model.name) for layer in shape.layers))
-        self.text = render.driver(shape)
-        self.args = passes.driver_args(shape)
+        self.text = printed.text(shape)
+        self.args = printed.args(shape)
         layer_texts = "".join(layer.code.texts[WHOLE_PASS] for layer in shape.layers)
-        name = store.code_name("eprop_pass", self.text + layer_texts + _ops_source())
+        name = store.code_name(printed.label, self.text + layer_texts + _ops_source())
         owner = shape.layers[0].code.model.name if len(shape.layers) == 1 else "network"
-        path = store.committed_or_cached(owner, passes.FILENAME, self.text)
-        self.module = compiled.execute(path, self.text, f"eprop_pass-{name}")
+        path = store.committed_or_cached(owner, printed.filename, self.text)
+        self.module = compiled.execute(path, self.text, f"{printed.label}-{name}")
         self.module.bind([layer.code.kernels.module for layer in net.layers])
         if not _OPS_CACHED:
             numba_layer.cache_kernels(fused_ops, store.code_name("fused_ops", _ops_source()))
@@ -79,18 +96,23 @@ class Driver:
         numba_layer.cache_kernels(self.module, name)
 
     def run(self, sources: dict, start: int, stop: int) -> None:
+        """e-prop's steps start .. stop - 1."""
+        sources[(passes.DATA, "start")], sources[(passes.DATA, "stop")] = start, stop
+        self.call("eprop_steps", sources)
+
+    def call(self, function: str, sources: dict) -> None:
+        """The driver's ``function``, each argument bound to what ``sources`` holds for its key."""
         from numba.core.errors import NumbaError, NumbaPerformanceWarning
 
         from .numba_layer import reason
 
-        sources[(passes.DATA, "start")], sources[(passes.DATA, "stop")] = start, stop
         try:
             with warnings.catch_warnings():  # parallel=True only for the cache (see the template)
                 warnings.simplefilter("ignore", NumbaPerformanceWarning)
-                self.module.eprop_steps(*[sources[arg.key] for arg in self.args])
+                getattr(self.module, function)(*[sources[arg.key] for arg in self.args[function]])
         except NumbaError as err:
             callee = _CALLEE.findall(str(err))
-            what = f"its {callee[-1]} kernel" if callee else "e-prop's whole-pass driver"
+            what = f"its {callee[-1]} kernel" if callee else f"the whole-pass driver's {function}"
             raise ModelError(f"model {' and '.join(self.models)}: Numba cannot compile {what} "
                              f"({reason(err)}); run it with --backend numpy") from None
 
@@ -101,12 +123,12 @@ def _ops_source() -> str:
     return inspect.getsource(fused_ops)
 
 
-def driver(net, kind) -> Driver:
-    """The compiled driver for ``net`` and the loss ``kind``."""
+def driver(net, kind, printed: Printed = EPROP) -> Driver:
+    """The compiled driver (e-prop's, or BPTT's) for ``net`` and the loss ``kind``."""
     shape = shape_of(net, kind)
-    key = (tuple((id(layer.code), layer.ports) for layer in shape.layers), shape.readout, shape.loss)
+    key = (printed.label, tuple((id(layer.code), layer.ports) for layer in shape.layers), shape.readout, shape.loss)
     if key not in _DRIVERS:
-        _DRIVERS[key] = Driver(shape, net)
+        _DRIVERS[key] = Driver(shape, net, printed)
     return _DRIVERS[key]
 
 
@@ -155,6 +177,32 @@ def _reordered(weight, order):
     return weight.T if order is None else weight[order]
 
 
+def weight_sources(net, l: int, j: int, port, transposed: list) -> dict:
+    """The weights of input j of layer l, as the drivers read them: each projection's own (the
+    pass down or back), and the transposed copy (a sparse one's: column by column, with its
+    indices) the synaptic input reads, listed in ``transposed``."""
+    from .numba_layer import unsigned
+
+    found = {}
+    for projection in port.projections:
+        word, weight = passes.SOURCES[projection.source.value], net.params[projection.key]
+        found[(passes.PORT, l, j, "pass", word)] = weight
+        if projection.source is Source.BIAS:
+            continue
+        synapses = net.connectivity.get(projection.key)
+        order = None if synapses is None else synapses.by_col
+        copy = np.ascontiguousarray(_reordered(weight, order))  # what the synaptic input reads
+        transposed.append((copy, weight, order))
+        if synapses is None:
+            found[(passes.PORT, l, j, "pass", f"{word}_T")] = copy
+            continue
+        indices = {"pre_start": synapses.col_start, "post": synapses.post[order],  # passes.BY_PRE
+                   "row_start": synapses.row_start, "col": synapses.col}  # passes.BY_POST
+        found[(passes.PORT, l, j, "pass", f"{word}_by_pre")] = copy
+        found |= {(passes.PORT, l, j, "pass", f"{word}_{what}"): unsigned(value) for what, value in indices.items()}
+    return found
+
+
 def _layer_sources(net, state, batch: int, dtype, transposed: list) -> dict:
     layer, code, l = state.layer, state.layer.code, state.layer.index
     xp, n = net.xp, layer.n
@@ -201,22 +249,7 @@ def _port_sources(net, state, j: int, port, J: dict, K: dict, batch: int, dtype,
     found |= {(passes.PORT, l, j, roles.BUFFER, "last"): rows, (passes.PORT, l, j, roles.BUFFER, "pend"): owed,
               (passes.PORT, l, j, roles.BUFFER, "gain"): xp.zeros((batch, n), dtype),
               (passes.PORT, l, j, "pass", "events"): bool(port.events)}
-    for projection in port.port.projections:
-        word, weight = passes.SOURCES[projection.source.value], net.params[projection.key]
-        found[(passes.PORT, l, j, "pass", word)] = weight
-        if projection.source is Source.BIAS:
-            continue
-        synapses = net.connectivity.get(projection.key)
-        order = None if synapses is None else synapses.by_col
-        copy = np.ascontiguousarray(_reordered(weight, order))  # what the synaptic input reads
-        transposed.append((copy, weight, order))
-        if synapses is None:
-            found[(passes.PORT, l, j, "pass", f"{word}_T")] = copy
-            continue
-        indices = {"pre_start": synapses.col_start, "post": synapses.post[order],  # passes.BY_PRE
-                   "row_start": synapses.row_start, "col": synapses.col}  # passes.BY_POST
-        found[(passes.PORT, l, j, "pass", f"{word}_by_pre")] = copy
-        found |= {(passes.PORT, l, j, "pass", f"{word}_{what}"): unsigned(value) for what, value in indices.items()}
+    found |= weight_sources(net, l, j, port.port, transposed)
     for _, entry in port.port.plan.readout:
         if entry in J:
             h = J[entry]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from numba import njit, prange
 
 
@@ -253,13 +255,13 @@ def param_sums(e, L, kappa, w, pbar, pgrad, psum, preg):
 @njit(cache=True)
 def pass_down(below, L, gain, W_in, accumulate):
     """The learning signal of the layer below: below (+)= (L dz/dI) W_in, (batch, m) from L and
-    gain (batch, n) and W_in (n, m)."""
+    gain (batch, n) and W_in (n, m); gain None: L itself (BPTT's dL/dI through W_in or W_rec)."""
     for b in range(below.shape[0]):
         if not accumulate:
             for j in range(below.shape[1]):
                 below[b, j] = 0.0
         for i in range(L.shape[1]):
-            signal = L[b, i] * gain[b, i]
+            signal = L[b, i] if gain is None else L[b, i] * gain[b, i]
             if signal != 0:
                 for j in range(below.shape[1]):
                     below[b, j] += signal * W_in[i, j]
@@ -274,7 +276,55 @@ def pass_down_sparse(below, L, gain, W_in, row_start, col, accumulate):
             for j in range(below.shape[1]):
                 below[b, j] = 0.0
         for i in range(L.shape[1]):
-            signal = L[b, i] * gain[b, i]
+            signal = L[b, i] if gain is None else L[b, i] * gain[b, i]
             if signal != 0:
                 for k in range(row_start[i], row_start[i + 1]):
                     below[b, col[k]] += signal * W_in[k]
+
+
+@njit(cache=True)
+def read_back(gz, filtered, dy, z, W_out, gain, kappa, drive, g_W_out, g_b_out):
+    """BPTT through the readout at step t: filtered = dbar_t = dy_t + kappa dbar_t+1 (batch, K);
+    with readout weights, drive = gain dbar_t, dL/dW_out += drive^T z_t, dL/db_out += sum_b
+    drive and gz = drive W_out (batch, n); without (W_out None), gz = dbar_t."""
+    for b in range(dy.shape[0]):
+        for k in range(dy.shape[1]):
+            filtered[b, k] = dy[b, k] + kappa * filtered[b, k]
+    if W_out is None:
+        copy(gz, filtered)
+    else:
+        for b in range(dy.shape[0]):
+            for k in range(dy.shape[1]):
+                drive[b, k] = filtered[b, k] if gain is None else filtered[b, k] * gain[k]
+                g_b_out[k] += drive[b, k]
+            for i in range(z.shape[1]):
+                if z[b, i] != 0:
+                    for k in range(dy.shape[1]):
+                        g_W_out[k, i] += drive[b, k] * z[b, i]
+            for i in range(gz.shape[1]):
+                total = 0.0
+                for k in range(dy.shape[1]):
+                    total += drive[b, k] * W_out[k, i]
+                gz[b, i] = total
+
+
+@njit(cache=True)
+def add_back(gz, back, rate_grad):
+    """gz += back + rate_grad: what reaches z_t through W_rec at t+1 (batch, n) and the rate
+    regulariser's (n), each where given."""
+    for b in range(gz.shape[0]):
+        for i in range(gz.shape[1]):
+            if back is not None:
+                gz[b, i] += back[b, i]
+            if rate_grad is not None:
+                gz[b, i] += rate_grad[i]
+
+
+@njit(cache=True)
+def pass_back(into, g, W, accumulate):
+    """BPTT's into (+)= g W: (batch, m) from dL/dI g (batch, n) and W (n, m), both dense: every
+    element of g is nonzero, so BLAS's product, where nothing is added to ``into``."""
+    if accumulate:
+        pass_down(into, g, None, W, True)
+    else:
+        np.dot(g, W, into)
