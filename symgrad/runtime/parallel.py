@@ -51,9 +51,26 @@ def gradient_pass(net, workers: int, shard: bool):
     return Sharded(workers if shard else 1)
 
 
+# Below this many synapse-samples per step (the batch times every layer's synapses), the fused
+# kernels' threads cost more in waking and joining than they share, and one thread is faster.
+# Measured on 2 cores (`python -m benchmarks --only overhead`, e-prop of recurrent ALIF, B=32,
+# M=40, ms per step on one thread and on two): N=16 (29 thousand) 0.022 and 0.038; N=32 (74
+# thousand) 0.029 and 0.044; N=64 (213 thousand) 0.051 and 0.064; N=128 (688 thousand) 0.107
+# and 0.110; N=256 (2.4 million) 0.308 and 0.228. On the trained FSDD network (688 thousand,
+# few rows awake) two threads take 6.7 ms a batch against 8.7 on one. The kernels' results do
+# not depend on their thread count.
+SHARED_FROM = 400_000
+
+
+def synapse_samples(net, batch: int) -> int:
+    """Synapses times samples: the per-synapse work of one step."""
+    return batch * sum(port.synapses.count or layer.n * port.n_pre for layer in net.layers for port in layer.ports)
+
+
 class FusedThreads:
     """Calls ``rule(net, x, target, **options)`` with ``backend``'s kernels set to ``workers``
-    threads, and BLAS held to ``blas`` threads when given."""
+    threads (one where a step has too little work to share, ``SHARED_FROM``), and BLAS held to
+    ``blas`` threads when given."""
 
     def __init__(self, backend: backends.Backend, workers: int, blas: int | None = None):
         from threadpoolctl import ThreadpoolController
@@ -62,7 +79,7 @@ class FusedThreads:
         self.blas = ThreadpoolController() if blas else None
 
     def __call__(self, rule, net, x, target, **options) -> Result:
-        self.backend.set_threads(self.workers)
+        self.backend.set_threads(self.workers if synapse_samples(net, x.shape[1]) >= SHARED_FROM else 1)
         if self.blas is None:
             return rule(net, x, target, **options)
         with self.blas.limit(limits=self.blas_threads, user_api="blas"):
