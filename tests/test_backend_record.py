@@ -97,12 +97,22 @@ def test_a_backend_loads_through_its_records_loader(monkeypatch):
 
 
 def test_a_backend_whose_kernels_thread_themselves_is_given_the_threads(monkeypatch):
+    """Its threads where a step has work to share (parallel.SHARED_FROM synapse-samples), else one."""
+    import numpy as np
+
+    from symgrad.runtime.parallel import SHARED_FROM
+
     monkeypatch.setitem(backends.BACKENDS, "spy", spy(threads=f"{__name__}:spy_threads"))
     THREADS.clear()
-    run = gradient_pass(SimpleNamespace(backend="spy"), 3, shard=True)
-    assert run(lambda net, x, target: "ran", None, None, None) == "ran"
-    gradient_pass(SimpleNamespace(backend="spy"), 3, shard=False)(lambda net, x, target: None, None, None, None)
-    assert THREADS == [3, 1]
+    dense = SimpleNamespace(synapses=SimpleNamespace(count=None), n_pre=100)
+    net = SimpleNamespace(backend="spy", layers=[SimpleNamespace(n=100, ports=[dense])])
+    batch = -(-SHARED_FROM // (100 * 100))  # the fewest samples that reach it
+    x, few = np.zeros((2, batch, 100)), np.zeros((2, batch - 1, 100))
+    run = gradient_pass(net, 3, shard=True)
+    assert run(lambda net, x, target: "ran", net, x, None) == "ran"
+    run(lambda net, x, target: None, net, few, None)
+    gradient_pass(net, 3, shard=False)(lambda net, x, target: None, net, x, None)
+    assert THREADS == [3, 1, 1]
     monkeypatch.setitem(backends.BACKENDS, "spy", spy(device=True))
     assert isinstance(gradient_pass(SimpleNamespace(backend="spy"), 3, shard=True), Sharded)
     from symgrad.runtime.parallel import default_workers
