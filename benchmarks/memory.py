@@ -33,10 +33,15 @@ def sizes(quick: bool) -> dict:
 
 def measure(problem: Problem, rule) -> int:
     """Peak of one pass, after a warm-up pass of WARMUP steps: numpy keeps a few kilobytes of
-    caches from its first calls (einsum's among them), which are not part of a pass."""
+    caches from its first calls (einsum's among them), which are not part of a pass. BPTT's
+    every-step arrays, which its compiled pass keeps for the next pass of the same sizes, are
+    dropped first: they are part of a pass's peak."""
+    from symgrad.runtime import fused_bptt
+
     net = problem.network()
     warm, labels = problem.but(steps=WARMUP).data()
     rule(net, warm, labels)
+    fused_bptt.release()
     x, labels = problem.data()
     with np.errstate(all="ignore"):  # BPTT's gradients may overflow over 10^4 steps: not looked at
         return traced_peak(lambda: rule(net, x, labels))

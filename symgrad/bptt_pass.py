@@ -32,8 +32,8 @@ LAYER_WORDS = {
 
 
 def _kept(arg) -> str:
-    """The step index of an argument that holds every step: u_t, the dynamic entries (at t, or
-    t+1 for the backward step's D), and dL/dI_t of each input."""
+    """The step index of an argument that holds every step: u_t and the dynamic entries (at t,
+    or t+1 for the backward step's D)."""
     if arg.role == roles.DYNAMIC_ENTRY or (arg.role == roles.BUFFER and arg.of == "u"):
         return "[t]"
     if arg.role == roles.NEXT_ENTRY:
@@ -121,10 +121,7 @@ class _Backward(DriverPrinter):
                 out(f"ops.read_back({top}, filtered, dy[t], top_z[t], None, None, kappa, None, None, None)")
             for layer in reversed(self.layers):
                 self._layer(layer)
-        args = _every_step(self.head + [a for layer in self.layers for a in layer.args.values()])
-        inputs = {(LAYER, layer.index, roles.ADJOINT, port.input) for layer in self.layers for port in layer.shape.ports}
-        return [replace(a, note=a.note.replace("(batch,", "(T, batch,") + ", every step kept") if a.key in inputs
-                else a for a in args], out.lines
+        return _every_step(self.head + [a for layer in self.layers for a in layer.args.values()]), out.lines
 
     def _layer(self, layer: LayerNames) -> None:
         out = self.out
@@ -132,9 +129,12 @@ class _Backward(DriverPrinter):
         back = self.own(layer, "back", LAYER_WORDS["back"])
         recurrent = any("recurrent" in port.sources for port in layer.shape.ports)
         out(f"ops.add_back({layer.z}, {back if recurrent else 'None'}, {self.own(layer, 'rate_grad', LAYER_WORDS['rate_grad'])})")
-        heard = {port.input for port in layer.shape.ports}  # dL/dI_t kept for the weights' gradients
-        out(layer.call(layer.kernel("backward_step"),
-                       at=lambda arg: "[t]" if arg.role == roles.ADJOINT and arg.of in heard else _kept(arg)))
+        out(layer.call(layer.kernel("backward_step"), at=_kept))
+        for j, port in enumerate(layer.shape.ports):
+            g_I = self.bound(layer, "backward_step", roles.ADJOINT, port.input)
+            gradient = self.own(layer, "grad_T", f"dL/dW of input {port.input}, transposed (pre, n): += u_t^T dL/dI_t",
+                                port=j)
+            out(f"ops.add_outer({gradient}, {self.u(layer, j)}[t], {g_I})")
         params = layer.kernel("param_gradients")
         if params:
             out(layer.call(params, at=_kept))
@@ -154,7 +154,7 @@ class _Backward(DriverPrinter):
         for j, port in enumerate(layer.shape.ports):
             if source not in port.sources:
                 continue
-            g_I = self.bound(layer, "backward_step", roles.ADJOINT, port.input) + "[t]"
+            g_I = self.bound(layer, "backward_step", roles.ADJOINT, port.input)
             word = SOURCES[source]
             weight = self.own(layer, word, f"{word} of input {port.input}", port=j)
             if source in port.sparse:

@@ -14,9 +14,9 @@ As runtime/bptt.py's loop, the reference this is tested against:
     (the runtime: a sequence loss's dL/dy_t and the rate regulariser's dL/dz_t)
     bptt_backward, per step t from the last: dbar_t = dL/dy_t + kappa dbar_t+1, the readout's
         gradients and gz_t = gain dbar_t W_out; each layer, top first: gz_t += dL/dI_t+1 W_rec and
-        the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t, kept), the learnable
-        parameters' gradients, and dL/dz_t of the layer below = sum_j dL/dI_j,t W_in_j.
-    (the runtime: dL/dW = sum_t dL/dI_t^T u_t, one matrix product per input)
+        the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t), dL/dW += u_t^T dL/dI_t
+        (over the nonzero inputs), the learnable parameters' gradients, and dL/dz_t of the layer
+        below = sum_j dL/dI_j,t W_in_j.
 Arrays are (batch, n) per layer unless said; the arguments' comments say what each holds.
 """
 from numba import njit
@@ -122,8 +122,12 @@ def bptt_backward(
     l0_adj_v,  # dL/dv (batch, n): at t+1, updated to t
     l0_adj_g_e,  # dL/dg_e (batch, n): at t+1, updated to t
     l0_adj_g_i,  # dL/dg_i (batch, n): at t+1, updated to t
-    l0_adj_I_e,  # dL/dI_e_t (T, batch, n): written, every step kept
-    l0_adj_I_i,  # dL/dI_i_t (T, batch, n): written, every step kept
+    l0_adj_I_e,  # dL/dI_e_t (batch, n): written
+    l0_adj_I_i,  # dL/dI_i_t (batch, n): written
+    l0p0_grad_T,  # dL/dW of input I_e, transposed (pre, n): += u_t^T dL/dI_t
+    l0p0_u,  # u_t (T, batch, pre): presynaptic input, every step kept
+    l0p1_grad_T,  # dL/dW of input I_i, transposed (pre, n): += u_t^T dL/dI_t
+    l0p1_u,  # u_t (T, batch, pre): presynaptic input, every step kept
     l0p0_W_rec,  # W_rec of input I_e
     l0p1_W_rec,  # W_rec of input I_i
 ):
@@ -135,6 +139,8 @@ def bptt_backward(
         ops.read_back(l0_grad_z, filtered, dy[t], top_z[t], W_out, gain, kappa, drive_error, g_W_out, g_b_out)
         # layer 0 (coba_lif): gz_t += dL/dz_t through W_rec at t+1 and the regulariser
         ops.add_back(l0_grad_z, l0_back, l0_rate_grad)
-        layer0.backward_step(batch * n0, l0_grad_z.ravel(), l0_J_c_v_I_e[t].ravel(), l0_J_c_v_I_i[t].ravel(), l0_J_h_v[t].ravel(), l0_J_D_v_v[later].ravel(), l0_J_D_v_g_e[later].ravel(), l0_J_D_v_g_i[later].ravel(), l0_K_D_g_e_g_e, l0_K_D_g_i_g_i, l0_adj_v.ravel(), l0_adj_g_e.ravel(), l0_adj_g_i.ravel(), l0_adj_I_e[t].ravel(), l0_adj_I_i[t].ravel())
-        ops.pass_back(l0_back, l0_adj_I_e[t], l0p0_W_rec, False)
-        ops.pass_back(l0_back, l0_adj_I_i[t], l0p1_W_rec, True)
+        layer0.backward_step(batch * n0, l0_grad_z.ravel(), l0_J_c_v_I_e[t].ravel(), l0_J_c_v_I_i[t].ravel(), l0_J_h_v[t].ravel(), l0_J_D_v_v[later].ravel(), l0_J_D_v_g_e[later].ravel(), l0_J_D_v_g_i[later].ravel(), l0_K_D_g_e_g_e, l0_K_D_g_i_g_i, l0_adj_v.ravel(), l0_adj_g_e.ravel(), l0_adj_g_i.ravel(), l0_adj_I_e.ravel(), l0_adj_I_i.ravel())
+        ops.add_outer(l0p0_grad_T, l0p0_u[t], l0_adj_I_e)
+        ops.add_outer(l0p1_grad_T, l0p1_u[t], l0_adj_I_i)
+        ops.pass_back(l0_back, l0_adj_I_e, l0p0_W_rec, False)
+        ops.pass_back(l0_back, l0_adj_I_i, l0p1_W_rec, True)

@@ -14,9 +14,9 @@ As runtime/bptt.py's loop, the reference this is tested against:
     (the runtime: a sequence loss's dL/dy_t and the rate regulariser's dL/dz_t)
     bptt_backward, per step t from the last: dbar_t = dL/dy_t + kappa dbar_t+1, the readout's
         gradients and gz_t = gain dbar_t W_out; each layer, top first: gz_t += dL/dI_t+1 W_rec and
-        the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t, kept), the learnable
-        parameters' gradients, and dL/dz_t of the layer below = sum_j dL/dI_j,t W_in_j.
-    (the runtime: dL/dW = sum_t dL/dI_t^T u_t, one matrix product per input)
+        the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t), dL/dW += u_t^T dL/dI_t
+        (over the nonzero inputs), the learnable parameters' gradients, and dL/dz_t of the layer
+        below = sum_j dL/dI_j,t W_in_j.
 Arrays are (batch, n) per layer unless said; the arguments' comments say what each holds.
 """
 from numba import njit
@@ -91,7 +91,9 @@ def bptt_backward(
     l0_K_c_r,  # c_r (n), constant: element 0 is read
     l0_K_D_r_r,  # D_r_r (n), constant: element 0 is read
     l0_adj_r,  # dL/dr (batch, n): at t+1, updated to t
-    l0_adj_I,  # dL/dI_t (T, batch, n): written, every step kept
+    l0_adj_I,  # dL/dI_t (batch, n): written
+    l0p0_grad_T,  # dL/dW of input I, transposed (pre, n): += u_t^T dL/dI_t
+    l0p0_u,  # u_t (T, batch, pre): presynaptic input, every step kept
     l0p0_W_rec,  # W_rec of input I
 ):
     steps, batch = dy.shape[0], dy.shape[1]
@@ -102,5 +104,6 @@ def bptt_backward(
         ops.read_back(l0_grad_z, filtered, dy[t], top_z[t], W_out, gain, kappa, drive_error, g_W_out, g_b_out)
         # layer 0 (leaky_tanh): gz_t += dL/dz_t through W_rec at t+1 and the regulariser
         ops.add_back(l0_grad_z, l0_back, l0_rate_grad)
-        layer0.backward_step(batch * n0, l0_grad_z.ravel(), l0_J_h_r[t].ravel(), l0_K_c_r, l0_K_D_r_r, l0_adj_r.ravel(), l0_adj_I[t].ravel())
-        ops.pass_back(l0_back, l0_adj_I[t], l0p0_W_rec, False)
+        layer0.backward_step(batch * n0, l0_grad_z.ravel(), l0_J_h_r[t].ravel(), l0_K_c_r, l0_K_D_r_r, l0_adj_r.ravel(), l0_adj_I.ravel())
+        ops.add_outer(l0p0_grad_T, l0p0_u[t], l0_adj_I)
+        ops.pass_back(l0_back, l0_adj_I, l0p0_W_rec, False)

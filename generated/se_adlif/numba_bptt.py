@@ -14,9 +14,9 @@ As runtime/bptt.py's loop, the reference this is tested against:
     (the runtime: a sequence loss's dL/dy_t and the rate regulariser's dL/dz_t)
     bptt_backward, per step t from the last: dbar_t = dL/dy_t + kappa dbar_t+1, the readout's
         gradients and gz_t = gain dbar_t W_out; each layer, top first: gz_t += dL/dI_t+1 W_rec and
-        the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t, kept), the learnable
-        parameters' gradients, and dL/dz_t of the layer below = sum_j dL/dI_j,t W_in_j.
-    (the runtime: dL/dW = sum_t dL/dI_t^T u_t, one matrix product per input)
+        the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t), dL/dW += u_t^T dL/dI_t
+        (over the nonzero inputs), the learnable parameters' gradients, and dL/dz_t of the layer
+        below = sum_j dL/dI_j,t W_in_j.
 Arrays are (batch, n) per layer unless said; the arguments' comments say what each holds.
 """
 from numba import njit
@@ -110,7 +110,9 @@ def bptt_backward(
     l0_K_D_u_w,  # D_u_w (n), per-neuron
     l0_adj_u,  # dL/du (batch, n): at t+1, updated to t
     l0_adj_w,  # dL/dw (batch, n): at t+1, updated to t
-    l0_adj_I,  # dL/dI_t (T, batch, n): written, every step kept
+    l0_adj_I,  # dL/dI_t (batch, n): written
+    l0p0_grad_T,  # dL/dW of input I, transposed (pre, n): += u_t^T dL/dI_t
+    l0p0_u,  # u_t (T, batch, pre): presynaptic input, every step kept
     l0_J_q_alpha_u,  # q_alpha_u_t (T, batch, n), every step kept
     l0_J_q_alpha_w,  # q_alpha_w_t (T, batch, n), every step kept
     l0_J_q_beta_w,  # q_beta_w_t (T, batch, n), every step kept
@@ -128,8 +130,9 @@ def bptt_backward(
         ops.read_back(l0_grad_z, filtered, dy[t], top_z[t], W_out, gain, kappa, drive_error, g_W_out, g_b_out)
         # layer 0 (se_adlif): gz_t += dL/dz_t through W_rec at t+1 and the regulariser
         ops.add_back(l0_grad_z, l0_back, l0_rate_grad)
-        layer0.backward_step(batch * n0, n0, l0_grad_z.ravel(), l0_J_c_w[t].ravel(), l0_J_h_u[t].ravel(), l0_J_D_u_u[later].ravel(), l0_J_D_w_u[later].ravel(), l0_J_D_w_w[later].ravel(), l0_K_c_u, l0_K_D_u_w, l0_adj_u.ravel(), l0_adj_w.ravel(), l0_adj_I[t].ravel())
+        layer0.backward_step(batch * n0, n0, l0_grad_z.ravel(), l0_J_c_w[t].ravel(), l0_J_h_u[t].ravel(), l0_J_D_u_u[later].ravel(), l0_J_D_w_u[later].ravel(), l0_J_D_w_w[later].ravel(), l0_K_c_u, l0_K_D_u_w, l0_adj_u.ravel(), l0_adj_w.ravel(), l0_adj_I.ravel())
+        ops.add_outer(l0p0_grad_T, l0p0_u[t], l0_adj_I)
         layer0.param_gradients(batch * n0, l0_J_q_alpha_u[t].ravel(), l0_J_q_alpha_w[t].ravel(), l0_J_q_beta_w[t].ravel(), l0_adj_u.ravel(), l0_adj_w.ravel(), l0_grad_alpha.ravel(), l0_grad_beta.ravel())
         ops.add_column_sums(l0_pgrad_alpha, l0_grad_alpha)
         ops.add_column_sums(l0_pgrad_beta, l0_grad_beta)
-        ops.pass_back(l0_back, l0_adj_I[t], l0p0_W_rec, False)
+        ops.pass_back(l0_back, l0_adj_I, l0p0_W_rec, False)

@@ -228,7 +228,7 @@ def eprop(net: Network, x, target, loss: str = "ce", reg: float = 0.0, rate_targ
     if refused:
         raise ValueError(refused)
     ebar = kind.keeps_filtered(net.kappa)
-    weights = kind.sum_weights(net.kappa, steps)
+    weights = kind.sum_weights(net.kappa, steps) if sequence else None  # (T,): only a sequence loss reads them
     layers = [_LayerState(net, layer, batch, ebar, kind.keeps_sum, reg > 0) for layer in net.layers]
     top = layers[-1]
     readout = ForwardReadout(net, batch, top.layer.n)

@@ -1,10 +1,9 @@
 """BPTT's whole pass as two compiled calls on the Numba backend (``symgrad.bptt_pass``).
 
-``bptt`` allocates what the pass keeps (u_t of each input, the dynamic Jacobian entries, dL/dI_t
-of each input, the last layer's output and the readout, every step), binds it to the driver's
-argument keys, and runs the forward sweep, the loss, the regulariser and the backward sweep; the
-weights' gradients are then one matrix product per input over the kept steps, as in
-runtime/bptt.py, the reference it is tested against.
+``bptt`` allocates what the pass keeps (u_t of each input, the dynamic Jacobian entries, the last
+layer's output and the readout, every step), binds it to the driver's argument keys, and runs
+the forward sweep, the loss, the regulariser and the backward sweep, which sums each weight's
+gradient step by step; runtime/bptt.py is the reference it is tested against.
 """
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ def bptt(net, x, target, kind, reg: float, rate_target: float, rate_scope) -> Re
     """``runtime.bptt.bptt``'s gradients, its sweeps compiled (x and target as NumPy arrays)."""
     driver = fused.driver(net, kind, fused.BPTT)
     steps, batch = x.shape[:2]
-    found, kept = _sources(net, x, target, kind, steps, batch)
+    found = _sources(net, x, target, kind, steps, batch)
     driver.call("bptt_forward", found)
     ys, dy = found[(READOUT, "ys")], found[(READOUT, "dy")]
     if kind.per_step:
@@ -40,10 +39,9 @@ def bptt(net, x, target, kind, reg: float, rate_target: float, rate_scope) -> Re
 
     grads = {}
     for l, layer in enumerate(net.layers):
-        for port in layer.ports:
-            g_I, u = kept[l][port.input]
-            flat = g_I.reshape(steps * batch, layer.n).T @ u.reshape(steps * batch, port.n_pre)
-            grads.update(layer.split_gradient(port, port.synapses.on(np).from_dense(flat)))
+        for j, port in enumerate(layer.ports):
+            dense = np.ascontiguousarray(found[(PORT, l, j, "pass", "grad_T")].T)
+            grads.update(layer.split_gradient(port, port.synapses.on(np).from_dense(dense)))
         for p in layer.model.learnable:
             grads[layer.key(p.name)] = found[(LAYER, l, "pass", ("pgrad", p.name))]
     if net.readout:
@@ -74,9 +72,13 @@ class _EveryStep:
         return kept[name]
 
 
-def _sources(net, x, target, kind, steps: int, batch: int) -> tuple[dict, list]:
-    """What each of the driver's argument keys binds for one pass, and per layer {input: (dL/dI,
-    u)} of every step, for the weights' gradients."""
+def release() -> None:
+    """Drop the every-step arrays kept from the last pass (the next allocates them anew)."""
+    _EveryStep.kept = {}
+
+
+def _sources(net, x, target, kind, steps: int, batch: int) -> dict:
+    """What each of the driver's argument keys binds for one pass."""
     dtype, n_out = net.dtype, net.n_out
     top = net.layers[-1].n
     sizes = tuple((layer.n, tuple(port.n_pre for port in layer.ports), tuple(layer.code.DYNAMIC))
@@ -98,19 +100,15 @@ def _sources(net, x, target, kind, steps: int, batch: int) -> tuple[dict, list]:
                   (READOUT, "gain"): net.gain, (READOUT, "offset"): net.offset,
                   (READOUT, "drive"): np.zeros(n_out, dtype), (READOUT, "drive_error"): np.zeros((batch, n_out), dtype)}
         found |= {(READOUT, f"g_{name}"): np.zeros_like(net.params[name]) for name in READOUT_PARAMS}
-    kept = []
     for l, layer in enumerate(net.layers):
-        layer_found, layer_kept = _layer_sources(net, l, layer, steps, batch, every)
-        found |= layer_found
-        kept.append(layer_kept)
-    return found, kept
+        found |= _layer_sources(net, l, layer, steps, batch, every)
+    return found
 
 
-def _layer_sources(net, l: int, layer, steps: int, batch: int, every: dict) -> tuple[dict, dict]:
+def _layer_sources(net, l: int, layer, steps: int, batch: int, every: dict) -> dict:
     dtype, n, code = net.dtype, layer.n, layer.code
     p = net.neuron_params(layer)
     model = layer.model
-    heard = {port.input for port in layer.ports}
     s = net.initial_state(layer, batch)
 
     def every_step(name, width=n):
@@ -122,9 +120,7 @@ def _layer_sources(net, l: int, layer, steps: int, batch: int, every: dict) -> t
         roles.CURRENT: {name: np.zeros((batch, n), dtype) for name in model.input_names},
         roles.FIXED: net.fixed_entries(layer, p), roles.DYNAMIC_ENTRY: {name: every_step(name) for name in code.DYNAMIC},
         roles.BUFFER: {"grad_z": np.zeros((batch, n), dtype)},
-        roles.ADJOINT: {name: np.zeros((batch, n), dtype) for name in code.STATES}
-        | {name: every_step(("dL/d", name)) if name in heard else np.zeros((batch, n), dtype)
-           for name in model.input_names},
+        roles.ADJOINT: {name: np.zeros((batch, n), dtype) for name in [*code.STATES, *model.input_names]},
         roles.PARAM_GRADIENT: {q.name: np.zeros((batch, n), dtype) for q in model.learnable},
     }
     found = {(LAYER, l, role, of): value for role, values in by_role.items() for of, value in values.items()}
@@ -132,13 +128,11 @@ def _layer_sources(net, l: int, layer, steps: int, batch: int, every: dict) -> t
     own |= {("state", name): s[name] for name in code.STATES}
     own |= {("pgrad", q.name): np.zeros(n, dtype) for q in model.learnable}
     found |= {(LAYER, l, "pass", what): value for what, value in own.items()}
-    kept = {}
     for j, port in enumerate(layer.ports):
-        u = every_step(("u", port.input), port.n_pre)
-        found[(PORT, l, j, roles.BUFFER, "u")] = u
+        found[(PORT, l, j, roles.BUFFER, "u")] = every_step(("u", port.input), port.n_pre)
+        found[(PORT, l, j, "pass", "grad_T")] = np.zeros((port.n_pre, n), dtype)
         found |= fused.weight_sources(net, l, j, port, [])
-        kept[port.input] = (by_role[roles.ADJOINT][port.input], u)
-    return found, kept
+    return found
 
 
-__all__ = ["bptt"]
+__all__ = ["bptt", "release"]

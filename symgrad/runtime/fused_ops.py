@@ -328,3 +328,15 @@ def pass_back(into, g, W, accumulate):
         pass_down(into, g, None, W, True)
     else:
         np.dot(g, W, into)
+
+
+@njit(cache=True)
+def add_outer(target_T, u, g):
+    """target_T += u^T g: (pre, n) from u (batch, pre) and g (batch, n), a row of target_T per
+    nonzero input, so that spikes cost what they are (BPTT's weight gradient, step by step)."""
+    for b in range(u.shape[0]):
+        for j in range(u.shape[1]):
+            value = u[b, j]
+            if value != 0:
+                for i in range(g.shape[1]):
+                    target_T[j, i] += value * g[b, i]
