@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import __version__, kernels as roles
-from .passes import (CROSS_ENTROPY, DATA, LAYER, SEQUENCE, SOURCES, BY_POST, PORT, READOUT, DriverPrinter, LayerNames,
+from .passes import (CROSS_ENTROPY, LAYER, SEQUENCE, SOURCES, BY_POST, PORT, DriverPrinter, LayerNames,
                      NetworkShape, PassArg)
 
 TEMPLATE, FILENAME = "bptt_pass.py", "numba_bptt.py"  # under templates/numba/, and generated/<model>/
@@ -180,5 +180,4 @@ def print_driver(shape: NetworkShape) -> dict:
             "slots": [(f"layer{i}", layer.code.model.name) for i, layer in enumerate(shape.layers)]}
 
 
-__all__ = ["BACKWARD", "DATA", "FILENAME", "FORWARD", "LAYER", "PORT", "PassArg", "READOUT", "TEMPLATE",
-           "driver_args", "print_driver"]
+__all__ = ["BACKWARD", "FILENAME", "FORWARD", "TEMPLATE", "driver_args", "print_driver"]

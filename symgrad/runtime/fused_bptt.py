@@ -7,6 +7,8 @@ gradient step by step; runtime/bptt.py is the reference it is tested against.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import kernels as roles
@@ -55,7 +57,8 @@ class _EveryStep:
     """The arrays that hold every step, kept from one pass to the next of the same sizes: each is
     written whole before it is read (but dL/dy, zeroed here), and a fresh array of megabytes
     costs more in page faults than the forward sweep itself (6 ms against 3 ms on the FSDD
-    network). One set is kept, the last pass's."""
+    network). One set is kept, the last pass's, by the thread that ran it: two threads never
+    share one."""
 
     kept: dict = {}
 
@@ -83,7 +86,7 @@ def _sources(net, x, target, kind, steps: int, batch: int) -> dict:
     top = net.layers[-1].n
     sizes = tuple((layer.n, tuple(port.n_pre for port in layer.ports), tuple(layer.code.DYNAMIC))
                   for layer in net.layers)
-    every = _EveryStep.arrays((steps, batch, n_out, np.dtype(dtype).str, sizes))
+    every = _EveryStep.arrays((threading.get_ident(), steps, batch, n_out, np.dtype(dtype).str, sizes))
     dy = _EveryStep.get(every, "dy", (steps, batch, n_out), dtype)
     dy[...] = 0
     found = {(DATA, "x"): np.ascontiguousarray(x), (DATA, "kappa"): float(net.kappa)}
