@@ -276,10 +276,13 @@ class _Reads:
         NEXT_ENTRY for their values at t+1), and the fixed ones."""
         dynamic = [KernelArg(self.names.of(ids.DYNAMIC_ARG, n), "const real*", f"{n}_{step} (batch, n)", role, n)
                    for n, t in self.terms.items() if t.kind == DYNAMIC]
-        fixed = [KernelArg(self.names.of(ids.FIXED_ARG, n), "const real*", f"{n} (n), "
-                           + ("constant: element 0 is read" if kind == CONSTANT else kind), FIXED, n)
-                 for n, kind in self.fixed()]
-        return dynamic + fixed
+        return dynamic + [_fixed_arg(self.names, n, kind) for n, kind in self.fixed()]
+
+
+def _fixed_arg(names, entry: str, kind: str) -> KernelArg:
+    """The (n) array of a fixed entry (a constant one's element 0 is read)."""
+    return KernelArg(names.of(ids.FIXED_ARG, entry), "const real*", f"{entry} (n), "
+                     + ("constant: element 0 is read" if kind == CONSTANT else kind), FIXED, entry)
 
 
 def _trace_line(update, reads: _Reads, names) -> Line:
@@ -468,9 +471,7 @@ def _backward_kernel(plans: list[TracePlan]) -> Kernel:
                           "grad_z"))
     args += [a for a in now.args() if a.role == DYNAMIC_ENTRY]
     args += [a for a in later.args(NEXT_ENTRY, "t+1") if a.role == NEXT_ENTRY]
-    args += [KernelArg(names.of(ids.FIXED_ARG, n), "const real*", f"{n} (n), "
-                       + ("constant: element 0 is read" if kind == CONSTANT else kind), FIXED, n)
-             for n, kind in fixed.items()]
+    args += [_fixed_arg(names, n, kind) for n, kind in fixed.items()]
     args += [KernelArg(names.of(ids.ADJOINT_ARG, s), "real*", f"dL/d{s} (batch, n): at t+1, updated to t",
                        ADJOINT, s) for s in states]
     args += [KernelArg(names.of(ids.ADJOINT_ARG, p.input.name), "real*", f"dL/d{p.input.name}_t (batch, n): written",
