@@ -5,9 +5,9 @@ backward. The driver printed here runs each sweep in one Numba function: ``bptt_
 computes every step's synaptic input and neuron step, keeping what the backward sweep reads (u_t
 of each input, the dynamic Jacobian entries, the last layer's output and the readout), and a
 per-step loss's error; ``bptt_backward`` walks the steps back through the readout and each
-layer's generated ``backward_step``, keeping dL/dI_t of each input. Between the two, the runtime
-computes what needs the whole sequence or the other ranks (a sequence loss, the regulariser);
-after them, each weight's gradient is one matrix product over the kept steps
+layer's generated ``backward_step``, adding u_t^T dL/dI_t to each weight's gradient step by step
+(over the nonzero inputs), so that no dL/dI of every step is kept. Between the two, the runtime
+computes what needs the whole sequence or the other ranks: a sequence loss, the regulariser
 (runtime/fused_bptt.py).
 
 The names and argument keys are ``symgrad.passes``' (the e-prop driver's), so that a layer's
