@@ -23,7 +23,7 @@ from .passes import (CROSS_ENTROPY, LAYER, SEQUENCE, SOURCES, BY_POST, PORT, Dri
                      NetworkShape, PassArg)
 
 TEMPLATE, FILENAME = "bptt_pass.py", "numba_bptt.py"  # under templates/numba/, and generated/<model>/
-FORWARD, BACKWARD = "bptt_forward", "bptt_backward"  # the driver's two functions
+FORWARD, BACKWARD, INFERENCE = "bptt_forward", "bptt_backward", "forward"  # the driver's functions
 # The backward sweep's own per-layer arrays: {word: what it holds}.
 LAYER_WORDS = {
     "back": "dL/dz_t of the layer from W_rec z_t at t+1 (batch, n)",
@@ -49,11 +49,19 @@ def _every_step(args: list[PassArg]) -> list[PassArg]:
 
 
 class _Forward(DriverPrinter):
+    """``bptt_forward``; or, not keeping, ``forward``: the same steps for inference, which keep
+    the readout and the last layer's output of every step and nothing for a backward sweep."""
+
+    def __init__(self, shape: NetworkShape, keep: bool = True):
+        super().__init__(shape)
+        self.keep = keep
+        self.loss = shape.loss if keep else SEQUENCE  # inference computes no loss
+
     def print(self):
         self.data("x", "the input (T, batch, M)")
-        if self.shape.loss == CROSS_ENTROPY:
+        if self.loss == CROSS_ENTROPY:
             self.data("labels", "class labels (batch,)")
-        elif self.shape.loss != SEQUENCE:
+        elif self.loss != SEQUENCE:
             self.data("values", "targets (T, batch, K)")
         if self.shape.readout:
             self.data("kappa", "the readout's leak")
@@ -63,7 +71,7 @@ class _Forward(DriverPrinter):
         for name, note in (("y", "y_t (batch, K)"), ("ys", "y_t of every step (T, batch, K)"),
                            ("top_z", "the last layer's z_t of every step (T, batch, n)")):
             self.readout(name, note)
-        if self.shape.loss != SEQUENCE:
+        if self.loss != SEQUENCE:
             for name, note in (("dy", "dL/dy_t of the loss alone (T, batch, K)"),
                                ("total", "the loss summed over steps (1,)")):
                 self.readout(name, note)
@@ -72,26 +80,29 @@ class _Forward(DriverPrinter):
         with out.block("for t in range(x.shape[0]):"):
             below = "x[t]"
             for layer in self.layers:
-                out(f"# layer {layer.index} ({layer.code.model.name}): I_t = W_in input_t + W_rec z_t-1 + b, "
-                    "u_t = [input_t, z_t-1, 1], kept")
-                self.synaptic_input(layer, below, "{j}[t]")
-                out(layer.call(layer.kernel("neuron_step"), at=_kept) + "  # and its dynamic entries, kept")
+                out(f"# layer {layer.index} ({layer.code.model.name}): I_t = W_in input_t + W_rec z_t-1 + b"
+                    + (", u_t = [input_t, z_t-1, 1], kept" if self.keep else ""))
+                self.synaptic_input(layer, below, "{j}[t]" if self.keep else None)
+                step = layer.call(layer.kernel("neuron_step"), at=_kept if self.keep else None)
+                out(step + "  # and its dynamic entries, kept" if self.keep else step)
                 self.keep_states(layer)
-                out(f"ops.add_column_sums({self.own(layer, 'rate', 'spike counts summed over steps and samples (n)')}, "
-                    f"{layer.z})")
+                if self.keep:
+                    out(f"ops.add_column_sums({self.own(layer, 'rate', 'spike counts summed over steps and samples (n)')}, "
+                        f"{layer.z})")
                 below = layer.z
-            out("# the readout, kept with the last layer's output, and a per-step loss's error")
+            out("# the readout, kept with the last layer's output" + (", and a per-step loss's error" if self.keep else ""))
             if self.shape.readout:
                 out(f"ops.read(y, {below}, W_out, b_out, gain, offset, kappa, drive)")
             else:
                 out(f"ops.copy(y, {below})")
             out("ops.copy(ys[t], y)")
             out(f"ops.copy(top_z[t], {below})")
-            if self.shape.loss == CROSS_ENTROPY:
+            if self.loss == CROSS_ENTROPY:
                 out("total[0] += ops.cross_entropy(y, labels, dy[t])")
-            elif self.shape.loss != SEQUENCE:
+            elif self.loss != SEQUENCE:
                 out("total[0] += ops.squared_error(y, values[t], dy[t])")
-        return _every_step(self.head + [a for layer in self.layers for a in layer.args.values()]), out.lines
+        args = self.head + [a for layer in self.layers for a in layer.args.values()]
+        return (_every_step(args) if self.keep else args), out.lines
 
 
 class _Backward(DriverPrinter):
@@ -167,17 +178,21 @@ class _Backward(DriverPrinter):
             first = False
 
 
+def _printers(shape: NetworkShape) -> dict:
+    return {FORWARD: _Forward(shape), BACKWARD: _Backward(shape), INFERENCE: _Forward(shape, keep=False)}
+
+
 def driver_args(shape: NetworkShape) -> dict:
-    """Each function's arguments, in order: {FORWARD: [PassArg], BACKWARD: [...]}."""
-    return {FORWARD: _Forward(shape).print()[0], BACKWARD: _Backward(shape).print()[0]}
+    """Each function's arguments, in order: {FORWARD: [PassArg], BACKWARD: [...], INFERENCE: [...]}."""
+    return {name: printer.print()[0] for name, printer in _printers(shape).items()}
 
 
 def print_driver(shape: NetworkShape) -> dict:
     """What templates/numba/bptt_pass.py.j2 places."""
     functions = [dict(name=name, args=args, body=body)
-                 for name, (args, body) in ((FORWARD, _Forward(shape).print()), (BACKWARD, _Backward(shape).print()))]
+                 for name, (args, body) in ((name, printer.print()) for name, printer in _printers(shape).items())]
     return {"version": __version__, "network": shape.describe(), "functions": functions,
             "slots": [(f"layer{i}", layer.code.model.name) for i, layer in enumerate(shape.layers)]}
 
 
-__all__ = ["BACKWARD", "FILENAME", "FORWARD", "TEMPLATE", "driver_args", "print_driver"]
+__all__ = ["BACKWARD", "FILENAME", "FORWARD", "INFERENCE", "TEMPLATE", "driver_args", "print_driver"]

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a user error (bad model, input file, data; the message 
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import math
@@ -802,5 +803,15 @@ def _fail(message: str, err: BaseException) -> int:
     return 1
 
 
+def run() -> int:
+    """The ``symgrad`` command: ``main`` on the command line's arguments."""
+    code = main()
+    # The interpreter's last garbage collections walk every object SymPy, Numba and matplotlib
+    # made, half a second of a short training run; frozen, they are freed without the walk.
+    # Nothing left needs a collection to finish: every file symgrad writes is closed by now.
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

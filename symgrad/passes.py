@@ -260,28 +260,31 @@ class DriverPrinter:
         layer.args.setdefault(key, PassArg(layer.port_word(j, "u"), key, "u_t (batch, pre): presynaptic input"))
         return layer.port_word(j, "u")
 
-    def synaptic_input(self, layer: LayerNames, below: str, u_t: str) -> None:
+    def synaptic_input(self, layer: LayerNames, below: str, u_t: str | None) -> None:
         """I_t = W_in input_t + W_rec z_t-1 + b of each input the neuron step reads, and u_t
-        (written into ``u_t``, a name with {j} for the input's index) of each input."""
+        (written into ``u_t``, a name with {j} for the input's index) of each input, where
+        ``u_t`` is given."""
         out = self.out
         z = layer.z
         step = layer.kernel("neuron_step")
         currents = {a.of for a in step.args if a.role == roles.CURRENT}
         width = {"input": "m0" if layer.index == 0 else f"n{layer.index - 1}", "recurrent": layer.n}
         for j, port in enumerate(layer.shape.ports):
-            u = u_t.format(j=self.u(layer, j))
+            u = u_t.format(j=self.u(layer, j)) if u_t else None
             column = ""  # where the part of u being filled starts
             I = self.bound(layer, "neuron_step", roles.CURRENT, port.input) if port.input in currents else None
             for k, source in enumerate(port.sources):
                 if source == "bias":
-                    out(f"ops.fill_column({u}, {column}, 1.0)")
+                    if u:
+                        out(f"ops.fill_column({u}, {column}, 1.0)")
                     if I:
                         out(f"ops.add_bias({I}, {self.own(layer, 'b', f'b of input {port.input}', port=j)})")
                     continue
                 word = SOURCES[source]
                 heard = below if source == "input" else z
                 end = f"{column} + {width[source]}" if column else width[source]
-                out(f"ops.copy_columns({u}, {column or 0}, {heard})")
+                if u:
+                    out(f"ops.copy_columns({u}, {column or 0}, {heard})")
                 if I and source in port.sparse:
                     by_pre = [self.own(layer, f"{word}_{what}", f"{word} of input {port.input}: {note}", port=j)
                               for what, note in BY_PRE.items()]

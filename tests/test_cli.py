@@ -28,6 +28,17 @@ def test_help_and_version():
         assert "Traceback" not in bad.stderr
 
 
+def test_the_installed_command_runs_the_cli():
+    """The ``symgrad`` script pip installs (pyproject's [project.scripts]) beside this Python."""
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "symgrad"
+    if not script.exists():
+        pytest.skip(f"no symgrad script beside {sys.executable}: the project is not installed here")
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("symgrad "), done.stderr
+
+
 def test_inspect_json_has_exactly_the_contract_shape():
     out = run("inspect", "alif", "--json")
     assert out.returncode == 0, out.stderr

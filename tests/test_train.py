@@ -40,6 +40,22 @@ def test_training_writes_metrics_checkpoint_and_curves(tmp_path):
     assert not list(trainer.run_dir.glob("*.tmp"))  # atomic writes leave nothing behind
 
 
+def test_curves_are_drawn_at_the_end_and_every_so_many_seconds_of_training(tmp_path, monkeypatch):
+    """Drawing curves.png took 0.3 s each epoch, 4 s of a 10-second run: a run shorter than
+    CURVES_EVERY draws it once, after its last epoch; a longer one also while it trains."""
+    from symgrad.runtime import trainer as training
+
+    for every, drawings in ((1e9, 1), (0.0, 3)):
+        monkeypatch.setattr(training, "CURVES_EVERY", every)
+        trainer = mkdir(small_run(tmp_path, name=f"every{every:g}", epochs=3))
+        drawn = []
+        curves = trainer.curves
+        monkeypatch.setattr(trainer, "curves", lambda: drawn.append(trainer.epoch) or curves())
+        trainer.fit(log=lambda line: None)
+        assert len(drawn) == drawings and drawn[-1] == 3
+        assert (trainer.run_dir / "curves.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize("rule, workers", [("eprop", 1), ("eprop", 3), ("bptt", None)])
 def test_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, rule, workers):
     whole = mkdir(small_run(tmp_path, "whole", rule=rule, epochs=3, workers=workers))

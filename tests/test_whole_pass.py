@@ -2,7 +2,8 @@
 (symgrad.bptt_pass, runtime/fused_bptt.py).
 
 On the Numba backend an e-prop pass runs as one call of a generated driver per segment between
-online updates, and a BPTT pass as two (the forward and the backward sweep). Each equals the
+online updates, a BPTT pass as two (the forward and the backward sweep), and inference (the
+trainer's scoring) as one, the forward sweep keeping nothing for a backward one. Each equals the
 NumPy backend's Python loop to 1e-12 in float64: every built-in model (e-prop with and without a
 leaky readout), every loss with the regulariser, one and two layers, several inputs, learnable
 parameters, online updates and rows at rest skipped or not (e-prop's), no readout, a readout
@@ -47,7 +48,23 @@ def check(make, loss="ce", reg=0.0, steps=25, update_every=None, tolerance=EXACT
         assert set(got_grads) == set(expected_grads)
         for key, value in expected_grads.items():
             assert relative_error(got_grads[key], value) <= tolerance, key
+    if method is bptt:
+        check_inference(net, results[1][0], x, tolerance)
     return got
+
+
+def check_inference(reference, compiled, x, tolerance):
+    """BPTT's driver's ``forward`` (inference) on ``compiled`` against the NumPy loop's
+    ``Network.forward`` on ``reference``: the readout, or the last layer's spikes without one."""
+    from symgrad.runtime import fused_bptt
+
+    ys, top = fused_bptt.forward(compiled, x)
+    expected_ys, spikes = reference.forward(x)
+    assert spikes[-1].any(), "the last layer is silent: this proves nothing"
+    assert relative_error(top, spikes[-1]) <= tolerance
+    assert (ys is None) == (expected_ys is None)
+    if ys is not None:
+        assert relative_error(ys, expected_ys) <= tolerance
 
 
 def built(name, **kwargs):
@@ -172,18 +189,19 @@ def test_a_kernel_numba_cannot_compile_is_one_line(monkeypatch, method):
 @pytest.mark.parametrize("rule, online", [("eprop", {"update_every": 5}), ("bptt", {})])
 def test_training_takes_the_whole_pass_and_ends_where_the_python_loop_ends(tmp_path, monkeypatch, rule, online):
     """The trainer's e-prop (online updates every 5 steps) and BPTT, in float64, with the whole
-    pass end with the weights of the same run through the Python loop."""
+    pass end with the weights and the test accuracy of the same run through the Python loop."""
     from test_train import mkdir, small_run
 
     from symgrad.runtime import fused
 
-    weights = {}
+    weights, scores = {}, {}
     for whole in ("1", "0"):
         monkeypatch.setenv(fused.SWITCH, whole)
         trainer = mkdir(small_run(tmp_path, name=f"run{whole}", loss="ce", epochs=1, dtype="float64", rule=rule,
                                   **online))
-        trainer.fit(log=lambda line: None)
+        scores[whole] = trainer.fit(log=lambda line: None)["test_acc"]  # scored by inference's driver, or the loop
         weights[whole] = {k: np.array(v) for k, v in trainer.net.params.items()}
+    assert scores["1"] == scores["0"]
     for key, value in weights["0"].items():
         assert np.abs(value - weights["1"][key]).max() <= 1e-9 * max(1.0, np.abs(value).max()), key
     assert any(np.abs(weights["0"][key] - small_run(tmp_path, name="fresh").net.params[key]).max() > 1e-3

@@ -1,4 +1,4 @@
-"""BPTT's whole pass in two compiled calls, for this network:
+"""BPTT's whole pass in two compiled calls, and inference in one, for this network:
 
     layer 0: alif (I <- input + recurrent)
     readout: y_t = kappa y_t-1 + gain (W_out z_t + b_out) + offset
@@ -17,6 +17,7 @@ As runtime/bptt.py's loop, the reference this is tested against:
         the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t), dL/dW += u_t^T dL/dI_t
         (over the nonzero inputs), the learnable parameters' gradients, and dL/dz_t of the layer
         below = sum_j dL/dI_j,t W_in_j.
+    forward, for inference: bptt_forward's steps, keeping only y_t and the last layer's z_t.
 Arrays are (batch, n) per layer unless said; the arguments' comments say what each holds.
 """
 from numba import njit
@@ -119,3 +120,47 @@ def bptt_backward(
         layer0.backward_step(batch * n0, l0_grad_z.ravel(), l0_J_h_v[t].ravel(), l0_J_h_a[t].ravel(), l0_J_D_a_v[later].ravel(), l0_J_D_a_a[later].ravel(), l0_K_D_v_v, l0_adj_v.ravel(), l0_adj_a.ravel(), l0_adj_I.ravel())
         ops.add_outer(l0p0_grad_T, l0p0_u[t], l0_adj_I)
         ops.pass_back(l0_back, l0_adj_I, l0p0_W_rec, False)
+
+
+@njit(parallel=True, cache=True)  # parallel, as what it calls: Numba segfaults loading a serial one from its cache (numba#8578)
+def forward(
+    x,  # the input (T, batch, M)
+    kappa,  # the readout's leak
+    W_out,  # (K, n)
+    b_out,  # (K,)
+    gain,  # (K,) or None
+    offset,  # (K,) or None
+    drive,  # W_out z_t + b_out of one sample (K,): scratch
+    y,  # y_t (batch, K)
+    ys,  # y_t of every step (T, batch, K)
+    top_z,  # the last layer's z_t of every step (T, batch, n)
+    l0_out_z,  # z_t (batch, n): written
+    l0_current,  # I_t (batch, n): synaptic input
+    l0p0_W_in_T,  # W_in of input I, transposed (pre, n)
+    l0p0_W_rec_T,  # W_rec of input I, transposed (pre, n)
+    l0_s_v,  # v_t-1 (batch, n)
+    l0_s_a,  # a_t-1 (batch, n)
+    l0_p_alpha,  # alpha: one value (1)
+    l0_p_rho,  # rho: one value (1)
+    l0_p_beta,  # beta: one value (1)
+    l0_p_v_th,  # v_th: one value (1)
+    l0_s_v_new,  # v_t (batch, n): written
+    l0_s_a_new,  # a_t (batch, n): written
+    l0_J_D_a_v,  # D_a_v (batch, n): written
+    l0_J_D_a_a,  # D_a_a (batch, n): written
+    l0_J_h_v,  # h_v (batch, n): written
+    l0_J_h_a,  # h_a (batch, n): written
+):
+    batch, m0 = x.shape[1], x.shape[2]
+    n0 = l0_out_z.shape[1]
+    for t in range(x.shape[0]):
+        # layer 0 (alif): I_t = W_in input_t + W_rec z_t-1 + b
+        ops.project(l0_current, x[t], l0p0_W_in_T, False)
+        ops.project(l0_current, l0_out_z, l0p0_W_rec_T, True)
+        layer0.neuron_step(batch * n0, l0_current.ravel(), l0_s_v.ravel(), l0_s_a.ravel(), l0_p_alpha, l0_p_rho, l0_p_beta, l0_p_v_th, l0_s_v_new.ravel(), l0_s_a_new.ravel(), l0_out_z.ravel(), l0_J_D_a_v.ravel(), l0_J_D_a_a.ravel(), l0_J_h_v.ravel(), l0_J_h_a.ravel())
+        ops.copy(l0_s_v, l0_s_v_new)
+        ops.copy(l0_s_a, l0_s_a_new)
+        # the readout, kept with the last layer's output
+        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa, drive)
+        ops.copy(ys[t], y)
+        ops.copy(top_z[t], l0_out_z)

@@ -1,4 +1,4 @@
-"""BPTT's whole pass in two compiled calls, for this network:
+"""BPTT's whole pass in two compiled calls, and inference in one, for this network:
 
     layer 0: brf (I <- input + recurrent)
     readout: y_t = kappa y_t-1 + gain (W_out z_t + b_out) + offset
@@ -17,6 +17,7 @@ As runtime/bptt.py's loop, the reference this is tested against:
         the regulariser's, the backward step (g_t from g_t+1, and dL/dI_t), dL/dW += u_t^T dL/dI_t
         (over the nonzero inputs), the learnable parameters' gradients, and dL/dz_t of the layer
         below = sum_j dL/dI_j,t W_in_j.
+    forward, for inference: bptt_forward's steps, keeping only y_t and the last layer's z_t.
 Arrays are (batch, n) per layer unless said; the arguments' comments say what each holds.
 """
 from numba import njit
@@ -144,3 +145,59 @@ def bptt_backward(
         layer0.param_gradients(batch * n0, l0_J_q_omega_x[t].ravel(), l0_J_q_omega_y[t].ravel(), l0_adj_x.ravel(), l0_adj_y.ravel(), l0_grad_omega.ravel())
         ops.add_column_sums(l0_pgrad_omega, l0_grad_omega)
         ops.pass_back(l0_back, l0_adj_I, l0p0_W_rec, False)
+
+
+@njit(parallel=True, cache=True)  # parallel, as what it calls: Numba segfaults loading a serial one from its cache (numba#8578)
+def forward(
+    x,  # the input (T, batch, M)
+    kappa,  # the readout's leak
+    W_out,  # (K, n)
+    b_out,  # (K,)
+    gain,  # (K,) or None
+    offset,  # (K,) or None
+    drive,  # W_out z_t + b_out of one sample (K,): scratch
+    y,  # y_t (batch, K)
+    ys,  # y_t of every step (T, batch, K)
+    top_z,  # the last layer's z_t of every step (T, batch, n)
+    l0_out_z,  # z_t (batch, n): written
+    l0_current,  # I_t (batch, n): synaptic input
+    l0p0_W_in_T,  # W_in of input I, transposed (pre, n)
+    l0p0_W_rec_T,  # W_rec of input I, transposed (pre, n)
+    l0_s_x,  # x_t-1 (batch, n)
+    l0_s_y,  # y_t-1 (batch, n)
+    l0_s_q,  # q_t-1 (batch, n)
+    l0_p_omega,  # omega: per neuron (n)
+    l0_p_b_offset,  # b_offset: one value (1)
+    l0_p_theta,  # theta: one value (1)
+    l0_p_gamma,  # gamma: one value (1)
+    l0_p_dt,  # dt: one value (1)
+    l0_s_x_new,  # x_t (batch, n): written
+    l0_s_y_new,  # y_t (batch, n): written
+    l0_s_q_new,  # q_t (batch, n): written
+    l0_J_D_x_x,  # D_x_x (batch, n): written
+    l0_J_D_x_y,  # D_x_y (batch, n): written
+    l0_J_D_x_q,  # D_x_q (batch, n): written
+    l0_J_D_y_x,  # D_y_x (batch, n): written
+    l0_J_D_y_y,  # D_y_y (batch, n): written
+    l0_J_D_y_q,  # D_y_q (batch, n): written
+    l0_J_D_q_x,  # D_q_x (batch, n): written
+    l0_J_D_q_q,  # D_q_q (batch, n): written
+    l0_J_h_x,  # h_x (batch, n): written
+    l0_J_h_q,  # h_q (batch, n): written
+    l0_J_q_omega_x,  # q_omega_x (batch, n): written
+    l0_J_q_omega_y,  # q_omega_y (batch, n): written
+):
+    batch, m0 = x.shape[1], x.shape[2]
+    n0 = l0_out_z.shape[1]
+    for t in range(x.shape[0]):
+        # layer 0 (brf): I_t = W_in input_t + W_rec z_t-1 + b
+        ops.project(l0_current, x[t], l0p0_W_in_T, False)
+        ops.project(l0_current, l0_out_z, l0p0_W_rec_T, True)
+        layer0.neuron_step(batch * n0, n0, l0_current.ravel(), l0_s_x.ravel(), l0_s_y.ravel(), l0_s_q.ravel(), l0_p_omega, l0_p_b_offset, l0_p_theta, l0_p_gamma, l0_p_dt, l0_s_x_new.ravel(), l0_s_y_new.ravel(), l0_s_q_new.ravel(), l0_out_z.ravel(), l0_J_D_x_x.ravel(), l0_J_D_x_y.ravel(), l0_J_D_x_q.ravel(), l0_J_D_y_x.ravel(), l0_J_D_y_y.ravel(), l0_J_D_y_q.ravel(), l0_J_D_q_x.ravel(), l0_J_D_q_q.ravel(), l0_J_h_x.ravel(), l0_J_h_q.ravel(), l0_J_q_omega_x.ravel(), l0_J_q_omega_y.ravel())
+        ops.copy(l0_s_x, l0_s_x_new)
+        ops.copy(l0_s_y, l0_s_y_new)
+        ops.copy(l0_s_q, l0_s_q_new)
+        # the readout, kept with the last layer's output
+        ops.read(y, l0_out_z, W_out, b_out, gain, offset, kappa, drive)
+        ops.copy(ys[t], y)
+        ops.copy(top_z[t], l0_out_z)

@@ -41,7 +41,10 @@ def training_curves(metrics: dict, title: str, chance: float | None = None) -> F
     so a run that learns nothing shows flat lines, not autoscaled noise that looks like learning.
     """
     epochs = np.arange(1, len(metrics["train_loss"]) + 1)
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    # Fixed margins rather than a layout engine, which takes as long as the rest of the drawing:
+    # the trainer draws this figure during training.
+    fig = Figure(figsize=(9, 3.4))
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.15, top=0.8, wspace=0.3)
     fig.suptitle(title)
     left, right = fig.subplots(1, 2)
     left.plot(epochs, metrics["train_loss"], marker="o")

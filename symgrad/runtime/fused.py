@@ -34,8 +34,9 @@ _OPS_CACHED: list = []
 
 
 def shape_of(net, kind) -> passes.NetworkShape:
-    """The network's shape, and what the loss ``kind`` asks of each step."""
-    loss = passes.SEQUENCE if not kind.per_step else (
+    """The network's shape, and what the loss ``kind`` asks of each step (None: no loss, as a
+    sequence loss asks nothing of a step)."""
+    loss = passes.SEQUENCE if kind is None or not kind.per_step else (
         passes.CROSS_ENTROPY if kind.target == LABELS else passes.SQUARED_ERROR)
     layers = []
     for layer in net.layers:
@@ -124,7 +125,7 @@ def _ops_source() -> str:
 
 
 def driver(net, kind, printed: Printed = EPROP) -> Driver:
-    """The compiled driver (e-prop's, or BPTT's) for ``net`` and the loss ``kind``."""
+    """The compiled driver (e-prop's, or BPTT's) for ``net`` and the loss ``kind`` (or None)."""
     shape = shape_of(net, kind)
     key = (printed.label, tuple((id(layer.code), layer.ports) for layer in shape.layers), shape.readout, shape.loss)
     if key not in _DRIVERS:

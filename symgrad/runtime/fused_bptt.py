@@ -1,9 +1,11 @@
-"""BPTT's whole pass as two compiled calls on the Numba backend (``symgrad.bptt_pass``).
+"""BPTT's whole pass as two compiled calls on the Numba backend (``symgrad.bptt_pass``), and
+inference as one.
 
 ``bptt`` allocates what the pass keeps (u_t of each input, the dynamic Jacobian entries, the last
 layer's output and the readout, every step), binds it to the driver's argument keys, and runs
 the forward sweep, the loss, the regulariser and the backward sweep, which sums each weight's
-gradient step by step; runtime/bptt.py is the reference it is tested against.
+gradient step by step; runtime/bptt.py is the reference it is tested against. ``forward`` runs
+the forward sweep alone and keeps nothing for a backward one: ``Network.forward``'s readout.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import threading
 
 import numpy as np
 
-from .. import kernels as roles
+from .. import bptt_pass, kernels as roles
 from ..passes import DATA, LAYER, PORT, READOUT
 from . import fused
 from .eprop import Result, overflowed
@@ -51,6 +53,21 @@ def bptt(net, x, target, kind, reg: float, rate_target: float, rate_scope) -> Re
     states = [{s: found[(LAYER, l, roles.NEW_STATE, s)] for s in layer.code.STATES}
               for l, layer in enumerate(net.layers)]
     return Result(total + value, grads, [float(r.sum()) for r in rates], readout, overflowed(net, states))
+
+
+def forward(net, x):
+    """The readout y_t (T, batch, K), or None without one, and the last layer's output z_t
+    (T, batch, n) of every step: ``Network.forward``'s, the steps compiled (x a NumPy array)."""
+    driver = fused.driver(net, None, fused.BPTT)
+    steps, batch = x.shape[:2]
+    found = {(DATA, "x"): np.ascontiguousarray(x, dtype=net.dtype), (DATA, "kappa"): float(net.kappa)}
+    found |= _readout_sources(net, batch) | {
+        (READOUT, "ys"): np.empty((steps, batch, net.n_out), net.dtype),
+        (READOUT, "top_z"): np.empty((steps, batch, net.layers[-1].n), net.dtype)}
+    for l, layer in enumerate(net.layers):
+        found |= _layer_sources(net, l, layer, batch, lambda name, width: np.empty((batch, width), net.dtype))
+    driver.call(bptt_pass.INFERENCE, found)
+    return (found[(READOUT, "ys")] if net.readout else None), found[(READOUT, "top_z")]
 
 
 class _EveryStep:
@@ -93,35 +110,43 @@ def _sources(net, x, target, kind, steps: int, batch: int) -> dict:
     if kind.per_step:
         found[(DATA, "labels") if kind.target == LABELS else (DATA, "values")] = np.ascontiguousarray(
             target, dtype=np.int64 if kind.target == LABELS else dtype)
-    found |= {(READOUT, "y"): np.zeros((batch, n_out), dtype),
-              (READOUT, "ys"): _EveryStep.get(every, "ys", (steps, batch, n_out), dtype),
+    found |= {(READOUT, "ys"): _EveryStep.get(every, "ys", (steps, batch, n_out), dtype),
               (READOUT, "top_z"): _EveryStep.get(every, "top_z", (steps, batch, top), dtype),
               (READOUT, "dy"): dy, (READOUT, "total"): np.zeros(1),
               (READOUT, "filtered"): np.zeros((batch, n_out), dtype)}
+    found |= _readout_sources(net, batch)
     if net.readout:
-        found |= {(READOUT, "W_out"): net.params["W_out"], (READOUT, "b_out"): net.params["b_out"],
-                  (READOUT, "gain"): net.gain, (READOUT, "offset"): net.offset,
-                  (READOUT, "drive"): np.zeros(n_out, dtype), (READOUT, "drive_error"): np.zeros((batch, n_out), dtype)}
+        found |= {(READOUT, "drive_error"): np.zeros((batch, n_out), dtype)}
         found |= {(READOUT, f"g_{name}"): np.zeros_like(net.params[name]) for name in READOUT_PARAMS}
     for l, layer in enumerate(net.layers):
-        found |= _layer_sources(net, l, layer, steps, batch, every)
+        found |= _layer_sources(net, l, layer, batch,
+                                lambda name, width, l=l: _EveryStep.get(every, (l, name), (steps, batch, width), dtype))
     return found
 
 
-def _layer_sources(net, l: int, layer, steps: int, batch: int, every: dict) -> dict:
+def _readout_sources(net, batch: int) -> dict:
+    """The readout's weights, y_t and its scratch (the forward sweep's)."""
+    found = {(READOUT, "y"): np.zeros((batch, net.n_out), net.dtype)}
+    if net.readout:
+        found |= {(READOUT, "W_out"): net.params["W_out"], (READOUT, "b_out"): net.params["b_out"],
+                  (READOUT, "gain"): net.gain, (READOUT, "offset"): net.offset,
+                  (READOUT, "drive"): np.zeros(net.n_out, net.dtype)}
+    return found
+
+
+def _layer_sources(net, l: int, layer, batch: int, every_step) -> dict:
+    """The arrays of layer l; ``every_step(name, width)`` gives those the backward sweep reads,
+    u_t of each input and the dynamic entries: (T, batch, width) where kept."""
     dtype, n, code = net.dtype, layer.n, layer.code
     p = net.neuron_params(layer)
     model = layer.model
     s = net.initial_state(layer, batch)
-
-    def every_step(name, width=n):
-        return _EveryStep.get(every, (l, name), (steps, batch, width), dtype)
-
     by_role = {
         roles.STATE: s, roles.NEW_STATE: {name: np.empty((batch, n), dtype) for name in code.STATES},
         roles.OUTPUT: {"z": np.zeros((batch, n), dtype)}, roles.PARAM: code.kernel_params(p, dtype, n),
         roles.CURRENT: {name: np.zeros((batch, n), dtype) for name in model.input_names},
-        roles.FIXED: net.fixed_entries(layer, p), roles.DYNAMIC_ENTRY: {name: every_step(name) for name in code.DYNAMIC},
+        roles.FIXED: net.fixed_entries(layer, p),
+        roles.DYNAMIC_ENTRY: {name: every_step(name, n) for name in code.DYNAMIC},
         roles.BUFFER: {"grad_z": np.zeros((batch, n), dtype)},
         roles.ADJOINT: {name: np.zeros((batch, n), dtype) for name in [*code.STATES, *model.input_names]},
         roles.PARAM_GRADIENT: {q.name: np.zeros((batch, n), dtype) for q in model.learnable},
@@ -138,4 +163,4 @@ def _layer_sources(net, l: int, layer, steps: int, batch: int, every: dict) -> d
     return found
 
 
-__all__ = ["bptt", "release"]
+__all__ = ["bptt", "forward", "release"]

@@ -26,7 +26,7 @@ from .. import store
 from ..model import NeuronModel
 from ..errors import UserError
 from ..surrogates import Spike
-from . import backends
+from . import backends, fused, fused_bptt
 from .bptt import bptt
 from .checkpoint import check_checkpoint, load_checkpoint, load_network, network_arrays, read_metrics
 from .checkpoint import to_host as _host
@@ -40,8 +40,9 @@ from .parallel import default_workers, gradient_pass
 from .rewiring import Rewiring
 
 CHECKPOINT, CONFIG, METRICS, CURVES = "checkpoint.npz", "config.json", "metrics.json", "curves.png"
-# Seconds between two drawings of curves.png (and after the last epoch): drawing it takes about
-# 0.2 s, which every epoch of a short run would pay (4 s of the 10 of `symgrad train alif`).
+# Seconds of training before curves.png is first drawn, and between two drawings; it is also drawn
+# after the last epoch. Drawing it takes about 0.3 s, which every epoch of a short run would pay
+# (4 s of the 10 of `symgrad train alif`): a run shorter than this draws it once, at its end.
 CURVES_EVERY = 10.0
 LOCK = ".lock"  # held by the process training into the folder
 
@@ -124,12 +125,21 @@ def predict(net: Network, dataset, batch: int = 256):
     outputs = []
     forward = gradient_pass(net, 1, shard=False)  # a forward pass is BLAS's work: leave it the cores
     for start in range(0, len(dataset), batch):
-        ys, spikes = forward(lambda net, x, _: net.forward(x), net, time_major(dataset.x[start:start + batch]), None)
-        if ys is None:  # the output is the last layer's spikes: classes by spike count
-            ys = spikes[-1]
+        ys = forward(_outputs, net, time_major(dataset.x[start:start + batch]), None)
         ys = ys.get() if hasattr(ys, "get") else ys
         outputs.append(ys.mean(axis=0).argmax(axis=1) if dataset.kind == "classification" else ys)
     return np.concatenate(outputs, axis=0 if dataset.kind == "classification" else 1)
+
+
+def _outputs(net: Network, x, _):
+    """The readout of every step, or without one, the last layer's spikes (classes by spike
+    count): in one compiled call where the network's whole pass runs so."""
+    if fused.available(net) and fused.chosen(None):
+        ys, top = fused_bptt.forward(net, x)
+    else:
+        ys, spikes = net.forward(x)
+        top = spikes[-1]
+    return top if ys is None else ys
 
 
 def score(net: Network, dataset, world=SINGLE) -> float:
@@ -213,7 +223,7 @@ class Trainer:
         self.baseline = None  # the loss of the run's first batch, before any update
         self.recent_losses = deque(maxlen=min(DIVERGENCE_WINDOW, math.ceil(len(train) / config.batch)))
         self.activity_checked = False  # whether the spiking layers' activity has been looked at
-        self.curves_drawn = -math.inf  # when curves.png was last drawn (time.perf_counter)
+        self.curves_drawn = None  # when curves.png was last drawn, or training began (time.perf_counter)
         self._lock = None
 
     # -- the run folder ------------------------------------------------------------------
@@ -309,6 +319,7 @@ class Trainer:
         options = {"update_every": config.update_every, "apply": self._apply_summed} if config.update_every else {}
         if config.reg and self.world.size > 1:
             options["rate_scope"] = self._rates_of_whole_batch
+        self.curves_drawn = time.perf_counter()
         while self.epoch < config.epochs:
             self.optimizer.lr = learning_rate(config, self.epoch)
             rng = np.random.default_rng([config.seed, self.epoch])
