@@ -66,7 +66,9 @@ class Family:
         return self.pattern.format(*parts)
 
     def reserved(self, parts: tuple) -> str:
-        return "__".join((self.stem,) + parts)
+        """The stem and the parts joined by "__"; a family without parts (a one-input model's
+        ``current``, ``settle``, ...), the stem behind an underscore, as the plain words'."""
+        return "__".join((self.stem,) + parts) if parts else "_" + self.stem
 
 
 # Per state s, parameter p, Jacobian entry e, input x.

@@ -6,6 +6,8 @@ model is declared, in one line.
   also the state's: BPTT was 208% off, silently);
 * learnable a, a_b with states b_c, c (both parameter traces were a_b_c: rendering failed);
 * names the generated code declares itself (n, z, size, bi, real, s, p, ...) as model names;
+* a one-input model's parameter named like its per-input names (current, settle, ...: the fuzz
+  suite's ODE model with a parameter ``current`` was refused as a bug in symgrad);
 * names that cannot be used: leading or double underscores, C++ keywords, library names.
 """
 import numpy as np
@@ -87,6 +89,27 @@ def test_names_the_generated_code_uses_itself_are_fine_as_model_names():
     table = Names(model)
     assert all(table.word(word) == ("_" + word if word in {"n", "z", "size", "bi", "real", "s", "p", "neuron",
                                                             "out_z"} else word) for word in MODEL_WORDS)
+    x, labels = batch(steps=15, size=2)
+    results = {b: eprop(Network(model, 6, 5, 4, seed=2, backend=b), x * 3, labels) for b in BACKENDS}
+    assert results["numpy"].spikes[0] > 0, "the network is silent: this proves nothing"
+    for backend in BACKENDS[1:]:
+        for key, value in results["numpy"].grads.items():
+            assert relative_error(results[backend].grads[key], value) <= 1e-12, (backend, key)
+
+
+def test_a_one_input_models_names_for_its_input_are_fine_as_model_names():
+    """``current`` (the neuron step's argument for the input) and the per-input kernels' names
+    (``settle``, ``synapse_step``, ``Traces``, ...) as a one-input model's parameters and state:
+    they move aside (``_current``), and every backend equals NumPy."""
+    current, settle, synapse_step, Traces, active_rows = sp.symbols("current settle synapse_step Traces active_rows")
+    I = sp.Symbol("I")
+    model = NeuronModel(
+        "per_input_words", {current: 0.0, Traces: 0.0}, {settle: 0.8, synapse_step: 0.5, active_rows: 0.7},
+        {current: settle * current + I - spike(current - 1.0),
+         Traces: active_rows * Traces + synapse_step * spike(current - 1.0)},
+        spike(current + 0.2 * Traces - 1.0))
+    table = Names(model)
+    assert table.per_input("settle", "I") == "_settle" and table.per_input("Traces", "I") == "_Traces"
     x, labels = batch(steps=15, size=2)
     results = {b: eprop(Network(model, 6, 5, 4, seed=2, backend=b), x * 3, labels) for b in BACKENDS}
     assert results["numpy"].spikes[0] > 0, "the network is silent: this proves nothing"
